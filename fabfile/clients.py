@@ -1,0 +1,392 @@
+"""Docker clients: which trust files they need, what differs, and the one script that fixes it.
+
+Per host and run: one SSH connection; one probe (files, OS, dockerd start
+time, a TLS check with the installed trust); when something differs, one
+apply script (atomic writes, stale-anchor removal, OS store refresh, TLS
+check again); when the OS trust store changed, one restart, gated so that at
+most ``batch`` hosts restart at once and restarts stop after the first failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import shlex
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from . import facts as F
+from .errors import RemoteError
+from .inventory import Client, Registry
+from .results import HostResult, Status
+from .transport import Remote, SshSettings
+
+CERTS_D = {
+    "docker": "/etc/docker/certs.d",
+    "podman": "/etc/containers/certs.d",
+    "containerd": "/etc/containerd/certs.d",
+}
+OS_STORE = {
+    "debian": ("/usr/local/share/ca-certificates", "update-ca-certificates"),
+    "rhel": ("/etc/pki/ca-trust/source/anchors", "update-ca-trust extract"),
+}
+BUILDKIT_TOML = "/etc/buildkit/buildkitd.toml"
+BUILDKIT_CERTS = "/etc/buildkit/certs.d"
+BLOCK_BEGIN = "# BEGIN registry-tls {host}"
+BLOCK_END = "# END registry-tls {host}"
+CLOCK_WARN_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A certificate clients must trust. ``label`` 'current' is ca.crt; others sit beside it."""
+
+    label: str
+    pem: bytes
+
+    def certs_d_name(self) -> str:
+        return "ca.crt" if self.label == "current" else f"registry-tls-{self.label}.crt"
+
+    def os_store_name(self, registry_host: str) -> str:
+        suffix = "" if self.label == "current" else f"-{self.label}"
+        return f"registry-tls-{registry_host}{suffix}.crt"
+
+
+@dataclass(frozen=True)
+class WantFile:
+    path: str
+    content: bytes
+    target: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+# --------------------------------------------------------------------------- desired state (pure)
+
+
+def certs_d_dirs(names: tuple[str, ...], port: int) -> list[str]:
+    """Folder names under certs.d for every form users pull with.
+
+    Docker looks up ``certs.d/<host>`` for port 443 references and
+    ``certs.d/<host>:<port>`` otherwise; a user may also write ``host:443``,
+    so for 443 both forms are written. A wrong folder name only ever shows up
+    as 'unknown authority', hence the care.
+    """
+    dirs: list[str] = []
+    for name in names:
+        host = f"[{name}]" if ":" in name else name
+        forms = [name, f"{host}:443"] if port == 443 else [f"{host}:{port}"]
+        dirs += [f for f in forms if f not in dirs]
+    return dirs
+
+
+def desired_files(
+    client: Client, registry: Registry, anchors: tuple[Anchor, ...], os_family: str | None
+) -> tuple[WantFile, ...]:
+    files: list[WantFile] = []
+    for target in client.trust:
+        if target in CERTS_D:
+            for folder in certs_d_dirs(client.registry_names, registry.port):
+                base = f"{CERTS_D[target]}/{folder}"
+                files += [WantFile(f"{base}/{a.certs_d_name()}", a.pem, target) for a in anchors]
+                if target == "containerd":
+                    files.append(WantFile(f"{base}/hosts.toml", _hosts_toml(folder, base, anchors), target))
+        elif target == "os" and os_family in OS_STORE:
+            store = OS_STORE[os_family][0]
+            files += [WantFile(f"{store}/{a.os_store_name(registry.host)}", a.pem, "os") for a in anchors]
+        elif target == "buildkit":
+            base = f"{BUILDKIT_CERTS}/{registry.endpoint}"
+            files += [WantFile(f"{base}/{a.certs_d_name()}", a.pem, "buildkit") for a in anchors]
+    return tuple(files)
+
+
+def _hosts_toml(folder: str, base: str, anchors: tuple[Anchor, ...]) -> bytes:
+    server = folder.removesuffix(":443")
+    cas = ", ".join(f'"{base}/{a.certs_d_name()}"' for a in anchors)
+    return (f'server = "https://{server}"\n\n[host."https://{folder}"]\n'
+            f'  capabilities = ["pull", "resolve", "push"]\n  ca = [{cas}]\n').encode()
+
+
+def buildkit_toml(current: bytes | None, registry: Registry, anchors: tuple[Anchor, ...]) -> bytes:
+    """buildkitd.toml with our marked block for this registry replaced (BuildKit ignores certs.d)."""
+    begin, end = BLOCK_BEGIN.format(host=registry.endpoint), BLOCK_END.format(host=registry.endpoint)
+    kept, skipping = [], False
+    for line in (current or b"").decode().splitlines():
+        if line.strip() == begin:
+            skipping = True
+        elif line.strip() == end:
+            skipping = False
+        elif not skipping:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    base = f"{BUILDKIT_CERTS}/{registry.endpoint}"
+    cas = ", ".join(f'"{base}/{a.certs_d_name()}"' for a in anchors)
+    block = [begin, f'[registry."{registry.endpoint}"]', f"  ca = [{cas}]", end]
+    return ("\n".join(kept + ([""] if kept else []) + block) + "\n").encode()
+
+
+def probe_paths(client: Client, registry: Registry, anchors: tuple[Anchor, ...]) -> tuple[str, ...]:
+    """Every path the plan may need to compare, whatever the host's OS turns out to be."""
+    paths = {f.path for family in (None, *OS_STORE) for f in desired_files(client, registry, anchors, family)}
+    return tuple(sorted(paths))
+
+
+def extra_globs(client: Client, registry: Registry) -> tuple[tuple[str, str], ...]:
+    """Where a stale anchor of ours may sit: ``registry-tls-*.crt`` beside ca.crt, and the OS stores."""
+    globs = []
+    for target in client.trust:
+        if target in CERTS_D:
+            globs += [(f"{CERTS_D[target]}/{d}/registry-tls-", ".crt")
+                      for d in certs_d_dirs(client.registry_names, registry.port)]
+        elif target == "os":
+            globs += [(f"{store}/registry-tls-{registry.host}", ".crt") for store, _ in OS_STORE.values()]
+        elif target == "buildkit":
+            globs.append((f"{BUILDKIT_CERTS}/{registry.endpoint}/registry-tls-", ".crt"))
+    return tuple(globs)
+
+
+def verify_probe(client: Client, registry: Registry, anchors: tuple[Anchor, ...]) -> F.VerifyProbe | None:
+    """A TLS check from the client using only the trust we install there (first name, first target).
+
+    The probe runs before the host's OS is known, so for the OS store every
+    family's file is listed; missing ones are ignored by ``cat``.
+    """
+    if not client.verify or not client.trust:
+        return None
+    first = client.trust[0]
+    cas = tuple(f.path for family in (None, *OS_STORE) for f in desired_files(client, registry, anchors, family)
+                if f.target == first and f.path.endswith(".crt"))
+    if first in CERTS_D or first == "buildkit":
+        folder = cas[0].rsplit("/", 1)[0]
+        cas = tuple(p for p in cas if p.rsplit("/", 1)[0] == folder)
+    name = client.registry_names[0]
+    return F.VerifyProbe(name=name, port=registry.port, ca_files=tuple(dict.fromkeys(cas)), is_ip=_is_ip(name))
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- plan (pure)
+
+
+@dataclass(frozen=True)
+class ClientPlan:
+    writes: tuple[WantFile, ...] = ()
+    removes: tuple[str, ...] = ()
+    refresh: str | None = None          # the OS store's update command, when it changed
+    restart: bool = False
+    restart_reason: str = ""
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.writes or self.removes or self.restart)
+
+    def describe(self) -> list[str]:
+        lines = [f"write {f.path}" for f in self.writes] + [f"remove {p}" for p in self.removes]
+        if self.refresh:
+            lines.append(f"run {self.refresh}")
+        if self.restart:
+            lines.append(f"restart dockerd ({self.restart_reason})")
+        return lines
+
+
+def plan(
+    client: Client,
+    registry: Registry,
+    anchors: tuple[Anchor, ...],
+    facts: F.ClientFacts,
+    *,
+    now: float | None = None,
+) -> ClientPlan:
+    warnings: list[str] = []
+    family = facts.os_family
+    if "os" in client.trust and family is None:
+        raise RemoteError(client.name, f"OS trust store: unsupported OS {facts.os_id!r} "
+                                       "(supported: Debian/Ubuntu, RHEL/CentOS/Fedora); drop 'os' from trust")
+    want = desired_files(client, registry, anchors, family)
+    if "buildkit" in client.trust:
+        toml = buildkit_toml(facts.buildkit_toml, registry, anchors)
+        if toml != (facts.buildkit_toml or b""):
+            want += (WantFile(BUILDKIT_TOML, toml, "buildkit"),)
+            warnings.append("buildkitd reads buildkitd.toml at start: restart buildkitd to apply")
+    wanted_paths = {f.path for f in want}
+    writes = tuple(f for f in want if f.path == BUILDKIT_TOML or not _same(facts.files.get(f.path), f))
+    removes = tuple(sorted(p for p in facts.extra if p not in wanted_paths))
+    os_dir = OS_STORE[family][0] if family in OS_STORE else None
+    os_changed = bool(os_dir) and any(p.startswith(os_dir + "/") for p in (*(f.path for f in writes), *removes))
+    pending = _restart_pending(facts, os_dir, registry) if "os" in client.trust else False
+    restart, reason = False, ""
+    needs = os_changed or pending
+    if client.restart == "always" and (writes or removes or pending):
+        restart, reason = True, "restart: always"
+    elif client.restart == "auto" and needs:
+        restart, reason = True, "the OS trust store changed" if os_changed else "OS trust store newer than dockerd"
+    elif needs and client.restart == "never":
+        warnings.append("dockerd must restart to load the OS trust store (restart: never; not restarted)")
+    if restart and facts.dockerd_started is None:
+        restart = False
+        warnings.append("dockerd is not running; nothing to restart")
+    if now is not None and facts.clock is not None and abs(facts.clock - now) > CLOCK_WARN_SECONDS:
+        warnings.append(f"clock differs from this machine by {int(facts.clock - now):+d}s; "
+                        "a fresh certificate may be 'not yet valid' there")
+    return ClientPlan(
+        writes=writes, removes=removes,
+        refresh=OS_STORE[family][1] if os_changed else None,
+        restart=restart, restart_reason=reason, warnings=tuple(warnings),
+    )
+
+
+def _same(have: F.RemoteFile | None, want: WantFile) -> bool:
+    return have is not None and have.sha256 == want.sha256 and have.mode == 0o644 and have.owner == "root"
+
+
+def _restart_pending(facts: F.ClientFacts, os_dir: str | None, registry: Registry) -> bool:
+    """An anchor in the OS store is newer than the running dockerd: it has not loaded it."""
+    if not os_dir or facts.dockerd_started is None:
+        return False
+    prefix = f"{os_dir}/registry-tls-{registry.host}"
+    return any(f is not None and f.path.startswith(prefix) and f.mtime > facts.dockerd_started
+               for f in facts.files.values())
+
+
+# --------------------------------------------------------------------------- scripts
+
+
+def apply_script(plan: ClientPlan) -> list[str]:
+    """Shell lines that carry out the plan: each write is temp file + chmod + chown + rename."""
+    lines = [
+        "set -e", "umask 022",
+        'w() { d=${1%/*}; mkdir -p "$d"; t=$(mktemp "$d/.registry-tls.XXXXXX"); '
+        'printf %s "$2" | base64 -d > "$t"; chmod 0644 "$t"; chown 0:0 "$t"; mv -f "$t" "$1"; }',
+    ]
+    lines += [f"w {shlex.quote(f.path)} {base64.b64encode(f.content).decode()}" for f in plan.writes]
+    lines += [f"rm -f {shlex.quote(p)}" for p in plan.removes]
+    if plan.refresh:
+        lines.append(f"{plan.refresh} >/dev/null 2>&1 || {{ echo '{plan.refresh} failed' >&2; exit 1; }}")
+    lines.append("set +e")
+    return lines
+
+
+def restart_script(restart_command: str, *, force: bool) -> str:
+    """Refuse if containers would stop (live-restore off) unless forced; validate; restart; wait."""
+    return "\n".join([
+        "set -u",
+        f"if [ {int(force)} != 1 ]; then",
+        "  s=$(docker info --format '{{.LiveRestoreEnabled}} {{.ContainersRunning}}' 2>/dev/null) || s=''",
+        "  set -- $s",
+        '  if [ "${1:-true}" = false ] && [ "${2:-0}" -gt 0 ]; then echo "RUNNING $2"; exit 3; fi',
+        "fi",
+        "if dockerd --help 2>/dev/null | grep -q -- '--validate'; then",
+        "  if ! v=$(dockerd --validate 2>&1); then echo \"INVALID $(printf '%s' \"$v\" | tail -n1)\"; exit 4; fi",
+        "fi",
+        f"{restart_command} >/dev/null 2>&1 || {{ echo 'RESTARTFAILED'; exit 5; }}",
+        "i=0; while [ $i -lt 300 ]; do docker info >/dev/null 2>&1 && { echo UP; exit 0; }; sleep 0.2; i=$((i+1)); done",
+        "echo TIMEOUT; exit 6",
+    ])
+
+
+RESTART_ERRORS = {
+    3: "dockerd not restarted: {detail} container(s) running and live-restore is off; "
+       "they would stop (use --force to restart anyway)",
+    4: "dockerd not restarted: its configuration is invalid ({detail})",
+    5: "dockerd restart command failed: {command}",
+    6: "dockerd did not answer within 60s after the restart",
+}
+
+
+# --------------------------------------------------------------------------- one host
+
+
+class RestartGate:
+    """At most ``batch`` dockerd restarts at once; after one fails, no more start."""
+
+    def __init__(self, batch: int):
+        self._slots = threading.BoundedSemaphore(max(1, batch))
+        self._lock = threading.Lock()
+        self.failed_on: str | None = None
+
+    @contextmanager
+    def slot(self, host: str) -> Iterator[None]:
+        with self._slots:
+            with self._lock:
+                if self.failed_on:
+                    raise RemoteError(host, f"dockerd restart skipped: the restart on {self.failed_on} failed")
+            try:
+                yield
+            except RemoteError as exc:
+                if "running and live-restore is off" not in exc.reason:
+                    with self._lock:
+                        self.failed_on = self.failed_on or host
+                raise
+
+
+@dataclass
+class TrustJob:
+    """Everything one ``clients.trust`` run shares between hosts."""
+
+    registry: Registry
+    anchors: tuple[Anchor, ...]
+    settings: SshSettings
+    dry_run: bool = False
+    force: bool = False
+    gate: RestartGate = field(default_factory=lambda: RestartGate(1))
+
+
+def trust(client: Client, job: TrustJob) -> HostResult:
+    """Make one client trust the registry; returns its HostResult (errors propagate to fleet.guarded)."""
+    registry, anchors = job.registry, job.anchors
+    paths = probe_paths(client, registry, anchors)
+    probe = verify_probe(client, registry, anchors)
+    with Remote(client.ssh, job.settings) as remote:
+        script = F.client_script(paths, extra_globs(client, registry), verify=probe,
+                                 buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None)
+        found = F.parse_client(remote.run(script, sudo=True).stdout, paths)
+        todo = plan(client, registry, anchors, found, now=time.time())
+        result = HostResult(host=client.name, warnings=list(todo.warnings),
+                            facts={"os": found.os_family or found.os_id})
+        if job.dry_run:
+            result.changes = [f"would {line}" for line in todo.describe()]
+            result.status = Status.CHANGED if not todo.empty else Status.OK
+            result.message = "would change (dry run)" if not todo.empty else "nothing to change"
+            return result
+        verify = found.verify
+        if todo.writes or todo.removes:
+            out = remote.run("\n".join(apply_script(todo) + F.verify_script(probe)), sudo=True).stdout
+            verify = F.parse_client(out).verify
+        if todo.restart:
+            with job.gate.slot(client.name):
+                run = remote.run(restart_script(client.restart_command, force=job.force), sudo=True,
+                                 check=False, timeout=120)
+                if run.exited != 0:
+                    detail = run.stdout.split()[-1] if run.stdout.split() else ""
+                    template = RESTART_ERRORS.get(run.exited, "dockerd restart failed: {detail}")
+                    raise RemoteError(client.name, template.format(detail=detail or run.tail(),
+                                                                   command=client.restart_command))
+            result.restarted = True
+            if probe is not None:
+                verify = F.parse_client(remote.run("\n".join(F.verify_script(probe)), sudo=True).stdout).verify
+    result.changes = todo.describe()
+    result.status = Status.CHANGED if not todo.empty else Status.OK
+    result.message = f"{len(todo.writes) + len(todo.removes)} file(s) changed" if not todo.empty else "trust in place"
+    if verify is not None:
+        state, detail = verify
+        result.facts["verify"] = state
+        if state == "fail":
+            result.status = Status.FAILED
+            result.message = f"TLS check to {probe.name}:{probe.port} failed: {detail or 'unknown error'}"
+        elif state == "skip":
+            result.warnings.append(f"TLS check skipped: {detail}")
+    return result

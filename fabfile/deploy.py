@@ -1,0 +1,229 @@
+"""Orchestration: certificate -> registry host -> clients -> verification. No SSH or rendering here.
+
+Each function takes a ``Session`` (inventory, SSH settings, local state) and
+returns a ``Report``; tasks.py renders it and turns it into an exit code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import clients as C
+from . import facts as F
+from . import fleet, inventory, registry, verify
+from .certs import describe
+from .errors import InputError
+from .htpasswd import HEALTH_USER
+from .inventory import Client, Inventory
+from .pki import Material, Pki
+from .results import HostResult, Report, Status
+from .state import LocalState
+from .transport import Remote, SshSettings
+
+
+@dataclass
+class Session:
+    inv: Inventory
+    settings: SshSettings
+    state: LocalState
+    pki: Pki
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    progress: Callable[[str, int], fleet.Progress] = lambda title, total: fleet.NoProgress()
+
+
+def open_session(
+    inventory_path: str | Path,
+    *,
+    sudo_password: str | None = None,
+    accept_new_host_keys: bool = False,
+    progress: Callable[[str, int], fleet.Progress] | None = None,
+) -> Session:
+    inv = inventory.load(inventory_path)
+    settings = SshSettings(
+        known_hosts=inv.known_hosts, ssh_config=inv.ssh_config, connect_timeout=inv.connect_timeout,
+        accept_new_host_keys=accept_new_host_keys, sudo_password=sudo_password or None,
+    )
+    session = Session(inv=inv, settings=settings, state=LocalState(inv), pki=Pki(inv.certificate))
+    if progress is not None:
+        session.progress = progress
+    return session
+
+
+# --------------------------------------------------------------------------- certificate
+
+
+def certificate(s: Session, *, renew: bool = False, dry_run: bool = False) -> tuple[Material, str]:
+    """Reuse the local certificate when it fits the inventory, else create it (or say why not)."""
+    if dry_run:
+        material = s.pki.load()
+        if material is None:
+            raise InputError(f"{s.pki.cert_path}: no certificate yet; a real run would generate one "
+                             "(run `inv cert.generate` first to plan the rest)")
+        problems = s.pki.problems(material, s.now)
+        return material, (f"would renew: {problems[0]}" if problems else "certificate is valid and matches")
+    outcome = s.pki.ensure(s.now, renew=renew)
+    return outcome.material, outcome.message
+
+
+def anchors(s: Session, material: Material) -> tuple[C.Anchor, ...]:
+    """What clients must trust now: the current anchor, plus the next one during a rotation."""
+    from .rotate import pending_anchor  # rotation state decides; imported late to avoid a cycle
+
+    extra = pending_anchor(s)
+    current = (C.Anchor("current", material.anchor_pem),)
+    return current + ((C.Anchor("next", extra),) if extra and extra != material.anchor_pem else ())
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def registry_job(s: Session, material: Material, *, dry_run: bool = False, break_lock: bool = False):
+    user, password = s.state.health_credentials()
+    return registry.DeployJob(
+        registry=s.inv.registry, material=material, htpasswd=s.state.htpasswd().render(),
+        credentials=(user, password.reveal()), settings=s.settings, dry_run=dry_run, break_lock=break_lock,
+    )
+
+
+def deploy_registry(s: Session, material: Material, *, dry_run: bool = False, break_lock: bool = False) -> Report:
+    job = registry_job(s, material, dry_run=dry_run, break_lock=break_lock)
+    report = Report()
+    report.add(fleet.guarded(s.inv.registry.host, "registry", lambda: registry.deploy(job)))
+    return report
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def trust_clients(
+    s: Session,
+    material: Material,
+    targets: tuple[Client, ...],
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    parallel: int = 10,
+    batch: int = 1,
+    extra_anchors: tuple[C.Anchor, ...] | None = None,
+) -> Report:
+    """Fan out over clients. With a sudo password, the first host goes alone first (a canary):
+    a wrong password then fails once, not on every host (lockouts)."""
+    job = C.TrustJob(registry=s.inv.registry,
+                     anchors=extra_anchors if extra_anchors is not None else anchors(s, material),
+                     settings=s.settings, dry_run=dry_run, force=force, gate=C.RestartGate(batch))
+    report = Report()
+    if not targets:
+        return report
+    with s.progress("clients", len(targets)) as progress:
+        work = lambda c: C.trust(c, job)  # noqa: E731
+        name = lambda c: c.name  # noqa: E731
+        rest = targets
+        if s.settings.sudo_password:
+            first = fleet.fan_out(targets[:1], work, name=name, parallel=1, progress=progress)[0]
+            report.add(first)
+            rest = targets[1:]
+            if first.message.startswith("sudo: wrong password"):
+                for c in rest:
+                    report.add(HostResult(host=c.name, status=Status.SKIPPED,
+                                          message=f"not attempted: the sudo password was rejected on {first.host}"))
+                return report
+        for result in fleet.fan_out(rest, work, name=name, parallel=parallel, progress=progress):
+            report.add(result)
+    return report
+
+
+def select_clients(s: Session, *, hosts: str | None = None, groups: str | None = None,
+                   failed_only: bool = False) -> tuple[Client, ...]:
+    chosen = s.inv.select(hosts, groups)
+    if failed_only:
+        failed = set(s.state.failed_last_time())
+        chosen = tuple(c for c in chosen if c.name in failed)
+    return chosen
+
+
+# --------------------------------------------------------------------------- the whole job
+
+
+def deploy_all(
+    s: Session,
+    targets: tuple[Client, ...],
+    *,
+    renew: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    parallel: int = 10,
+    batch: int = 1,
+    break_lock: bool = False,
+) -> Report:
+    material, cert_message = certificate(s, renew=renew, dry_run=dry_run)
+    report = Report(notes=[f"certificate: {cert_message}"])
+    reg = deploy_registry(s, material, dry_run=dry_run, break_lock=break_lock)
+    report.merge(reg)
+    if any(r.failed for r in reg.results.values()):
+        for c in targets:
+            report.add(HostResult(host=c.name, status=Status.SKIPPED,
+                                  message="not attempted: the registry host failed"))
+        return report
+    report.merge(trust_clients(s, material, targets, dry_run=dry_run, force=force,
+                               parallel=parallel, batch=batch))
+    return report
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def verify_registry(s: Session, material: Material) -> HostResult:
+    """From this machine: chain, fingerprint, SAN coverage, days left, TLS version, /v2/ 401 and 200."""
+    reg = s.inv.registry
+    user, password = s.state.health_credentials()
+    probe = verify.probe(reg.ssh.address, reg.port, reg.host, material.anchor_pem,
+                         credentials=(user, password.reveal()))
+    names = tuple(dict.fromkeys((reg.host, *(n for c in s.inv.clients for n in c.registry_names))))
+    problems = probe.problems(material.fingerprint, names)
+    result = HostResult(host=reg.host, role="registry")
+    result.facts = {"fingerprint": probe.fingerprint, "tls": probe.tls_version,
+                    "days_left": (probe.not_after - s.now).days if probe.not_after else None,
+                    "v2_anonymous": probe.unauthenticated, "v2_authenticated": probe.authenticated}
+    if problems:
+        result.status, result.message = Status.FAILED, "; ".join(problems)
+    else:
+        result.message = (f"{probe.tls_version}, serves the expected certificate "
+                          f"({result.facts['days_left']} days left), /v2/ 401 anonymous, 200 as {HEALTH_USER}")
+    return result
+
+
+def verify_client(client: Client, s: Session, material: Material) -> HostResult:
+    anchors_ = anchors(s, material)
+    probe = C.verify_probe(client, s.inv.registry, anchors_)
+    if probe is None:
+        return HostResult(host=client.name, status=Status.SKIPPED, message="verify: false for this client")
+    with Remote(client.ssh, s.settings) as remote:
+        out = remote.run("\n".join(F.verify_script(probe)), sudo=True).stdout
+    state, detail = F.parse_client(out).verify or ("fail", "no output")
+    status = {"ok": Status.OK, "skip": Status.SKIPPED}.get(state, Status.FAILED)
+    return HostResult(host=client.name, status=status,
+                      message=f"TLS to {probe.name}:{probe.port} validates with the installed trust ({detail})"
+                      if state == "ok" else f"TLS to {probe.name}:{probe.port}: {detail}")
+
+
+def verify_all(s: Session, targets: tuple[Client, ...], parallel: int = 10) -> Report:
+    material = s.pki.load()
+    if material is None:
+        raise InputError(f"{s.pki.cert_path}: no certificate; run `inv deploy` first")
+    report = Report()
+    report.add(fleet.guarded(s.inv.registry.host, "registry", lambda: verify_registry(s, material)))
+    with s.progress("verify", len(targets)) as progress:
+        for r in fleet.fan_out(targets, lambda c: verify_client(c, s, material), name=lambda c: c.name,
+                               parallel=parallel, progress=progress):
+            report.add(r)
+    return report
+
+
+def show_certificate(s: Session):
+    material = s.pki.load()
+    if material is None:
+        raise InputError(f"{s.pki.cert_path}: no certificate yet; run `inv cert.generate`")
+    return [describe(c) for c in material.chain]

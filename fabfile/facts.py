@@ -1,0 +1,271 @@
+"""Read-only probes of remote state: a shell script plus a pure parser.
+
+Each probe is ONE remote command (one round trip) that prints tagged lines;
+the parser turns them into a frozen dataclass. Parsers never touch the
+network, so tests feed them recorded output.
+
+Tags:
+  TIME <epoch>                        the host's clock
+  OS <ID> [ID_LIKE...]                from /etc/os-release
+  F <sha256> <mode> <owner> <mtime> <path>   a regular file that exists
+  M <path>                            a file that does not exist
+  X <path>                            an extra anchor file of ours (registry-tls-*.crt)
+  DSTART <epoch>                      when dockerd started (for pending restarts)
+  VERIFY ok|fail|skip <detail>        TLS handshake with the installed trust
+  B <base64>                          buildkitd.toml content
+  LINK <target>|DIR|NONE              what <data_dir>/certs is
+  INSPECT <json>                      the registry container, as the engine shows it
+  PREVIOUS <json>                     a '<name>-previous' container left by an interrupted run
+  IMAGE <id>                          the image the inventory names, as present on the host
+  ENGINE up|down|missing <detail>
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+from dataclasses import dataclass, field
+
+DEBIAN_LIKE = ("debian", "ubuntu")
+RHEL_LIKE = ("rhel", "centos", "fedora", "rocky", "almalinux", "ol")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    sha256: str
+    mode: int
+    owner: str
+    mtime: int
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+_FILE_FN = (
+    'f() { if [ -f "$1" ]; then set -- "$1" "$(sha256sum < "$1" | cut -c1-64)" "$(stat -c \'%a %U %Y\' "$1")"; '
+    'echo "F $2 $3 $1"; else echo "M $1"; fi; }'
+)
+
+
+def _file_lines(paths) -> list[str]:
+    return [f"f {shlex.quote(p)}" for p in paths]
+
+
+def _parse_file(line: str) -> RemoteFile:
+    _, sha, mode, owner, mtime, path = line.split(" ", 5)
+    return RemoteFile(path=path, sha256=sha, mode=int(mode, 8), owner=owner, mtime=int(mtime))
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@dataclass(frozen=True)
+class VerifyProbe:
+    """Check, on the client, a TLS handshake to name:port against the given CA files."""
+
+    name: str
+    port: int
+    ca_files: tuple[str, ...]
+    is_ip: bool = False
+
+
+@dataclass(frozen=True)
+class ClientFacts:
+    clock: int | None = None
+    os_id: str = "unknown"
+    os_like: tuple[str, ...] = ()
+    files: dict[str, RemoteFile | None] = field(default_factory=dict)
+    extra: tuple[str, ...] = ()
+    dockerd_started: int | None = None
+    verify: tuple[str, str] | None = None
+    buildkit_toml: bytes | None = None
+
+    @property
+    def os_family(self) -> str | None:
+        ids = (self.os_id, *self.os_like)
+        if any(i in DEBIAN_LIKE for i in ids):
+            return "debian"
+        if any(i in RHEL_LIKE for i in ids):
+            return "rhel"
+        return None
+
+
+def verify_script(probe: VerifyProbe | None) -> list[str]:
+    """Shell lines printing ``VERIFY ...``: openssl s_client, or curl, against the installed files."""
+    if probe is None:
+        return []
+    files = " ".join(shlex.quote(p) for p in probe.ca_files)
+    host = f"[{probe.name}]" if ":" in probe.name else probe.name
+    check = f"-verify_ip {probe.name}" if probe.is_ip else f"-verify_hostname {shlex.quote(probe.name)}"
+    return [
+        f"vt=$(mktemp); cat {files} > \"$vt\" 2>/dev/null",
+        "if command -v openssl >/dev/null 2>&1; then",
+        f"  vo=$(timeout 10 openssl s_client -connect {shlex.quote(f'{host}:{probe.port}')} "
+        f"-servername {shlex.quote(probe.name)} {check} -verify_return_error -CAfile \"$vt\" </dev/null 2>&1)",
+        "  if [ $? -eq 0 ]; then echo 'VERIFY ok openssl'; else",
+        "    echo \"VERIFY fail $(printf '%s\\n' \"$vo\" | grep -m1 -E 'verify error|errno|error:|Connection refused|"
+        "No route|timed out|unable' | tr -s ' ' | cut -c1-200)\"; fi",
+        "elif command -v curl >/dev/null 2>&1; then",
+        f"  vo=$(curl -sS -o /dev/null --max-time 10 --cacert \"$vt\" https://{host}:{probe.port}/v2/ 2>&1)",
+        "  if [ $? -eq 0 ]; then echo 'VERIFY ok curl'; else echo \"VERIFY fail $vo\"; fi",
+        "else echo 'VERIFY skip neither openssl nor curl is installed'; fi",
+        "rm -f \"$vt\"",
+    ]
+
+
+def client_script(
+    paths: tuple[str, ...],
+    extra_globs: tuple[tuple[str, str], ...] = (),
+    *,
+    verify: VerifyProbe | None = None,
+    buildkit_toml: str | None = None,
+) -> str:
+    lines = [
+        'echo "TIME $(date -u +%s)"',
+        'if [ -r /etc/os-release ]; then . /etc/os-release; echo "OS ${ID:-unknown} ${ID_LIKE:-}"; '
+        'else echo "OS unknown"; fi',
+        _FILE_FN,
+        *_file_lines(paths),
+    ]
+    for prefix, suffix in extra_globs:  # (literal prefix, literal suffix) around one '*'
+        lines.append(f'for x in {shlex.quote(prefix)}*{shlex.quote(suffix)}; do [ -f "$x" ] && echo "X $x"; done')
+    lines.append('p=$(cat /var/run/docker.pid 2>/dev/null) && [ -n "$p" ] && '
+                 'echo "DSTART $(stat -c %Y /proc/$p 2>/dev/null)"')
+    if buildkit_toml:
+        lines.append(f"[ -f {shlex.quote(buildkit_toml)} ] && echo \"B $(base64 -w0 < {shlex.quote(buildkit_toml)})\"")
+    lines += verify_script(verify)
+    lines.append("true")
+    return "\n".join(lines)
+
+
+def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
+    files: dict[str, RemoteFile | None] = {p: None for p in paths}
+    values: dict = {"extra": []}
+    for line in stdout.splitlines():
+        tag, _, rest = line.partition(" ")
+        if tag == "TIME" and rest.strip().isdigit():
+            values["clock"] = int(rest)
+        elif tag == "OS":
+            parts = rest.split()
+            values["os_id"] = parts[0] if parts else "unknown"
+            values["os_like"] = tuple(parts[1:])
+        elif tag == "F":
+            f = _parse_file(line)
+            files[f.path] = f
+        elif tag == "M":
+            files[rest] = None
+        elif tag == "X":
+            values["extra"].append(rest)
+        elif tag == "DSTART" and rest.strip().isdigit():
+            values["dockerd_started"] = int(rest)
+        elif tag == "VERIFY":
+            state, _, detail = rest.partition(" ")
+            values["verify"] = (state, detail.strip())
+        elif tag == "B":
+            values["buildkit_toml"] = base64.b64decode(rest.strip() or b"")
+    values["extra"] = tuple(values["extra"])
+    return ClientFacts(files=files, **values)
+
+
+# --------------------------------------------------------------------------- registry host
+
+
+@dataclass(frozen=True)
+class ContainerFact:
+    """The parts of ``docker inspect`` the plan compares."""
+
+    id: str
+    name: str
+    image_id: str
+    running: bool
+    restart_count: int
+    labels: dict[str, str]
+    volume_sources: dict[str, tuple[str, str]]  # destination -> (type, source)
+    env: dict[str, str]
+    ports: tuple[str, ...]                      # "443/tcp->443", sorted
+    restart_policy: str
+
+    @classmethod
+    def from_inspect(cls, data: dict) -> "ContainerFact":
+        state = data.get("State") or {}
+        mounts = {
+            m.get("Destination", ""): (m.get("Type", ""), m.get("Source", ""))
+            for m in data.get("Mounts") or []
+        }
+        return cls(
+            id=data.get("Id", ""),
+            name=(data.get("Name") or "").lstrip("/"),
+            image_id=data.get("Image", ""),
+            running=bool(state.get("Running")),
+            restart_count=int(data.get("RestartCount") or 0),
+            labels=dict((data.get("Config") or {}).get("Labels") or {}),
+            volume_sources=mounts,
+            env=dict(e.partition("=")[::2] for e in (data.get("Config") or {}).get("Env") or []),
+            ports=tuple(sorted(
+                f"{port}->{b.get('HostPort', '')}"
+                for port, binds in ((data.get("HostConfig") or {}).get("PortBindings") or {}).items()
+                for b in (binds or [])
+            )),
+            restart_policy=((data.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name", ""),
+        )
+
+
+@dataclass(frozen=True)
+class RegistryFacts:
+    clock: int | None = None
+    files: dict[str, RemoteFile | None] = field(default_factory=dict)
+    certs_link: str | None = None  # symlink target, "DIR" for a plain folder, None when absent
+    container: ContainerFact | None = None
+    previous: ContainerFact | None = None
+    image_id: str | None = None
+    engine: str = "up"
+    engine_detail: str = ""
+
+
+def registry_script(engine: str, data_dir: str, container: str, image: str, paths: tuple[str, ...]) -> str:
+    q = shlex.quote
+    certs = f"{data_dir}/certs"
+    return "\n".join([
+        'echo "TIME $(date -u +%s)"',
+        _FILE_FN,
+        *_file_lines(paths),
+        f"if [ -L {q(certs)} ]; then echo \"LINK $(readlink {q(certs)})\"; "
+        f"elif [ -d {q(certs)} ]; then echo 'LINK DIR'; else echo 'LINK NONE'; fi",
+        f"if ! command -v {engine} >/dev/null 2>&1; then echo 'ENGINE missing {engine}: not found'; exit 0; fi",
+        f"if ! eo=$({engine} version --format '{{{{.Server.Version}}}}' 2>&1); then "
+        "echo \"ENGINE down $(printf '%s' \"$eo\" | tail -n1)\"; exit 0; fi",
+        "echo 'ENGINE up'",
+        f"i=$({engine} inspect --type container --format '{{{{json .}}}}' {q(container)} 2>/dev/null) "
+        "&& echo \"INSPECT $i\"",
+        f"i=$({engine} inspect --type container --format '{{{{json .}}}}' {q(container + '-previous')} 2>/dev/null) "
+        "&& echo \"PREVIOUS $i\"",
+        f"i=$({engine} image inspect --format '{{{{.Id}}}}' {q(image)} 2>/dev/null) && echo \"IMAGE $i\"",
+        "true",
+    ])
+
+
+def parse_registry(stdout: str, paths: tuple[str, ...] = ()) -> RegistryFacts:
+    files: dict[str, RemoteFile | None] = {p: None for p in paths}
+    values: dict = {}
+    for line in stdout.splitlines():
+        tag, _, rest = line.partition(" ")
+        if tag == "TIME" and rest.strip().isdigit():
+            values["clock"] = int(rest)
+        elif tag == "F":
+            f = _parse_file(line)
+            files[f.path] = f
+        elif tag == "M":
+            files[rest] = None
+        elif tag == "LINK":
+            values["certs_link"] = None if rest == "NONE" else rest
+        elif tag in ("INSPECT", "PREVIOUS"):
+            data = json.loads(rest)
+            data = data[0] if isinstance(data, list) else data  # podman prints an array
+            values["container" if tag == "INSPECT" else "previous"] = ContainerFact.from_inspect(data)
+        elif tag == "IMAGE":
+            values["image_id"] = rest.strip()
+        elif tag == "ENGINE":
+            state, _, detail = rest.partition(" ")
+            values["engine"], values["engine_detail"] = state, detail
+    return RegistryFacts(files=files, **values)

@@ -1,0 +1,509 @@
+"""inventory.yaml -> a validated, resolved ``Inventory``. Pure: reads one file, no network.
+
+Two layers:
+
+- the *schema* (pydantic models, strict: unknown keys, bool-for-int and
+  duplicate keys are errors), read with ruamel.yaml in YAML 1.2 so ``no`` and
+  ``22:22`` stay strings instead of turning into ``False`` and ``1342``;
+- the *resolved* inventory (frozen dataclasses) the rest of the code uses:
+  client vars merged defaults -> groups (in listed order) -> host.
+
+Every error is an ``InventoryError`` naming file, line and key path, e.g.
+``inventory.yaml:7:5: clients.hosts.web1.hots: unknown key; did you mean 'host'?``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from . import certs
+from .errors import CertificateError, InventoryError
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+TrustTarget = Literal["docker", "containerd", "podman", "os", "buildkit"]
+RestartMode = Literal["auto", "always", "never"]
+DEFAULT_TRUST: tuple[str, ...] = ("docker",)
+DEFAULT_RESTART_COMMAND = "systemctl restart docker"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_address(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    try:
+        return certs.parse_dns_name(value)
+    except CertificateError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class SshVars(_Strict):
+    """How to reach a host over SSH. Unset values fall back to ~/.ssh/config, then to SSH defaults."""
+
+    address: str | None = None
+    ssh_user: str | None = None
+    ssh_port: Port | None = None
+    ssh_key: str | None = None
+    gateway: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        return _check_address(v)
+
+
+class ClientVars(SshVars):
+    """One layer of client settings: defaults, a group, or a host."""
+
+    trust: list[TrustTarget] | None = None
+    restart: RestartMode | None = None
+    restart_command: str | None = None
+    registry_names: list[str] | None = None
+    verify: bool | None = None
+
+    @field_validator("trust")
+    @classmethod
+    def _no_duplicate_targets(cls, v):
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("lists a trust target twice")
+        return v
+
+
+class ClientHostVars(ClientVars):
+    groups: list[str] = []
+
+
+class ClientsSection(_Strict):
+    defaults: ClientVars = ClientVars()
+    groups: dict[str, ClientVars] = {}
+    hosts: dict[str, ClientHostVars | None] = {}
+
+
+class RegistrySection(SshVars):
+    host: str
+    port: Port = 443
+    data_dir: str = "/var/lib/docker-registry"
+    container: str = "registry"
+    image: str = "registry:2"
+    engine: Literal["docker", "podman"] = "docker"
+    realm: str = "Registry Realm"
+    restart_policy: Literal["always", "unless-stopped", "on-failure", "no"] = "always"
+    minimum_tls: Literal["tls1.2", "tls1.3"] = "tls1.2"
+    bcrypt_cost: Annotated[int, Field(ge=10, le=15)] = 10
+    env: dict[str, str] = {}
+    health_timeout: Annotated[int, Field(ge=1, le=600)] = 30
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return _check_address(v)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/") or v.rstrip("/") == "":
+            raise ValueError(f"must be an absolute path other than '/', got {v!r}")
+        return v.rstrip("/")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not name.replace("_", "").isalnum() or name[0].isdigit():
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return v
+
+
+class CertificateSection(_Strict):
+    subject: dict[Literal["C", "ST", "L", "O", "OU", "CN"], str] = {}
+    san: list[str] = Field(min_length=1)
+    days: Annotated[int, Field(ge=1, le=3650)] = 365
+    key_type: Literal[certs.KEY_TYPES] = "rsa-4096"  # type: ignore[valid-type]
+    mode: Literal["self-signed", "ca"] = "self-signed"
+    pki_dir: str = "pki"
+    ca_days: Annotated[int, Field(ge=1, le=7300)] = 3650
+    renew_before_days: Annotated[int, Field(ge=0, le=365)] = 30
+    allow_wildcard: bool = False
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_values(cls, v):
+        for key, value in v.items():
+            if not value:
+                raise ValueError(f"{key} is empty")
+            if key == "C" and len(value) != 2:
+                raise ValueError(f"C must be a two-letter country code, got {value!r}")
+            if len(value) > 64:
+                raise ValueError(f"{key} is longer than 64 characters")
+        return v
+
+
+class SshSection(_Strict):
+    known_hosts: str = "~/.ssh/known_hosts"
+    config: str | None = "~/.ssh/config"
+    connect_timeout: Annotated[int, Field(ge=1, le=120)] = 10
+
+
+class InventoryFile(_Strict):
+    registry: RegistrySection
+    certificate: CertificateSection
+    clients: ClientsSection = ClientsSection()
+    ssh: SshSection = SshSection()
+    state_dir: str = ".registry-tls"
+
+
+# --------------------------------------------------------------------------- resolved
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Everything transport needs to open one SSH connection."""
+
+    name: str
+    address: str
+    user: str | None = None
+    port: int | None = None
+    key: str | None = None
+    gateway: str | None = None
+
+
+@dataclass(frozen=True)
+class Registry:
+    ssh: SshTarget
+    host: str
+    port: int
+    data_dir: str
+    container: str
+    image: str
+    engine: str
+    realm: str
+    restart_policy: str
+    minimum_tls: str
+    bcrypt_cost: int
+    env: tuple[tuple[str, str], ...]
+    health_timeout: int
+
+    @property
+    def endpoint(self) -> str:
+        """``host`` or ``host:port``: how image references name this registry."""
+        return self.host if self.port == 443 else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Client:
+    ssh: SshTarget
+    groups: tuple[str, ...]
+    trust: tuple[str, ...]
+    restart: str
+    restart_command: str
+    registry_names: tuple[str, ...]
+    verify: bool
+
+    @property
+    def name(self) -> str:
+        return self.ssh.name
+
+
+@dataclass(frozen=True)
+class Certificate:
+    spec: certs.CertSpec
+    mode: str
+    pki_dir: Path
+    ca_days: int
+    renew_before_days: int
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    registry: Registry
+    certificate: Certificate
+    clients: tuple[Client, ...]
+    known_hosts: Path
+    ssh_config: Path | None
+    connect_timeout: int
+    state_dir: Path
+
+    def select(self, hosts: str | None = None, groups: str | None = None) -> tuple[Client, ...]:
+        """Clients filtered by comma-separated host names and/or groups; unknown names are errors."""
+        chosen = self.clients
+        if hosts:
+            wanted = _split(hosts)
+            known = {c.name for c in self.clients}
+            for name in wanted:
+                if name not in known:
+                    raise InventoryError(f"{self.path}: --hosts {name}: no such client{_suggest(name, known)}")
+            chosen = tuple(c for c in chosen if c.name in wanted)
+        if groups:
+            wanted = _split(groups)
+            known = {g for c in self.clients for g in c.groups}
+            for group in wanted:
+                if group not in known:
+                    raise InventoryError(f"{self.path}: --groups {group}: no client is in that group{_suggest(group, known)}")
+            chosen = tuple(c for c in chosen if set(c.groups) & set(wanted))
+        return chosen
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(path: str | Path) -> Inventory:
+    """Read, validate and resolve an inventory file. Raises InventoryError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError(f"{path}: no such inventory file (give --inventory PATH or set INVOKE_INVENTORY)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(f"{path}: cannot read: {exc}") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Inventory:
+    tree = _read_yaml(text, path)
+    if not isinstance(tree, dict):
+        raise InventoryError(f"{path}: the inventory must be a mapping with registry, certificate and clients")
+    try:
+        model = InventoryFile.model_validate(_plain(tree))
+    except ValidationError as exc:
+        raise InventoryError(_format_validation_error(exc, tree, path)) from None
+    return _resolve(model, path, tree)
+
+
+def _read_yaml(text: str, path: Path) -> Any:
+    yaml = YAML(typ="rt")
+    yaml.version = (1, 2)
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        if "duplicate key" in str(exc):
+            key = str(exc).split('found duplicate key "', 1)[-1].split('"', 1)[0]
+            problem = f"duplicate key {key!r} (each key may appear once)"
+        elif "'\\t'" in problem:
+            problem = f"{problem} (use spaces, not tabs, to indent)"
+        raise InventoryError(f"{where}: {problem}") from None
+    except Exception as exc:  # ruamel raises a few unmarked errors
+        raise InventoryError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip containers -> plain dicts, lists and scalars."""
+    if isinstance(node, dict):
+        return {_plain(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if node is not None and type(node).__module__.startswith("ruamel"):
+        for base in (bool, int, float, str):
+            if isinstance(node, base):
+                return base(node)
+    return node
+
+
+def _line_of(tree: Any, loc: tuple) -> str:
+    """``line:col`` of the deepest key of ``loc`` that exists in the YAML tree."""
+    node, found = tree, None
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            try:
+                line, col = node.lc.key(part)
+                found = f"{line + 1}:{col + 1}"
+            except (AttributeError, KeyError, TypeError):
+                pass
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            try:
+                line, col = node.lc.item(part)
+                found = f"{line + 1}:{col + 1}"
+            except (AttributeError, KeyError, TypeError):
+                pass
+            node = node[part]
+        else:
+            break
+    return found or ""
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The schema model that owns the last key of ``loc`` (for 'did you mean')."""
+    model: Any = InventoryFile
+    for part in loc[:-1]:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            # inside a dict[str, Model] / list[...] / Optional[Model]: step to the value type
+            model = _inner_model(model)
+            if model is None:
+                return None
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        model = info.annotation
+    model = _inner_model(model) if not (isinstance(model, type) and issubclass(model, BaseModel)) else model
+    return model
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    for arg in get_args(annotation) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+        inner = _inner_model(arg)
+        if inner is not None:
+            return inner
+    return None
+
+
+def _format_validation_error(exc: ValidationError, tree: Any, path: Path) -> str:
+    """The first error, as ``file:line:col: key.path: problem``; the count of others."""
+    errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in ("function-after",))))
+    key_path = ".".join(str(p) for p in loc) or "(top level)"
+    where = _line_of(tree, loc)
+    kind, msg = first["type"], first["msg"]
+    if kind == "extra_forbidden":
+        owner = _model_at(loc)
+        close = _suggest(str(loc[-1]), owner.model_fields) if owner else ""
+        msg = f"unknown key{close}"
+    elif kind == "missing":
+        msg = "required key is missing"
+    elif kind in ("int_type", "int_parsing") and isinstance(first.get("input"), bool):
+        msg = f"expected an integer, got {first['input']!r}"
+    elif kind in ("int_type", "int_parsing"):
+        msg = f"expected an integer, got {first.get('input')!r}"
+    elif kind == "literal_error":
+        allowed = re.findall(r"'([^']*)'", first.get("ctx", {}).get("expected", ""))
+        msg = f"got {first.get('input')!r}; expected one of {', '.join(allowed)}{_suggest(str(first.get('input')), allowed)}"
+    elif kind == "bool_type":
+        msg = f"expected true or false, got {first.get('input')!r}"
+    elif kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        msg = f"{first.get('input')!r}: {msg[0].lower()}{msg[1:]}"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    prefix = f"{path}:{where}" if where else str(path)
+    return f"{prefix}: {key_path}: {msg}{more}"
+
+
+def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
+    base = path.parent
+    reg = model.registry
+    cert = model.certificate
+
+    def fail(loc: tuple, message: str) -> InventoryError:
+        where = _line_of(tree, loc)
+        return InventoryError(f"{path}:{where}: {'.'.join(map(str, loc))}: {message}" if where
+                              else f"{path}: {'.'.join(map(str, loc))}: {message}")
+
+    sans = []
+    for i, entry in enumerate(cert.san):
+        try:
+            sans.append(certs.parse_san(entry, allow_wildcard=cert.allow_wildcard))
+        except CertificateError as exc:
+            raise fail(("certificate", "san", i), str(exc)) from None
+    seen: dict[str, int] = {}
+    unique = []
+    for san in sans:
+        text = certs.san_text(san)
+        if text not in seen:
+            seen[text] = 1
+            unique.append(san)
+    subject = tuple(cert.subject.items()) or (("CN", reg.host),)
+    try:
+        spec = certs.CertSpec(subject=subject, sans=tuple(unique), days=cert.days, key_type=cert.key_type)
+    except CertificateError as exc:
+        raise fail(("certificate",), str(exc)) from None
+    if not certs.covers(spec.san_texts, reg.host):
+        raise fail(("registry", "host"),
+                   f"{reg.host!r} is not in certificate.san; clients reaching it by that name would "
+                   "fail with 'certificate is valid for ..., not ...'")
+
+    registry = Registry(
+        ssh=SshTarget(name=reg.host, address=reg.address or reg.host, user=reg.ssh_user,
+                      port=reg.ssh_port, key=_expand(reg.ssh_key, base), gateway=reg.gateway),
+        host=reg.host, port=reg.port, data_dir=reg.data_dir, container=reg.container, image=reg.image,
+        engine=reg.engine, realm=reg.realm, restart_policy=reg.restart_policy, minimum_tls=reg.minimum_tls,
+        bcrypt_cost=reg.bcrypt_cost, env=tuple(sorted(reg.env.items())), health_timeout=reg.health_timeout,
+    )
+    default_names = tuple(
+        s.partition(":")[2] for s in spec.san_texts
+        if s.partition(":")[2] not in ("localhost",) and not s.startswith("IP:127.") and s != "IP:::1"
+    )
+    clients = []
+    for name, host in model.clients.hosts.items():
+        host = host or ClientHostVars()
+        for i, group in enumerate(host.groups):
+            if group not in model.clients.groups:
+                raise fail(("clients", "hosts", name, "groups", i),
+                           f"group {group!r} is not defined in clients.groups{_suggest(group, model.clients.groups)}")
+        merged = _merge([model.clients.defaults, *(model.clients.groups[g] for g in host.groups), host])
+        names = tuple(merged.get("registry_names") or default_names)
+        for i, n in enumerate(names):
+            if not certs.covers(spec.san_texts, n):
+                raise fail(("clients", "hosts", name, "registry_names", i),
+                           f"{n!r} is not in certificate.san; docker would fail with 'certificate is valid for'")
+        clients.append(Client(
+            ssh=SshTarget(name=name, address=merged.get("address") or name, user=merged.get("ssh_user"),
+                          port=merged.get("ssh_port"), key=_expand(merged.get("ssh_key"), base),
+                          gateway=merged.get("gateway")),
+            groups=tuple(host.groups),
+            trust=tuple(merged.get("trust") or DEFAULT_TRUST),
+            restart=merged.get("restart") or "auto",
+            restart_command=merged.get("restart_command") or DEFAULT_RESTART_COMMAND,
+            registry_names=names,
+            verify=merged.get("verify", True),
+        ))
+    return Inventory(
+        path=path,
+        registry=registry,
+        certificate=Certificate(spec=spec, mode=cert.mode, pki_dir=_expand_path(cert.pki_dir, base),
+                                ca_days=cert.ca_days, renew_before_days=cert.renew_before_days),
+        clients=tuple(clients),
+        known_hosts=_expand_path(model.ssh.known_hosts, base),
+        ssh_config=_expand_path(model.ssh.config, base) if model.ssh.config else None,
+        connect_timeout=model.ssh.connect_timeout,
+        state_dir=_expand_path(model.state_dir, base),
+    )
+
+
+def _merge(layers: list[ClientVars]) -> dict[str, Any]:
+    """defaults -> groups -> host: a later layer's explicitly set keys win."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer.model_dump(exclude_unset=True, exclude={"groups"}))
+    return merged
+
+
+def _expand_path(value: str, base: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _expand(value: str | None, base: Path) -> str | None:
+    return str(_expand_path(value, base)) if value else None

@@ -1,0 +1,192 @@
+"""The operator's local key material: load it, decide whether it still fits, generate it.
+
+Layout of ``pki_dir`` (keys 0600, written atomically):
+
+    registry.crt   what the registry serves: the server cert (+ the CA cert in ca mode)
+    registry.key   the server's private key
+    ca.crt/ca.key  ca mode only: the local CA; its key never leaves this machine
+
+Clients trust the *anchor*: the self-signed cert itself, or ca.crt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from cryptography import x509
+
+from . import certs
+from .errors import CertificateError, InputError
+from .inventory import Certificate
+from .localfs import atomic_write, read_optional
+
+
+@dataclass(frozen=True)
+class Material:
+    """A server certificate chain, its key, and the anchor clients must trust."""
+
+    chain: tuple[x509.Certificate, ...]
+    key: certs.PrivateKey
+    anchor: x509.Certificate
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.chain[0]
+
+    @cached_property
+    def cert_pem(self) -> bytes:
+        return b"".join(certs.cert_pem(c) for c in self.chain)
+
+    @cached_property
+    def key_pem(self) -> bytes:
+        return certs.private_key_pem(self.key)
+
+    @cached_property
+    def anchor_pem(self) -> bytes:
+        return certs.cert_pem(self.anchor)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return certs.fingerprint(self.leaf)
+
+    @cached_property
+    def anchor_fingerprint(self) -> str:
+        return certs.fingerprint(self.anchor)
+
+    def __repr__(self) -> str:  # never show key material
+        return f"Material(leaf={self.fingerprint[:23]}..., anchor={self.anchor_fingerprint[:23]}...)"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    material: Material
+    changed: bool
+    message: str
+
+
+class Pki:
+    """Certificate files in one folder, for one inventory's certificate section."""
+
+    def __init__(self, cfg: Certificate, root: Path | None = None):
+        self.cfg = cfg
+        self.root = root or cfg.pki_dir
+
+    @property
+    def cert_path(self) -> Path:
+        return self.root / "registry.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return self.root / "registry.key"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.root / "ca.key"
+
+    # ------------------------------------------------------------------ reading
+
+    def exists(self) -> bool:
+        return self.cert_path.exists() or self.key_path.exists()
+
+    def load(self) -> Material | None:
+        """The material on disk, or None when there is none. Half a pair is an error."""
+        cert_data, key_data = read_optional(self.cert_path), read_optional(self.key_path)
+        if cert_data is None and key_data is None:
+            return None
+        if cert_data is None or key_data is None:
+            present, missing = (self.cert_path, self.key_path) if key_data is None else (self.key_path, self.cert_path)
+            raise CertificateError(f"{missing}: missing while {present.name} exists; "
+                                   "restore it or run `inv cert.generate --force`")
+        chain = tuple(certs.load_certs(cert_data, str(self.cert_path)))
+        key = certs.load_key(key_data, str(self.key_path))
+        if not certs.same_public_key(chain[0], key):
+            raise CertificateError(f"{self.key_path}: does not match {self.cert_path.name} "
+                                   "(the registry would crash with: tls: private key does not match public key)")
+        anchor = chain[-1] if self.cfg.mode == "ca" else chain[0]
+        if self.cfg.mode == "ca":
+            ca_data = read_optional(self.ca_cert_path)
+            if ca_data is None:
+                raise CertificateError(f"{self.ca_cert_path}: missing (certificate.mode is ca)")
+            anchor = certs.load_certs(ca_data, str(self.ca_cert_path))[0]
+        return Material(chain=chain, key=key, anchor=anchor)
+
+    def problems(self, material: Material, now: dt.datetime) -> list[str]:
+        """Why this material cannot be served as the inventory asks (empty: fine)."""
+        found = certs.lint(material.leaf, now, key=material.key)
+        found += certs.spec_differences(material.leaf, self.cfg.spec)
+        return found
+
+    # ------------------------------------------------------------------ writing
+
+    def generate(self, now: dt.datetime, *, force: bool = False, new_ca: bool = False) -> Material:
+        """Make and write new material. Refuses to overwrite without ``force``."""
+        if self.exists() and not force:
+            raise InputError(f"{self.cert_path}: exists; pass --force to replace it "
+                             "(clients that trust the old one need `inv deploy` or `inv rotate`)")
+        certs.validity_warnings(self.cfg.spec.days, force=force)
+        spec = self.cfg.spec
+        key = certs.generate_key(spec.key_type)
+        if self.cfg.mode == "self-signed":
+            leaf = certs.build_self_signed(spec, key, now)
+            material = Material(chain=(leaf,), key=key, anchor=leaf)
+        else:
+            ca_cert, ca_key = self._ca(now, new=new_ca)
+            leaf = certs.build_leaf(spec, key, ca_cert, ca_key, now)
+            material = Material(chain=(leaf, ca_cert), key=key, anchor=ca_cert)
+        problems = certs.lint(leaf, now, key=key)
+        if problems:  # cannot happen for our own builder; a guard against regressions
+            raise CertificateError(f"generated certificate is unusable: {problems[0]}")
+        self.write(material)
+        return material
+
+    def write(self, material: Material) -> None:
+        """Key first, then the certificate: a crash in between leaves a detectable mismatch."""
+        atomic_write(self.key_path, material.key_pem, 0o600)
+        atomic_write(self.cert_path, material.cert_pem, 0o644)
+
+    def _ca(self, now: dt.datetime, *, new: bool) -> tuple[x509.Certificate, certs.PrivateKey]:
+        cert_data, key_data = read_optional(self.ca_cert_path), read_optional(self.ca_key_path)
+        if cert_data and key_data and not new:
+            return (certs.load_certs(cert_data, str(self.ca_cert_path))[0],
+                    certs.load_key(key_data, str(self.ca_key_path)))
+        ca_key = certs.generate_key(self.cfg.spec.key_type)
+        ca_cert = certs.build_ca(ca_subject(self.cfg.spec), ca_key, now, self.cfg.ca_days)
+        atomic_write(self.ca_key_path, certs.private_key_pem(ca_key), 0o600)
+        atomic_write(self.ca_cert_path, certs.cert_pem(ca_cert), 0o644)
+        return ca_cert, ca_key
+
+    # ------------------------------------------------------------------ deciding
+
+    def ensure(self, now: dt.datetime, *, renew: bool = False) -> Outcome:
+        """Material for a deploy: reuse what fits the inventory, create what is missing.
+
+        An existing certificate that no longer fits (SANs, subject, expired) is
+        replaced only with ``renew``; otherwise the user is told why and how.
+        """
+        material = self.load()
+        if material is None:
+            material = self.generate(now)
+            return Outcome(material, True, f"generated {self.cert_path} ({self.cfg.spec.key_type})")
+        problems = self.problems(material, now)
+        if problems and not renew:
+            raise InputError(f"{self.cert_path}: {problems[0]}; run with --renew to issue a new "
+                             "certificate, or `inv rotate` to switch clients without a window of distrust")
+        if problems:
+            material = self.generate(now, force=True)
+            return Outcome(material, True, f"renewed {self.cert_path}: {problems[0]}")
+        days = certs.describe(material.leaf).days_left(now)
+        return Outcome(material, False, f"{self.cert_path} is valid and matches the inventory ({days} days left)")
+
+
+def ca_subject(spec: certs.CertSpec) -> x509.Name:
+    """The CA's subject: the server's, with ' CA' appended to the CN so issuer != subject."""
+    fields = dict(spec.subject)
+    fields["CN"] = (fields.get("CN") or "registry-tls")[:60] + " CA"
+    return certs.build_name(tuple(fields.items()))

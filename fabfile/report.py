@@ -1,0 +1,110 @@
+"""Rendering only: progress while hosts run, a table at the end, JSON for machines, one-line errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import threading
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .certs import CertInfo
+from .results import HostResult, Report, Status
+
+STYLE = {
+    Status.OK: "green", Status.CHANGED: "yellow", Status.FAILED: "bold red",
+    Status.UNREACHABLE: "bold red", Status.SKIPPED: "dim",
+}
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    """The one format for every user-facing failure."""
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_json(data: dict) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+class LiveProgress:
+    """A progress bar with the hosts in flight; silent when stderr is not a terminal."""
+
+    def __init__(self, title: str, total: int, enabled: bool = True):
+        self.enabled = enabled and err.is_terminal and total > 0
+        self._lock = threading.Lock()
+        self._running: list[str] = []
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[hosts]}"), TimeElapsedColumn(), console=err, transient=True,
+        )
+        self._task = self._progress.add_task(title, total=total, hosts="")
+
+    def __enter__(self) -> "LiveProgress":
+        if self.enabled:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._progress.stop()
+
+    def _hosts(self) -> str:
+        shown = ", ".join(self._running[:4])
+        return shown + (f" +{len(self._running) - 4}" if len(self._running) > 4 else "")
+
+    def started(self, host: str) -> None:
+        with self._lock:
+            self._running.append(host)
+            self._progress.update(self._task, hosts=self._hosts())
+
+    def finished(self, result: HostResult) -> None:
+        with self._lock:
+            if result.host in self._running:
+                self._running.remove(result.host)
+            self._progress.update(self._task, advance=1, hosts=self._hosts())
+
+
+def summary(report: Report, title: str, *, dry_run: bool = False) -> None:
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for col in ("host", "role", "status", "changes", "message"):
+        table.add_column(col, overflow="fold")
+    for r in report.results.values():
+        changes = "\n".join(r.changes) if r.changes else "-"
+        message = r.message + "".join(f"\n[yellow]warning:[/] {w}" for w in r.warnings)
+        table.add_row(r.host, r.role, f"[{STYLE[r.status]}]{r.status}[/]", changes, message)
+    out.print(table)
+    counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n)
+    verdict = "dry run, nothing changed" if dry_run else ("all good" if not report.failed else
+                                                          f"{len(report.failed)} host(s) need attention")
+    out.print(f"{counts or 'no hosts'}: {verdict}")
+    for line in report.notes:
+        out.print(line)
+
+
+def cert_details(info: CertInfo, now: dt.datetime, title: str) -> None:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    left = info.days_left(now)
+    rows = [
+        ("subject", info.subject), ("issuer", info.issuer + (" (self-signed)" if info.self_signed else "")),
+        ("SANs", ", ".join(info.sans) or "none"),
+        ("valid", f"{info.not_before:%Y-%m-%d %H:%M} -> {info.not_after:%Y-%m-%d %H:%M} UTC"),
+        ("days left", f"[{'red' if left < 0 else 'yellow' if left < 30 else 'green'}]{left}[/]"),
+        ("SHA-256", info.sha256), ("key", info.key_type), ("signature", info.signature),
+        ("CA", "yes" if info.is_ca else "no"), ("serial", f"{info.serial:x}"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)

@@ -1,0 +1,149 @@
+"""What the seed checks by hand with ``openssl s_client``, from the operator's machine.
+
+``probe`` does one TLS handshake validated against the anchor clients trust
+(with OpenSSL's strict X.509 checks, as Python 3.13 clients do), records the
+presented certificate's fingerprint and TLS version, then asks ``/v2/``
+without and with credentials. ``problems`` says, in words, what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import http.client
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+from . import certs
+
+
+@dataclass(frozen=True)
+class Probe:
+    address: str
+    port: int
+    server_name: str
+    error: str | None = None          # connection or TLS validation failure
+    fingerprint: str | None = None    # of the presented leaf certificate
+    tls_version: str | None = None
+    not_after: dt.datetime | None = None
+    sans: tuple[str, ...] = ()
+    unauthenticated: int | None = None  # HTTP status of GET /v2/ without credentials
+    api_header: str | None = None
+    authenticated: int | None = None    # with credentials, when given
+    extra: dict = field(default_factory=dict)
+
+    def problems(self, expected_fingerprint: str | None = None, names: tuple[str, ...] = ()) -> list[str]:
+        if self.error:
+            return [self.error]
+        found = []
+        if expected_fingerprint and self.fingerprint != expected_fingerprint:
+            found.append(f"serves certificate {self.fingerprint}, expected {expected_fingerprint}")
+        for name in names:
+            if not certs.covers(self.sans, name):
+                found.append(f"certificate does not cover {name}")
+        if self.unauthenticated != 401:
+            found.append(f"GET /v2/ without credentials answered {self.unauthenticated}, expected 401")
+        elif self.api_header != "registry/2.0":
+            found.append("GET /v2/ lacks 'Docker-Distribution-Api-Version: registry/2.0'")
+        if self.authenticated is not None and self.authenticated != 200:
+            found.append(f"GET /v2/ with credentials answered {self.authenticated}, expected 200")
+        return found
+
+
+def tls_context(anchor_pem: bytes | None) -> ssl.SSLContext:
+    """Validate against ``anchor_pem`` only (never the system store); None: no validation."""
+    if anchor_pem is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx = ssl.create_default_context(cadata=anchor_pem.decode("ascii"))
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def probe(
+    address: str,
+    port: int,
+    server_name: str,
+    anchor_pem: bytes | None,
+    *,
+    credentials: tuple[str, str] | None = None,
+    timeout: float = 5.0,
+) -> Probe:
+    """Handshake + ``/v2/`` checks. Never raises for network or TLS problems: see ``Probe.error``."""
+    base = dict(address=address, port=port, server_name=server_name)
+    ctx = tls_context(anchor_pem)
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+                der = tls.getpeercert(binary_form=True)
+                version = tls.version()
+    except ssl.SSLCertVerificationError as exc:
+        return Probe(**base, error=f"TLS verification failed: {exc.verify_message or exc.reason}")
+    except ssl.SSLError as exc:
+        return Probe(**base, error=f"TLS handshake failed: {exc.reason or exc}")
+    except (OSError, socket.timeout) as exc:
+        return Probe(**base, error=f"cannot connect to {address}:{port}: {exc.strerror or exc}")
+    cert = x509.load_der_x509_certificate(der)
+    info = dict(fingerprint=certs.fingerprint(cert), tls_version=version,
+                not_after=cert.not_valid_after_utc, sans=certs.cert_sans(cert))
+    try:
+        status, header = _get_v2(address, port, server_name, ctx, None, timeout)
+        auth_status = _get_v2(address, port, server_name, ctx, credentials, timeout)[0] if credentials else None
+    except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+        return Probe(**base, **info, error=f"GET /v2/ failed: {exc}")
+    return Probe(**base, **info, unauthenticated=status, api_header=header, authenticated=auth_status)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to ``address`` while SNI, hostname check and Host header use the registry name."""
+
+    def __init__(self, address: str, server_name: str, port: int, ctx: ssl.SSLContext, timeout: float):
+        super().__init__(server_name, port, timeout=timeout, context=ctx)
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _get_v2(address, port, server_name, ctx, credentials, timeout) -> tuple[int, str | None]:
+    conn = _PinnedHTTPS(address, server_name, port, ctx, timeout)
+    headers = {}
+    if credentials:
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    try:
+        conn.request("GET", "/v2/", headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("Docker-Distribution-Api-Version")
+    finally:
+        conn.close()
+
+
+def wait_healthy(
+    address: str,
+    port: int,
+    server_name: str,
+    anchor_pem: bytes | None,
+    *,
+    expected_fingerprint: str | None,
+    credentials: tuple[str, str] | None,
+    timeout: float,
+    interval: float = 0.2,
+) -> tuple[Probe, list[str]]:
+    """Probe until healthy or ``timeout``; returns the last probe and its problems."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe(address, port, server_name, anchor_pem, credentials=credentials, timeout=min(5.0, timeout))
+        problems = result.problems(expected_fingerprint)
+        if not problems or time.monotonic() >= deadline:
+            return result, problems
+        time.sleep(interval)
