@@ -1,0 +1,99 @@
+"""The lab's plan and state file (root/state.json): hosts, addresses, names and PIDs it started."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import LabError
+
+REGISTRY = "registry"
+FIRST_HOST = 10          # registry gets network[10], client N gets network[10 + N]
+LAST_HOST = 250
+
+
+@dataclass
+class HostState:
+    name: str
+    role: str                     # 'registry' | 'client'
+    address: str
+    netns: str
+    veth: str                     # machine-side end of the host's veth pair (peer is eth0 inside)
+    docker: bool
+    holder_pid: int | None = None
+    holder_start: int | None = None
+
+
+@dataclass
+class LabState:
+    prefix: str
+    subnet: str
+    bridge: str
+    docker: bool
+    hosts: list[HostState] = field(default_factory=list)
+    iptables_rule: bool = False
+    phase: str = "planned"        # planned -> starting -> up
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.ip_network(self.subnet).prefixlen
+
+    @property
+    def bridge_address(self) -> str:
+        return str(ipaddress.ip_network(self.subnet)[1])
+
+    def host(self, name: str) -> HostState:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise LabError(f"no lab host named {name!r} (hosts: {', '.join(h.name for h in self.hosts)})")
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "LabState | None":
+        try:
+            data = json.loads(path.read_text())
+            hosts = [HostState(**h) for h in data.pop("hosts")]
+            return cls(hosts=hosts, **data)
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LabError(f"unreadable lab state {path} ({exc}); remove it and run down again") from exc
+
+
+def check_prefix(prefix: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,5}", prefix):
+        raise LabError(f"lab prefix {prefix!r} must be 1-6 lowercase letters/digits starting with a letter")
+    return prefix
+
+
+def plan(prefix: str, subnet: str, clients: int, docker: bool) -> LabState:
+    """Names and addresses for a registry host and `clients` client hosts."""
+    check_prefix(prefix)
+    try:
+        net = ipaddress.ip_network(subnet)
+    except ValueError as exc:
+        raise LabError(f"bad lab subnet {subnet!r}: {exc}") from exc
+    if net.version != 4:
+        raise LabError(f"lab subnet {subnet} must be IPv4")
+    if not net.is_private or net.is_loopback:
+        raise LabError(f"lab subnet {subnet} must be a private (RFC 1918) range")
+    last = min(LAST_HOST, net.num_addresses - 2)
+    if clients < 0 or FIRST_HOST + clients > last:
+        raise LabError(f"{clients} clients do not fit in {subnet} (at most {max(0, last - FIRST_HOST)})")
+    state = LabState(prefix=prefix, subnet=str(net), bridge=f"{prefix}-br0", docker=docker)
+    for i in range(clients + 1):
+        name = REGISTRY if i == 0 else f"client{i}"
+        state.hosts.append(HostState(
+            name=name, role="registry" if i == 0 else "client",
+            address=str(net[FIRST_HOST + i]), netns=f"{prefix}-{name}",
+            veth=f"{prefix}-reg" if i == 0 else f"{prefix}-c{i}",
+            docker=docker or i == 0))
+    return state
