@@ -239,6 +239,54 @@ def verify(c, inventory=None, hosts=None, groups=None, parallel=10, json=False, 
     _finish(s, rep, json=json, title="verify", command="verify", save=False)
 
 
+@task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json", "dry_run")},
+            **{k: FLEET[k] for k in ("parallel", "batch", "force")},
+            "if_expiring_within": "do nothing (exit 0) while the certificate has more than DAYS left",
+            "abort": "return to the old certificate everywhere",
+            "ca": "ca mode: renew the CA itself (clients learn the new CA with the overlap phases)",
+            "until": "stop after this phase: 'trusted' or 'switched' (resume later with `inv rotate`)"})
+@cli
+def rotate(c, inventory=None, if_expiring_within=None, dry_run=False, force=False, abort=False, ca=False,
+           until=None, parallel=10, batch=1, json=False, verbose=False, accept_new_host_keys=False):
+    """Rotate the certificate with no window of distrust; resumable; safe to run from cron daily."""
+    if until not in (None, "trusted", "switched"):
+        raise InputError(f"--until {until!r}: expected 'trusted' or 'switched'")
+    s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+    with s.state.lock():
+        rep = D.rotate_all(s, s.inv.clients, dry_run=dry_run, force=force, abort=abort, renew_ca=ca, until=until,
+                           if_expiring_within=None if if_expiring_within is None else int(if_expiring_within),
+                           parallel=int(parallel), batch=int(batch))
+    if not rep.results:  # nothing touched (not expiring, dry run): one line
+        if json:
+            report.print_json(rep.to_json())
+        else:
+            report.out.print("\n".join(rep.notes))
+        return
+    _finish(s, rep, json=json, title="rotate", command="rotate", dry_run=dry_run)
+
+
+@task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json")},
+            "hosts": FLEET["hosts"], "groups": FLEET["groups"], "parallel": FLEET["parallel"],
+            "warn_days": "warn when the certificate expires within this many days (default 30)"})
+def status(c, inventory=None, hosts=None, groups=None, parallel=10, warn_days=30, json=False, verbose=False,
+           accept_new_host_keys=False):
+    """The fleet at a glance; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (for monitoring)."""
+    from fabfile.status import Level, fleet_status
+
+    try:
+        s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+        result = fleet_status(s, D.select_clients(s, hosts=hosts, groups=groups), warn_days=int(warn_days),
+                              parallel=int(parallel))
+    except RegistryTlsError as exc:
+        report.error(str(exc))
+        raise Exit(code=int(Level.UNKNOWN)) from None
+    if json:
+        report.print_json(result.to_json())
+    else:
+        report.status_view(result)
+    raise Exit(code=int(result.level))
+
+
 # --------------------------------------------------------------------------- namespaces
 
 cert = Collection("cert", generate, show)
@@ -248,5 +296,5 @@ users = Collection("users", add, remove)
 users.add_task(list_, name="list")
 clients_ns = Collection("clients", trust)
 
-ns = Collection(deploy, verify, cert, registry_ns, users, clients_ns, lab_ns)
+ns = Collection(deploy, verify, status, rotate, cert, registry_ns, users, clients_ns, lab_ns)
 ns.configure({"inventory": None})

@@ -227,3 +227,92 @@ def show_certificate(s: Session):
     if material is None:
         raise InputError(f"{s.pki.cert_path}: no certificate yet; run `inv cert.generate`")
     return [describe(c) for c in material.chain]
+
+
+# --------------------------------------------------------------------------- rotation
+
+
+def rotate_all(
+    s: Session,
+    targets: tuple[Client, ...],
+    *,
+    if_expiring_within: int | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    abort: bool = False,
+    renew_ca: bool = False,
+    until: str | None = None,
+    parallel: int = 10,
+    batch: int = 1,
+) -> Report:
+    """Run (or resume) a rotation up to ``until`` ('trusted', 'switched') or to the end."""
+    from . import rotate as R
+
+    report = Report()
+    fan = dict(parallel=parallel, batch=batch, force=force)
+    rotation = R.load(s)
+    if abort:
+        if rotation is None:
+            raise InputError(f"{s.inv.state_dir / 'rotation.json'}: no rotation in progress to abort")
+        rotation = R.abort(s, rotation)
+        if rotation is None:
+            report.notes.append("rotation aborted before the switch: clients drop the new certificate")
+            return report.merge(trust_clients(s, s.pki.load(), targets, **fan))
+        report.notes.append("rotation aborted after the switch: rotating back to the previous certificate")
+    if rotation is None:
+        left = R.days_left(s)
+        if if_expiring_within is not None and left > if_expiring_within:
+            report.notes.append(f"certificate valid {left} more days (more than {if_expiring_within}): nothing to do")
+            return report
+        if dry_run:
+            report.notes.append(f"would rotate the certificate ({left} days left): " + (
+                "new server certificate from the same CA, registry only" if s.inv.certificate.mode == "ca"
+                and not renew_ca else "generate, trust old+new on clients, switch the registry, drop the old"))
+            return report
+        rotation = R.start(s, renew_ca=renew_ca)
+        report.notes.append(f"phase generated: new certificate {rotation.new_fingerprint[:23]}...")
+    elif dry_run:
+        report.notes.append(f"would resume the rotation from phase {rotation.phase}")
+        return report
+
+    if rotation.kind == "anchor" and rotation.phase == "generated":
+        phase2 = trust_clients(s, s.pki.load(), targets, **fan)
+        report.merge(phase2)
+        missing = R.unreached(phase2)
+        if missing and not force:
+            names = ", ".join(r.host for r in missing)
+            report.notes.append(f"not switching: {len(missing)} client(s) do not trust the new certificate yet "
+                                f"({names}); fix them and run `inv rotate` again, or pass --force")
+            return report
+        rotation.phase = "trusted"
+        R.save(s, rotation)
+        report.notes.append("phase trusted: every client trusts the old and the new certificate")
+        if until == "trusted":
+            return report
+
+    if rotation.phase in ("generated", "trusted"):
+        material = R.promote(s, rotation)
+        switch = deploy_registry(s, material)
+        report.merge(switch)
+        if switch.failed:
+            R.demote(s)
+            report.notes.append("switch failed: the registry keeps the old certificate; "
+                                "fix the cause and run `inv rotate` again")
+            return report
+        rotation.phase = "switched"
+        R.save(s, rotation)
+        seconds = next(iter(switch.results.values())).facts.get("switch_seconds")
+        report.notes.append("phase switched: the registry serves the new certificate"
+                            + (f" (container re-created and healthy in {seconds}s)" if seconds else ""))
+        if until == "switched":
+            return report
+
+    if rotation.kind == "anchor":
+        cleanup = trust_clients(s, s.pki.load(), targets, **fan)
+        report.merge(cleanup)
+        if R.unreached(cleanup):
+            report.notes.append("some clients still trust the old certificate too; run `inv rotate` again")
+            return report
+    R.finish(s)
+    report.notes.append("rotation complete")
+    return report

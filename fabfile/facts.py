@@ -13,6 +13,8 @@ Tags:
   DSTART <epoch>                      when dockerd started (for pending restarts)
   VERIFY ok|fail|skip <detail>        TLS handshake with the installed trust
   B <base64>                          buildkitd.toml content
+  C <base64> <path>                   a trust file's content (status only)
+  DOCKERD up <version>|down|missing   whether dockerd answers (status only)
   LINK <target>|DIR|NONE              what <data_dir>/certs is
   INSPECT <json>                      the registry container, as the engine shows it
   PREVIOUS <json>                     a '<name>-previous' container left by an interrupted run
@@ -80,6 +82,8 @@ class ClientFacts:
     dockerd_started: int | None = None
     verify: tuple[str, str] | None = None
     buildkit_toml: bytes | None = None
+    contents: dict[str, bytes] = field(default_factory=dict)
+    dockerd: str | None = None  # "up <version>" | "down" | "missing", when asked
 
     @property
     def os_family(self) -> str | None:
@@ -120,6 +124,8 @@ def client_script(
     *,
     verify: VerifyProbe | None = None,
     buildkit_toml: str | None = None,
+    contents: bool = False,
+    docker: bool = False,
 ) -> str:
     lines = [
         'echo "TIME $(date -u +%s)"',
@@ -132,6 +138,12 @@ def client_script(
         lines.append(f'for x in {shlex.quote(prefix)}*{shlex.quote(suffix)}; do [ -f "$x" ] && echo "X $x"; done')
     lines.append('p=$(cat /var/run/docker.pid 2>/dev/null) && [ -n "$p" ] && '
                  'echo "DSTART $(stat -c %Y /proc/$p 2>/dev/null)"')
+    if contents:  # status: the installed anchors themselves, to report their fingerprints
+        lines += [f"[ -f {shlex.quote(p)} ] && echo \"C $(base64 -w0 < {shlex.quote(p)}) {p}\"" for p in paths]
+    if docker:
+        lines.append("if ! command -v docker >/dev/null 2>&1; then echo 'DOCKERD missing'; "
+                     "elif v=$(docker version --format '{{.Server.Version}}' 2>/dev/null); then echo \"DOCKERD up $v\"; "
+                     "else echo 'DOCKERD down'; fi")
     if buildkit_toml:
         lines.append(f"[ -f {shlex.quote(buildkit_toml)} ] && echo \"B $(base64 -w0 < {shlex.quote(buildkit_toml)})\"")
     lines += verify_script(verify)
@@ -141,7 +153,7 @@ def client_script(
 
 def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
     files: dict[str, RemoteFile | None] = {p: None for p in paths}
-    values: dict = {"extra": []}
+    values: dict = {"extra": [], "contents": {}}
     for line in stdout.splitlines():
         tag, _, rest = line.partition(" ")
         if tag == "TIME" and rest.strip().isdigit():
@@ -164,6 +176,11 @@ def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
             values["verify"] = (state, detail.strip())
         elif tag == "B":
             values["buildkit_toml"] = base64.b64decode(rest.strip() or b"")
+        elif tag == "C":
+            data, _, path = rest.partition(" ")
+            values["contents"][path] = base64.b64decode(data)
+        elif tag == "DOCKERD":
+            values["dockerd"] = rest.strip()
     values["extra"] = tuple(values["extra"])
     return ClientFacts(files=files, **values)
 

@@ -108,3 +108,23 @@ def cert_details(info: CertInfo, now: dt.datetime, title: str) -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
+
+
+def status_view(result) -> None:
+    """``inv status``: certificate line, host table, verdict with reasons."""
+    cert = result.certificate
+    if cert:
+        out.print(f"certificate {cert['subject']}  SANs {', '.join(cert['sans'])}")
+        out.print(f"  not after {cert['not_after']}  ({cert['days_left']} days left)  SHA-256 {cert['sha256']}")
+    table = Table(title="fleet", title_justify="left")
+    for col in ("host", "role", "status", "trust / container", "message"):
+        table.add_column(col, overflow="fold")
+    for r in result.report.results.values():
+        what = r.facts.get("trust") or ("running" if (r.facts.get("container") or {}).get("running") else "-")
+        message = r.message + "".join(f"\n[yellow]warning:[/] {w}" for w in r.warnings)
+        table.add_row(r.host, r.role, f"[{STYLE[r.status]}]{r.status}[/]", str(what), message)
+    out.print(table)
+    colour = {0: "green", 1: "yellow", 2: "bold red", 3: "magenta"}[int(result.level)]
+    out.print(f"status: [{colour}]{str(result.level).upper()}[/]")
+    for reason in result.reasons:
+        out.print(f"  - {reason}")

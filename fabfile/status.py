@@ -1,0 +1,182 @@
+"""``inv status``: a truthful, read-only picture of the fleet, with monitoring exit codes.
+
+0 OK, 1 WARNING (certificate expires within warn-days, a restart is pending),
+2 CRITICAL (expired, drift, missing trust, unreachable, registry down or
+serving another certificate), 3 UNKNOWN (no local certificate to compare with).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from cryptography import x509
+
+from . import clients as C
+from . import facts as F
+from . import fleet, registry, verify
+from .certs import describe, fingerprint
+from .deploy import Session, anchors
+from .inventory import Client
+from .pki import Material
+from .results import HostResult, Report, Status
+from .transport import Remote
+
+
+class Level(IntEnum):
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass
+class FleetStatus:
+    level: Level
+    certificate: dict
+    report: Report
+    reasons: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"status": str(self.level), "exit_code": int(self.level), "reasons": self.reasons,
+                "certificate": self.certificate, **self.report.to_json()}
+
+
+# --------------------------------------------------------------------------- clients
+
+
+RANK = {"match": 0, "missing": 1, "drift": 2}
+
+
+@dataclass(frozen=True)
+class TrustState:
+    """How a client's installed trust compares with what it should be. Pure."""
+
+    overall: str                    # match | missing | drift (the worst file)
+    targets: dict[str, str]         # target -> worst state of its files
+    files: dict[str, str]           # path -> match | missing | drift
+    fingerprints: dict[str, str]    # path -> SHA-256 fingerprint of the installed certificate
+
+    @classmethod
+    def compare(cls, want: tuple[C.WantFile, ...], found: F.ClientFacts) -> "TrustState":
+        files, targets, fps = {}, {}, {}
+        for f in want:
+            have = found.files.get(f.path)
+            state = "missing" if have is None else "match" if have.sha256 == f.sha256 else "drift"
+            files[f.path] = state
+            if RANK[state] >= RANK[targets.get(f.target, "match")]:
+                targets[f.target] = state
+            if f.path in found.contents and f.path.endswith(".crt"):
+                fps[f.path] = _fp(found.contents[f.path])
+        overall = max(targets.values(), key=RANK.get, default="match")
+        return cls(overall, targets, files, fps)
+
+
+def _fp(pem: bytes) -> str:
+    try:
+        return fingerprint(x509.load_pem_x509_certificate(pem))
+    except ValueError:
+        return "not a certificate"
+
+
+def client_status(client: Client, s: Session, material: Material) -> HostResult:
+    reg = s.inv.registry
+    anchors_ = anchors(s, material)
+    paths = C.probe_paths(client, reg, anchors_)
+    with Remote(client.ssh, s.settings) as remote:
+        out = remote.run(F.client_script(paths, C.extra_globs(client, reg), contents=True, docker=True),
+                         sudo=True).stdout
+    found = F.parse_client(out, paths)
+    want = C.desired_files(client, reg, anchors_, found.os_family)
+    trust = TrustState.compare(want, found)
+    stale = [p for p in found.extra if p not in {f.path for f in want}]
+    result = HostResult(host=client.name, facts={
+        "trust": trust.overall, "targets": trust.targets, "files": trust.files,
+        "fingerprints": trust.fingerprints, "stale": stale, "dockerd": found.dockerd,
+        "os": found.os_family or found.os_id,
+    })
+    todo = C.plan(client, reg, anchors_, found)
+    result.warnings = [w for w in todo.warnings if "clock" not in w]
+    if todo.restart and trust.overall == "match":
+        result.warnings.append("dockerd has not loaded the OS trust store yet (restart pending)")
+    if trust.overall != "match":
+        bad = [f"{p} {state}" for p, state in trust.files.items() if state != "match"]
+        result.status = Status.FAILED
+        result.message = f"trust {trust.overall}: " + ", ".join(bad[:3]) + (f" +{len(bad) - 3} more" if len(bad) > 3 else "")
+    elif stale:
+        result.status = Status.FAILED
+        result.message = f"stale anchor files: {', '.join(stale)}"
+    else:
+        result.message = f"trusts {material.anchor_fingerprint[:23]}... ({', '.join(trust.targets)})"
+    if found.dockerd and not found.dockerd.startswith("up") and "docker" in client.trust:
+        result.warnings.append(f"dockerd {found.dockerd}")
+    return result
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def registry_status(s: Session, material: Material) -> HostResult:
+    reg = s.inv.registry
+    result = HostResult(host=reg.host, role="registry")
+    served = verify.probe(reg.ssh.address, reg.port, reg.host, None)
+    want = registry.desired(reg, material, s.state.htpasswd().render())
+    with Remote(reg.ssh, s.settings) as remote:
+        found = registry.gather(remote, want)
+    container = found.container
+    result.facts = {
+        "container": None if container is None else {
+            "id": container.id[:12], "running": container.running, "restart_count": container.restart_count},
+        "engine": found.engine,
+        "served_fingerprint": served.fingerprint, "expected_fingerprint": material.fingerprint,
+        "tls": served.tls_version,
+    }
+    problems = []
+    if found.engine != "up":
+        problems.append(f"{reg.engine} {found.engine} {found.engine_detail}".strip())
+    elif container is None:
+        problems.append(f"container {reg.container} does not exist")
+    elif not container.running:
+        problems.append(f"container {reg.container} is not running")
+    if served.error:
+        problems.append(served.error)
+    elif served.fingerprint != material.fingerprint:
+        problems.append(f"serves {served.fingerprint[:23]}..., expected {material.fingerprint[:23]}...")
+    if problems:
+        result.status, result.message = Status.FAILED, "; ".join(problems)
+    else:
+        result.message = f"container {container.id[:12]} running, serves the expected certificate ({served.tls_version})"
+    return result
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+def fleet_status(s: Session, targets: tuple[Client, ...], *, warn_days: int = 30, parallel: int = 10) -> FleetStatus:
+    material = s.pki.load()
+    if material is None:
+        return FleetStatus(Level.UNKNOWN, {}, Report(), [f"{s.pki.cert_path}: no local certificate"])
+    info = describe(material.leaf)
+    days = info.days_left(s.now)
+    report = Report()
+    report.add(fleet.guarded(s.inv.registry.host, "registry", lambda: registry_status(s, material)))
+    with s.progress("status", len(targets)) as progress:
+        for r in fleet.fan_out(targets, lambda c: client_status(c, s, material), name=lambda c: c.name,
+                               parallel=parallel, progress=progress):
+            report.add(r)
+    reasons, level = [], Level.OK
+    if days < 0:
+        level, reasons = Level.CRITICAL, [f"certificate expired {-days} days ago"]
+    elif days <= warn_days:
+        level, reasons = Level.WARNING, [f"certificate expires in {days} days (warn at {warn_days})"]
+    for r in report.results.values():
+        if r.failed:
+            level = Level.CRITICAL
+            reasons.append(f"{r.host}: {r.status}: {r.message}")
+        elif r.warnings and level < Level.WARNING:
+            level = Level.WARNING
+            reasons.append(f"{r.host}: {r.warnings[0]}")
+    return FleetStatus(level, {**info.as_dict(s.now), "path": str(s.pki.cert_path)}, report, reasons)
