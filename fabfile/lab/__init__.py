@@ -82,7 +82,9 @@ class Lab:
                 "-F", "/dev/null", f"{user}@{self.address(host)}"]
 
     # -- up ----------------------------------------------------------------------------------
-    def _preflight(self) -> str:
+    def preflight(self) -> str:
+        """Raise LabError unless this machine can run the lab (root, packages, root location);
+        return the path of tini."""
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network and mount namespaces); run it as root")
         for name, package in (("ip", "iproute2"), ("nsenter", "util-linux"), ("unshare", "util-linux"),
@@ -106,7 +108,7 @@ class Lab:
            timeout: float = 90.0) -> list[HostStatus]:
         """Clean any stale lab, start the registry host and `clients` clients, wait until all answer
         (sshd; dockerd + imported images unless docker=False, which makes sshd-only clients)."""
-        tini = self._preflight()
+        tini = self.preflight()
         state = plan(self.prefix, subnet, clients, docker)
         netns.check_subnet_free(state.subnet, state.bridge)   # before touching a running lab
         if self._stale():
