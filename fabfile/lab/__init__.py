@@ -112,7 +112,7 @@ class Lab:
         state = plan(self.prefix, subnet, clients, docker)
         netns.check_subnet_free(state.subnet, state.bridge)   # before touching a running lab
         if self._stale():
-            self.down()
+            self._down(sweep_foreign=True)      # even a lab of another root with our prefix
             netns.check_subnet_free(state.subnet, state.bridge)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / ".gitignore").write_text("*\n")
@@ -122,11 +122,11 @@ class Lab:
             self._start(state, tini, timeout)
         except BaseException:
             try:
-                self.down()
+                self._down(sweep_foreign=True)
             except Exception:  # noqa: BLE001  (keep the original error)
                 pass
             raise
-        return self.status()
+        return self.status(probe=False)       # _start() already saw every daemon answer
 
     def _start(self, state: LabState, tini: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -143,17 +143,24 @@ class Lab:
         registry_tar = images.build_registry_tar(images_dir / "registry.tar")
         hello_tar = images.build_hello_tar(images_dir / "hello.tar")
 
-        netns.create(state)
+        netns.create(state, owner=str(self.root))
         state.iptables_rule = netns.add_forward_rule(state.bridge)
         state.save(self.state_path)
         netns.check_routes([h.address for h in state.hosts], state.bridge)
 
         machine = hostmod.Machine.read(state, keys.password_hash(password), operator_pub)
-        host_keys = {h.name: hostmod.prepare(self.root, state, h, machine) for h in state.hosts}
-        inventory.write_known_hosts(state, host_keys, self.known_hosts_path)
-        for h in state.hosts:
+
+        def launch(h) -> str:
+            public_key = hostmod.prepare(self.root, state, h, machine)
             h.holder_pid, h.holder_start = hostmod.start_holder(self.root, state, h, tini)
-        state.save(self.state_path)
+            return public_key
+
+        try:       # files are metadata-bound: prepare and spawn hosts in parallel
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                host_keys = dict(zip([h.name for h in state.hosts], pool.map(launch, state.hosts)))
+        finally:
+            state.save(self.state_path)
+        inventory.write_known_hosts(state, host_keys, self.known_hosts_path)
 
         def docker_ready(h) -> None:
             while not hostmod.docker_ping(h.holder_pid, timeout=1.0):
@@ -171,8 +178,9 @@ class Lab:
             pending = list(state.hosts)
             while pending:
                 for h in list(pending):
+                    # sshd writes its pid file only after binding its listening socket
                     pid = hostmod.read_pidfile(h.holder_pid, "/run/sshd.pid")
-                    if pid and procs.alive(pid) and hostmod.port_open(h.address, 22, 0.5):
+                    if pid and procs.alive(pid):
                         pending.remove(h)
                     else:
                         self._check_alive(h, deadline, "sshd", "sshd.log")
@@ -198,7 +206,8 @@ class Lab:
         return lines[-1] if lines else f"(no output in {self.host_dir(name) / log})"
 
     # -- status / run ------------------------------------------------------------------------
-    def status(self) -> list[HostStatus]:
+    def status(self, probe: bool = True) -> list[HostStatus]:
+        """Each host's state; probe=True also connects to its sshd and pings its dockerd."""
         state = self.state()
         if state is None:
             return []
@@ -210,10 +219,10 @@ class Lab:
             ok = live[h.name]
             if ok:
                 sshd = hostmod.read_pidfile(h.holder_pid, "/run/sshd.pid")
-                ok = procs.alive(sshd) and hostmod.port_open(h.address, 22, 0.5)
+                ok = procs.alive(sshd) and (not probe or hostmod.port_open(h.address, 22, 0.5))
                 if h.docker:
                     dockerd = hostmod.read_pidfile(h.holder_pid, "/run/docker.pid")
-                    ok = ok and procs.alive(dockerd) and hostmod.docker_ping(h.holder_pid)
+                    ok = ok and procs.alive(dockerd) and (not probe or hostmod.docker_ping(h.holder_pid))
             out.append(HostStatus(h.name, h.role, h.address, bool(ok), h.docker,
                                   h.holder_pid if live[h.name] else None,
                                   sshd if procs.alive(sshd) else None,
@@ -243,15 +252,23 @@ class Lab:
     # -- down --------------------------------------------------------------------------------
     def down(self) -> None:
         """Stop and remove everything the lab made (containers, daemons, holders, namespaces,
-        links, iptables rule, files). Safe to run twice and on a half-made lab."""
+        links, iptables rule, files). Safe to run twice and on a half-made lab. Network objects
+        with the lab's prefix are left alone when a lab of another root owns them now."""
+        self._down(sweep_foreign=False)
+
+    def _down(self, sweep_foreign: bool) -> None:
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network and mount namespaces); run it as root")
         state = self.state()
         prefix = state.prefix if state else self.prefix
         bridge = state.bridge if state else f"{prefix}-br0"
-        names = set(netns.netns_names(prefix)) | {h.netns for h in (state.hosts if state else [])}
+        owner = netns.bridge_owner(bridge)
+        ours = sweep_foreign or owner in (None, str(self.root))
         holders = {h.holder_pid: h.holder_start for h in (state.hosts if state else [])
                    if procs.alive(h.holder_pid, h.holder_start)}
+        names = set(netns.netns_names(prefix)) | {h.netns for h in (state.hosts if state else [])}
+        if not ours:        # the netns names now belong to that other lab: only our own PIDs
+            names = set()
 
         def lab_processes() -> dict[int, int]:
             nets = {procs.ns_inode(f"/run/netns/{n}") for n in names} - {None}
@@ -283,8 +300,9 @@ class Lab:
         left = lab_processes()
         if left:
             raise LabError(f"lab processes survived SIGKILL: {sorted(left)}")
-        netns.destroy(prefix)
-        netns.remove_forward_rules(bridge)
+        if ours:
+            netns.destroy(prefix)
+            netns.remove_forward_rules(bridge)
         self._unmount_leftovers()
         self._remove_files()
 

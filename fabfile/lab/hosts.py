@@ -44,6 +44,8 @@ def ca_overlay_target() -> Path:
 
 def check_root_location(root: Path) -> None:
     text = str(root)
+    if len(text) > 200:
+        raise LabError(f"lab root {root} is too long (at most 200 characters)")
     if any(c in text for c in ",:'\"\\ \t\n"):
         raise LabError(f"lab root {root} must not contain spaces, commas, colons or quotes")
     for base in (*OVERLAID, str(ca_overlay_target())):

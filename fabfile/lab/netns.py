@@ -5,6 +5,7 @@ import ipaddress
 import json
 import shutil
 import subprocess
+import time
 
 from .errors import LabError
 from .state import LabState
@@ -80,9 +81,20 @@ def check_routes(addresses: list[str], bridge: str) -> None:
                            f"bridge {bridge}; is the lab up? (run lab down, then up)")
 
 
-def create(state: LabState) -> None:
-    """Bridge with .1, then per host: netns, veth (machine end on the bridge, peer 'eth0' inside)."""
+def bridge_owner(bridge: str) -> str | None:
+    """The lab root that made this bridge (kept in its alias), None if no such bridge/alias."""
+    out = _ip("-j", "link", "show", "dev", bridge, check=False).strip()
+    try:
+        return json.loads(out)[0].get("ifalias") if out else None
+    except (ValueError, IndexError):
+        return None
+
+
+def create(state: LabState, owner: str) -> None:
+    """Bridge with .1 (alias = owner, the lab root), then per host: netns, veth (machine end on
+    the bridge, peer 'eth0' inside)."""
     cmds = [f"link add {state.bridge} type bridge",
+            f"link set {state.bridge} alias {owner}",
             f"addr add {state.bridge_address}/{state.prefixlen} dev {state.bridge}",
             f"link set {state.bridge} up"]
     for h in state.hosts:
@@ -93,12 +105,17 @@ def create(state: LabState) -> None:
 
 
 def destroy(prefix: str) -> None:
-    """Delete every link and netns named PREFIX-* (veths first, then the bridge, then namespaces)."""
-    links = link_names(prefix)
-    cmds = [f"link del {n}" for n in sorted(links, key=lambda n: n.endswith("-br0"))]
-    cmds += [f"netns del {n}" for n in netns_names(prefix)]
-    if cmds:
-        _ip("-force", "-batch", "-", input="\n".join(cmds) + "\n", check=False)
+    """Delete every netns and link named PREFIX-*. Namespaces go first: the kernel then drops
+    their veths in one batch, much faster than deleting veths one by one."""
+    names = netns_names(prefix)
+    if names:
+        _ip("-force", "-batch", "-", input="".join(f"netns del {n}\n" for n in names), check=False)
+    deadline = time.monotonic() + 10
+    while any(not n.endswith("-br0") for n in link_names(prefix)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    links = sorted(link_names(prefix), key=lambda n: n.endswith("-br0"))   # bridge last
+    if links:
+        _ip("-force", "-batch", "-", input="".join(f"link del {n}\n" for n in links), check=False)
     left = link_names(prefix) + netns_names(prefix)
     if left:
         raise LabError(f"could not remove lab network objects: {', '.join(left)}")
