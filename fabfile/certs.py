@@ -442,7 +442,8 @@ def lint(
         problems.append(f"signed with {algo.name.upper()} (Go: x509: cannot verify signature: insecure algorithm)")
     pub = cert.public_key()
     if isinstance(pub, rsa.RSAPublicKey) and pub.key_size < 2048:
-        problems.append(f"RSA key of {pub.key_size} bits: at least 2048 are required (Go, Apple)")
+        problems.append(f"RSA key of {pub.key_size} bits: at least 2048 are required (Apple; OpenSSL at "
+                        "security level 2: EE certificate key too weak)")
     sans = cert_sans(cert)
     if not sans:
         problems.append("names only in the CN, no subjectAltName "
@@ -480,7 +481,7 @@ def covers(sans: tuple[str, ...], name: str) -> bool:
     for san in sans:
         if not san.startswith("DNS:"):
             continue
-        pattern = san[4:]
+        pattern = san[4:].lower()  # a BYO cert may carry upper case; Go compares lower-cased
         if pattern == name:
             return True
         if pattern.startswith("*.") and name.count(".") == pattern.count(".") and name.split(".", 1)[1] == pattern[2:]:
