@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -85,8 +86,7 @@ class Lab:
     def preflight(self) -> str:
         """Raise LabError unless this machine can run the lab (root, packages, root location);
         return the path of tini."""
-        if os.geteuid() != 0:
-            raise LabError("the lab needs root (network and mount namespaces); run it as root")
+        _need_root()
         for name, package in (("ip", "iproute2"), ("nsenter", "util-linux"), ("unshare", "util-linux"),
                               ("mount", "mount")):
             hostmod.tool(name, package)
@@ -162,9 +162,17 @@ class Lab:
             state.save(self.state_path)
         inventory.write_known_hosts(state, host_keys, self.known_hosts_path)
 
+        abort = threading.Event()
+
         def docker_ready(h) -> None:
             while not hostmod.docker_ping(h.holder_pid, timeout=1.0):
+                if abort.is_set():
+                    return
                 self._check_alive(h, deadline, "dockerd", "dockerd.log")
+                pid = hostmod.read_pidfile(h.holder_pid, "/run/docker.pid")
+                if pid and not procs.alive(pid):
+                    raise LabError(f"dockerd on lab host {h.name} exited: "
+                                   f"{self._tail(h.name, 'dockerd.log')}")
                 time.sleep(0.05)
             enter = hostmod.enter_argv(h.holder_pid, [])
             if h.role == "registry":
@@ -175,19 +183,23 @@ class Lab:
         docker_hosts = [h for h in state.hosts if h.docker]
         with ThreadPoolExecutor(max_workers=min(8, len(docker_hosts))) as pool:
             futures = [pool.submit(docker_ready, h) for h in docker_hosts]
-            pending = list(state.hosts)
-            while pending:
-                for h in list(pending):
-                    # sshd writes its pid file only after binding its listening socket
-                    pid = hostmod.read_pidfile(h.holder_pid, "/run/sshd.pid")
-                    if pid and procs.alive(pid):
-                        pending.remove(h)
-                    else:
-                        self._check_alive(h, deadline, "sshd", "sshd.log")
-                if pending:
-                    time.sleep(0.02)
-            for fut in futures:
-                fut.result()
+            try:
+                pending = list(state.hosts)
+                while pending:
+                    for h in list(pending):
+                        # sshd writes its pid file only after binding its listening socket
+                        pid = hostmod.read_pidfile(h.holder_pid, "/run/sshd.pid")
+                        if pid and procs.alive(pid):
+                            pending.remove(h)
+                        else:
+                            self._check_alive(h, deadline, "sshd", "sshd.log")
+                    if pending:
+                        time.sleep(0.02)
+                for fut in futures:
+                    fut.result()
+            except BaseException:
+                abort.set()
+                raise
         inventory.write(state, self.root, self.inventory_path)
         state.phase = "up"
         state.save(self.state_path)
@@ -208,6 +220,7 @@ class Lab:
     # -- status / run ------------------------------------------------------------------------
     def status(self, probe: bool = True) -> list[HostStatus]:
         """Each host's state; probe=True also connects to its sshd and pings its dockerd."""
+        _need_root()
         state = self.state()
         if state is None:
             return []
@@ -232,6 +245,7 @@ class Lab:
     def run(self, host: str, command: str, check: bool = False, input: str | bytes | None = None,
             timeout: float | None = None, text: bool = True) -> subprocess.CompletedProcess:
         """Run `command` with /bin/sh as root inside lab host `host` (its net, mount, UTS ns)."""
+        _need_root()
         state = self._state()
         h = state.host(host)
         if not procs.alive(h.holder_pid, h.holder_start):
@@ -257,8 +271,7 @@ class Lab:
         self._down(sweep_foreign=False)
 
     def _down(self, sweep_foreign: bool) -> None:
-        if os.geteuid() != 0:
-            raise LabError("the lab needs root (network and mount namespaces); run it as root")
+        _need_root()
         state = self.state()
         prefix = state.prefix if state else self.prefix
         bridge = state.bridge if state else f"{prefix}-br0"
@@ -327,6 +340,11 @@ class Lab:
             (self.root / ".gitignore").unlink()
         if not any(self.root.iterdir()):
             self.root.rmdir()
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network and mount namespaces); run it as root")
 
 
 def _comm(pid: int) -> str:
