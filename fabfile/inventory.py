@@ -434,7 +434,8 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
         if text not in seen:
             seen[text] = 1
             unique.append(san)
-    subject = tuple(cert.subject.items()) or (("CN", reg.host),)
+    # CN is at most 64 characters (X.520); a longer host name falls back to its first label
+    subject = tuple(cert.subject.items()) or (("CN", reg.host if len(reg.host) <= 64 else reg.host.split(".")[0]),)
     try:
         spec = certs.CertSpec(subject=subject, sans=tuple(unique), days=cert.days, key_type=cert.key_type)
     except CertificateError as exc:
@@ -493,10 +494,15 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
 
 
 def _merge(layers: list[ClientVars]) -> dict[str, Any]:
-    """defaults -> groups -> host: a later layer's explicitly set keys win."""
+    """defaults -> groups -> host: a later layer's explicitly set keys win.
+
+    An empty value (``verify:``, ``trust: ~``) inherits: it must never turn
+    ``verify`` into a falsy None that silently skips the TLS check.
+    """
     merged: dict[str, Any] = {}
     for layer in layers:
-        merged.update(layer.model_dump(exclude_unset=True, exclude={"groups"}))
+        merged.update({k: v for k, v in layer.model_dump(exclude_unset=True, exclude={"groups"}).items()
+                       if v is not None})
     return merged
 
 
