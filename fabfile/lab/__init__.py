@@ -200,6 +200,9 @@ class Lab:
             except BaseException:
                 abort.set()
                 raise
+        for h in state.hosts:
+            h.sshd_pid = hostmod.read_pidfile(h.holder_pid, "/run/sshd.pid")
+            h.dockerd_pid = hostmod.read_pidfile(h.holder_pid, "/run/docker.pid") if h.docker else None
         inventory.write(state, self.root, self.inventory_path)
         state.phase = "up"
         state.save(self.state_path)
@@ -291,6 +294,8 @@ class Lab:
             return found
 
         found = lab_processes()
+        if ours:   # holders of a lab whose state is lost: tini processes in the lab's netns
+            holders.update({p: s for p, s in found.items() if _comm(p) == "tini"})
         dockerds = {p: s for p, s in found.items() if _comm(p) == "dockerd"}
         if dockerds:
             def clean(pid: int) -> None:

@@ -88,6 +88,9 @@ def in_namespaces(net_inodes: set[int], mnt_inodes: set[int],
                   table: dict | None = None) -> dict[int, int]:
     """pid -> start time of processes inside the given net/mnt namespaces, plus their descendants
     (container processes live in namespaces of their own under a lab host's containerd-shim)."""
+    # Never the machine's own namespaces (a holder caught before its unshare shares them).
+    machine = {ns_inode(f"/proc/{p}/ns/{kind}") for p in ("self", "1") for kind in ("net", "mnt")}
+    net_inodes, mnt_inodes = set(net_inodes) - machine, set(mnt_inodes) - machine
     table = snapshot() if table is None else table
     found = {pid for pid, (_, net, mnt, _) in table.items()
              if (net is not None and net in net_inodes) or (mnt is not None and mnt in mnt_inodes)}

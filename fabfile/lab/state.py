@@ -23,8 +23,10 @@ class HostState:
     netns: str
     veth: str                     # machine-side end of the host's veth pair (peer is eth0 inside)
     docker: bool
-    holder_pid: int | None = None
-    holder_start: int | None = None
+    holder_pid: int | None = None    # tini -s holding the host's mount/UTS namespaces
+    holder_start: int | None = None  # its start time (guards against PID reuse)
+    sshd_pid: int | None = None      # as started; status() reads the live ones from /run/*.pid
+    dockerd_pid: int | None = None
 
 
 @dataclass
@@ -60,8 +62,9 @@ class LabState:
     def load(cls, path: Path) -> "LabState | None":
         try:
             data = json.loads(path.read_text())
-            hosts = [HostState(**h) for h in data.pop("hosts")]
-            return cls(hosts=hosts, **data)
+            known = set(HostState.__dataclass_fields__)
+            hosts = [HostState(**{k: v for k, v in h.items() if k in known}) for h in data.pop("hosts")]
+            return cls(hosts=hosts, **{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
         except FileNotFoundError:
             return None
         except (ValueError, TypeError, KeyError) as exc:
