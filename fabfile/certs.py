@@ -416,11 +416,13 @@ def lint(
     *,
     key: PrivateKey | None = None,
     names: tuple[str, ...] = (),
+    max_days: int | None = APPLE_MAX_DAYS,
 ) -> list[str]:
     """Reasons a client or the registry would refuse this server certificate.
 
     Each reason quotes the error the Go client (dockerd) or the registry would
-    print, so the user recognises it. An empty list means usable.
+    print, so the user recognises it. An empty list means usable. ``max_days``
+    None accepts any lifetime (the operator forced a longer one).
     """
     problems: list[str] = []
     if cert.serial_number <= 0:
@@ -435,7 +437,7 @@ def lint(
             f"expired on {cert.not_valid_after_utc:%Y-%m-%d} (Go: x509: certificate has expired or is not yet valid)"
         )
     lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
-    if lifetime > APPLE_MAX_DAYS + 1:
+    if max_days is not None and lifetime > max_days + 1:
         problems.append(f"valid {lifetime} days: Apple clients refuse more than {APPLE_MAX_DAYS}")
     algo = cert.signature_hash_algorithm
     if algo is not None and algo.name in ("sha1", "md5"):

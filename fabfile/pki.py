@@ -119,7 +119,9 @@ class Pki:
 
     def problems(self, material: Material, now: dt.datetime) -> list[str]:
         """Why this material cannot be served as the inventory asks (empty: fine)."""
-        found = certs.lint(material.leaf, now, key=material.key)
+        # a lifetime the inventory asks for (forced at generation) is not a reason to renew
+        found = certs.lint(material.leaf, now, key=material.key,
+                           max_days=max(certs.APPLE_MAX_DAYS, self.cfg.spec.days))
         found += certs.spec_differences(material.leaf, self.cfg.spec)
         return found
 
@@ -140,7 +142,7 @@ class Pki:
             ca_cert, ca_key = self._ca(now, new=new_ca)
             leaf = certs.build_leaf(spec, key, ca_cert, ca_key, now)
             material = Material(chain=(leaf, ca_cert), key=key, anchor=ca_cert)
-        problems = certs.lint(leaf, now, key=key)
+        problems = certs.lint(leaf, now, key=key, max_days=None if force else certs.APPLE_MAX_DAYS)
         if problems:  # cannot happen for our own builder; a guard against regressions
             raise CertificateError(f"generated certificate is unusable: {problems[0]}")
         self.write(material)
@@ -179,6 +181,7 @@ class Pki:
             raise InputError(f"{self.cert_path}: {problems[0]}; run with --renew to issue a new "
                              "certificate, or `inv rotate` to switch clients without a window of distrust")
         if problems:
+            certs.validity_warnings(self.cfg.spec.days)  # --renew replaces files; it does not allow >825 days
             material = self.generate(now, force=True)
             return Outcome(material, True, f"renewed {self.cert_path}: {problems[0]}")
         days = certs.describe(material.leaf).days_left(now)
