@@ -1,0 +1,186 @@
+"""Probe parsers on recorded output (cases/facts/*.json, pyinfra-style: output in, fact out),
+plus the probe scripts themselves: valid shell, and run for real against a temp folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import shutil
+
+import pytest
+
+from _support import CASES, run, sha256
+from fabfile import facts as F
+
+FACT_CASES = sorted((CASES / "facts").glob("*.json"))
+
+
+def plain(value):
+    """Facts -> JSON-like data; modes as '0644' strings, bytes as text, tuples as lists."""
+    if isinstance(value, F.RemoteFile):
+        return {"sha256": value.sha256, "mode": f"{value.mode:04o}", "owner": value.owner, "mtime": value.mtime}
+    if dataclasses.is_dataclass(value):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def recorded_output(lines: list[str]) -> str:
+    """Expand ``@INSPECT file`` / ``@PREVIOUS file`` into the one-line JSON the engine prints."""
+    out = []
+    for line in lines:
+        if line.startswith("@"):
+            tag, name = line[1:].split(" ", 1)
+            data = json.loads((CASES / "inspect" / name).read_text())
+            out.append(f"{tag} {json.dumps(data, separators=(',', ':'))}")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+@pytest.mark.parametrize("case_file", FACT_CASES, ids=[p.stem for p in FACT_CASES])
+def test_recorded_probe_output(case_file):
+    case = json.loads(case_file.read_text())
+    output = recorded_output(case["output"])
+    parser = F.parse_client if case_file.name.startswith("client_") else F.parse_registry
+    fact = parser(output, tuple(case["paths"]))
+    got = plain(fact)
+    if isinstance(fact, F.ClientFacts):
+        got["os_family"] = fact.os_family
+    expected = case["fact"]
+    assert {k: got[k] for k in expected} == expected, case["description"]
+
+
+def test_seed_container_has_an_anonymous_volume_at_var_lib_registry():
+    """The seed ran `docker run -v /var/lib/docker-registry:/data ... registry:2.7`: images live in an
+    anonymous volume that a naive re-run would orphan."""
+    case = json.loads((CASES / "facts" / "registry_seed.json").read_text())
+    fact = F.parse_registry(recorded_output(case["output"]))
+    kind, source = fact.container.volume_sources["/var/lib/registry"]
+    assert kind == "volume" and source.startswith("/var/lib/docker/volumes/") and source.endswith("/_data")
+    assert fact.container.labels == {}
+
+
+def test_podman_array_and_docker_object_parse_the_same_way():
+    data = json.loads((CASES / "inspect" / "podman_registry.json").read_text())
+    as_array = F.parse_registry("INSPECT " + json.dumps(data)).container
+    as_object = F.parse_registry("INSPECT " + json.dumps(data[0])).container
+    assert as_array == as_object and as_array.name == "registry"
+
+
+def test_inspect_with_null_sections():
+    """`docker inspect` prints null for empty Labels/Env/Mounts/PortBindings: no crash, empty values."""
+    data = {"Id": "abc", "Name": "/registry", "State": {"Running": True}, "Config": {"Labels": None, "Env": None},
+            "HostConfig": {"PortBindings": {"5000/tcp": None}, "RestartPolicy": None}, "Mounts": None}
+    c = F.ContainerFact.from_inspect(data)
+    assert (c.labels, c.env, c.ports, c.volume_sources, c.restart_policy) == ({}, {}, (), {}, "")
+    assert c.running and c.restart_count == 0
+
+
+def test_env_values_may_contain_equals_signs():
+    c = F.ContainerFact.from_inspect({"Config": {"Env": ["A=b=c", "REALM=Registry Realm"]}})
+    assert c.env == {"A": "b=c", "REALM": "Registry Realm"}
+
+
+@pytest.mark.parametrize(("os_id", "like", "family"), [
+    ("debian", (), "debian"), ("ubuntu", ("debian",), "debian"), ("linuxmint", ("ubuntu", "debian"), "debian"),
+    ("centos", ("rhel", "fedora"), "rhel"), ("rocky", ("rhel", "centos", "fedora"), "rhel"),
+    ("fedora", (), "rhel"), ("almalinux", ("rhel",), "rhel"), ("ol", ("fedora",), "rhel"),
+    ("alpine", (), None), ("unknown", (), None), ("arch", (), None),
+])
+def test_os_family(os_id, like, family):
+    assert F.ClientFacts(os_id=os_id, os_like=like).os_family == family
+
+
+# --------------------------------------------------------------------------- the probe scripts themselves
+
+
+@pytest.fixture(scope="module")
+def bash() -> str:
+    path = shutil.which("bash")
+    if not path:
+        pytest.skip("bash is not installed")
+    return path
+
+
+def assert_shell_syntax(bash: str, script: str) -> None:
+    out = run([bash, "-n", "-c", script])
+    assert out.returncode == 0, out.stderr
+
+
+def test_probe_scripts_are_valid_shell(bash):
+    probe = F.VerifyProbe(name="reg.example", port=443, ca_files=("/etc/docker/certs.d/reg.example/ca.crt",))
+    ip_probe = F.VerifyProbe(name="::1", port=5000, ca_files=("/a b/ca.crt",), is_ip=True)
+    for script in (
+        F.client_script(("/etc/docker/certs.d/reg.example/ca.crt", "/odd dir/it's.crt"),
+                        (("/etc/docker/certs.d/reg.example/registry-tls-", ".crt"),),
+                        verify=probe, buildkit_toml="/etc/buildkit/buildkitd.toml", contents=True, docker=True),
+        F.client_script((), verify=ip_probe),
+        F.registry_script("docker", "/var/lib/docker-registry", "registry", "registry:2",
+                          ("/var/lib/docker-registry/auth/registry.password",)),
+        F.registry_script("podman", "/srv/it's here", "reg'istry", "registry:2", ()),
+    ):
+        assert_shell_syntax(bash, script)
+
+
+def test_client_probe_runs_for_real_on_local_files(bash, tmp_path):
+    """Run the real probe script (no sudo) against files in a temp folder and parse what it prints."""
+    certs_d = tmp_path / "certs.d" / "reg.example:5000"
+    certs_d.mkdir(parents=True)
+    ca = certs_d / "ca.crt"
+    ca.write_bytes(b"anchor\n")
+    os.chmod(ca, 0o644)
+    stale = certs_d / "registry-tls-next.crt"
+    stale.write_bytes(b"next\n")
+    odd = tmp_path / "odd dir" / "it's.crt"
+    odd.parent.mkdir()
+    odd.write_bytes(b"odd")
+    os.chmod(odd, 0o600)
+    missing = str(tmp_path / "missing.crt")
+    paths = (str(ca), str(odd), missing)
+    script = F.client_script(paths, ((str(certs_d) + "/registry-tls-", ".crt"),), contents=True)
+    out = run([bash, "-c", script])
+    assert out.returncode == 0, out.stderr
+    fact = F.parse_client(out.stdout, paths)
+    assert fact.files[str(ca)].sha256 == sha256(b"anchor\n") and fact.files[str(ca)].mode == 0o644
+    assert fact.files[str(ca)].mtime == int(ca.stat().st_mtime)
+    assert fact.files[str(odd)].sha256 == sha256(b"odd") and fact.files[str(odd)].mode == 0o600
+    assert fact.files[missing] is None
+    assert fact.extra == (str(stale),)
+    assert fact.contents[str(ca)] == b"anchor\n"
+    assert fact.clock is not None and fact.os_id != ""
+
+
+def test_registry_probe_runs_for_real_without_an_engine(bash, tmp_path):
+    data = tmp_path / "data dir"
+    (data / ".certs-0123456789abcdef").mkdir(parents=True)
+    (data / "certs").symlink_to(".certs-0123456789abcdef")
+    ht = data / "auth" / "registry.password"
+    ht.parent.mkdir()
+    ht.write_text("u:$2y$10$x\n")
+    os.chmod(ht, 0o600)
+    script = F.registry_script("no-such-engine-xyz", str(data), "registry", "registry:2", (str(ht),))
+    out = run([bash, "-c", script])
+    assert out.returncode == 0, out.stderr
+    fact = F.parse_registry(out.stdout, (str(ht),))
+    assert fact.certs_link == ".certs-0123456789abcdef"
+    assert fact.files[str(ht)].mode == 0o600
+    assert (fact.engine, fact.engine_detail) == ("missing", "no-such-engine-xyz: not found")
+    (data / "certs").unlink()
+    (data / "certs").mkdir()
+    assert F.parse_registry(run([bash, "-c", script]).stdout).certs_link == "DIR"
+
+
+def test_buildkit_and_contents_lines_decode_base64():
+    toml = b'[registry."reg.example"]\n  ca = ["/etc/buildkit/certs.d/reg.example/ca.crt"]\n'
+    out = f"B {base64.b64encode(toml).decode()}\nC {base64.b64encode(b'pem').decode()} /a b/ca.crt\n"
+    fact = F.parse_client(out)
+    assert fact.buildkit_toml == toml and fact.contents == {"/a b/ca.crt": b"pem"}
