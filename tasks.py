@@ -287,6 +287,30 @@ def status(c, inventory=None, hosts=None, groups=None, parallel=10, warn_days=30
     raise Exit(code=int(result.level))
 
 
+@task(help={"root": "lab folder (default .lab)", "prefix": "lab name prefix (netns, bridge)",
+            "subnet": "lab subnet (default 10.213.0.0/24)"})
+def demo(c, root=".lab", prefix="rtls", subnet="10.213.0.0/24"):
+    """Bring up the lab, deploy to it, push and pull an image through TLS, show the status."""
+    from pathlib import Path
+
+    from fabfile import demo as demo_
+    from fabfile.lab import LabError
+
+    try:
+        rep, result, timings = demo_.run(Path(root), prefix=prefix, subnet=subnet, say=report.out.print,
+                                         progress=lambda title, total: report.LiveProgress(title, total))
+    except (LabError, RuntimeError) as exc:
+        report.error(str(exc))
+        raise Exit(code=1) from None
+    report.summary(rep, "deploy")
+    report.status_view(result)
+    report.out.print(
+        f"lab up {timings['lab_up']:.1f}s, deploy {timings['deploy']:.1f}s, push+pull {timings['push_pull']:.1f}s\n"
+        f"try: INVOKE_INVENTORY={root}/inventory.yaml inv status    |    tear down: inv lab.down"
+        + ("" if root == ".lab" else f" --root {root}"))
+    raise Exit(code=int(max(rep.exit_code, result.level)))
+
+
 # --------------------------------------------------------------------------- namespaces
 
 cert = Collection("cert", generate, show)
@@ -296,5 +320,5 @@ users = Collection("users", add, remove)
 users.add_task(list_, name="list")
 clients_ns = Collection("clients", trust)
 
-ns = Collection(deploy, verify, status, rotate, cert, registry_ns, users, clients_ns, lab_ns)
+ns = Collection(deploy, verify, status, rotate, demo, cert, registry_ns, users, clients_ns, lab_ns)
 ns.configure({"inventory": None})

@@ -74,7 +74,7 @@ def anchors(s: Session, material: Material) -> tuple[C.Anchor, ...]:
 
     extra = pending_anchor(s)
     current = (C.Anchor("current", material.anchor_pem),)
-    return current + ((C.Anchor("next", extra),) if extra and extra != material.anchor_pem else ())
+    return current + ((C.Anchor("rotation", extra),) if extra and extra != material.anchor_pem else ())
 
 
 # --------------------------------------------------------------------------- registry

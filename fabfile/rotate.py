@@ -21,7 +21,6 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import clients as C
 from .certs import describe
 from .errors import InputError
 from .localfs import atomic_write, read_optional
@@ -149,7 +148,3 @@ def abort(session, rotation: Rotation) -> Rotation | None:
 
 def unreached(report: Report) -> list[HostResult]:
     return [r for r in report.results.values() if r.status in (Status.FAILED, Status.UNREACHABLE, Status.SKIPPED)]
-
-
-def trust_both(rotation: Rotation, material: Material) -> tuple[C.Anchor, ...]:
-    return (C.Anchor("current", material.anchor_pem), C.Anchor("rotation", rotation.new_anchor_pem.encode()))

@@ -25,8 +25,7 @@ def build(state: LabState, root: Path) -> CommentedMap:
     inv["registry"] = CommentedMap([
         ("host", "registry.lab"), ("address", reg.address), ("port", 443),
         ("ssh_user", DEPLOY), ("ssh_key", key), ("data_dir", "/var/lib/docker-registry"),
-        ("container", "registry"), ("image", DoubleQuotedScalarString("registry:2")),
-        ("restart_command", f"{restart} registry")])
+        ("container", "registry"), ("image", DoubleQuotedScalarString("registry:2"))])
     inv["certificate"] = CommentedMap([
         ("subject", _flow({"CN": "registry.lab", "O": "registry-tls lab"})),
         ("san", _flow(["DNS:registry.lab", f"IP:{reg.address}"])),

@@ -1,4 +1,4 @@
-"""Fixtures for the lab tests: one shared lab (registry + 3 Docker clients) per session."""
+"""Fixtures for the lab tests (the shared session `lab` fixture is in tests/conftest.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,36 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from fabfile.lab import Lab, LabError  # noqa: E402
+from fabfile.lab import Lab  # noqa: E402
 
-LAB_ROOT = REPO / ".lab-test"
-
-
-def pytest_configure(config):
-    # pyproject registers the marker too; registering it twice is harmless.
-    config.addinivalue_line("markers", "lab: needs root and the network-namespace lab")
-
-
-def lab_unavailable(lab: Lab) -> str | None:
-    try:
-        lab.preflight()
-    except LabError as exc:
-        return f"lab unavailable: {exc}"
-    return None
-
-
-@pytest.fixture(scope="session")
-def lab():
-    lab = Lab(root=LAB_ROOT)
-    reason = lab_unavailable(lab)
-    if reason:
-        pytest.skip(reason)
-    try:
-        lab.up(clients=3, docker=True)
-        yield lab
-    finally:
-        lab.down()
-
+from tests.conftest import lab_unavailable  # noqa: E402
 
 @pytest.fixture
 def ssh(lab):
