@@ -669,6 +669,7 @@ def test_F21_recreate_script_detects_a_container_that_does_not_stay_up(tmp_path,
 
 def test_recreate_script_migrates_the_anonymous_volume(tmp_path, fakebin, material):
     fake(fakebin, "docker", 'case "$1" in inspect) echo "true 0";; esac; exit 0')
+    fake(fakebin, "sleep", "exit 0")  # the stability loop still needs 5 consecutive 'true 0' answers
     volume = tmp_path / "volumes/0d3f/_data"
     (volume / "docker/registry/v2/repositories/app").mkdir(parents=True)
     (volume / "docker/registry/v2/repositories/app/layer").write_text("blob")
@@ -678,7 +679,8 @@ def test_recreate_script_migrates_the_anonymous_volume(tmp_path, fakebin, materi
                                data_dir=d.registry.data_dir), fakebin)
     assert (out.returncode, out.stdout.strip()) == (0, "RUNNING"), out.stderr
     assert (tmp_path / "data/storage/docker/registry/v2/repositories/app/layer").read_text() == "blob"
-    assert [c.split()[1] for c in calls(fakebin)][0] == "run"  # no old container: nothing renamed
+    docker_calls = [c.split()[1] for c in calls(fakebin) if c.startswith("docker ")]
+    assert docker_calls[0] == "run" and docker_calls.count("inspect") == 6  # no old container: nothing renamed
 
 
 def test_cleanup_keeps_the_current_and_one_previous_cert_folder(tmp_path, fakebin, material):
