@@ -409,7 +409,7 @@ def test_F09_lint_negative_serial(key_cache):
     serial = cert.serial_number
     body = serial.to_bytes((serial.bit_length() + 8) // 8, "big")  # DER INTEGER content, leading 0x00 if needed
     tlv = bytes([0x02, len(body)]) + body
-    negative = bytes([0x02, len(body), body[0] | 0x80]) + body[1:]
+    negative = bytes([0x02, len(body), 0x80]) + body[1:]  # 0x80 first: negative and still minimal DER
     try:
         bad = der_replace(cert, tlv, negative, count=1)
     except ValueError as exc:
