@@ -44,6 +44,17 @@ def test_F05_certs_d_dirs(names, port, dirs):
     assert C.certs_d_dirs(names, port) == dirs
 
 
+@pytest.mark.xfail(strict=True, reason="clients.certs_d_dirs uses the bare IPv6 name for port 443 ('::1' instead of "
+                                       "'[::1]'): docker looks up certs.d/<host> with the brackets, and containerd's "
+                                       "hosts.toml gets the invalid server URL 'https://::1'")
+def test_F05_ipv6_registry_on_443_uses_bracketed_folders():
+    assert C.certs_d_dirs(("::1",), 443) == ["[::1]", "[::1]:443"]
+    files = C.desired_files(make_client(trust=("containerd",), registry_names=("::1",)), make_registry(host="::1"),
+                            (CURRENT,), None)
+    servers = {f.content.decode().splitlines()[0] for f in files if f.path.endswith("hosts.toml")}
+    assert servers == {'server = "https://[::1]"'}
+
+
 def test_desired_files_per_target():
     reg = make_registry(port=5000)
     client = make_client(trust=("docker", "podman", "containerd", "os", "buildkit"))
