@@ -303,8 +303,14 @@ def _read_yaml(text: str, path: Path) -> Any:
         return yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = (exc.problem or exc.context or "invalid YAML").strip()
+        context = (exc.context or "").strip()
+        if exc.problem and exc.context_mark and ("quoted" in context or "flow" in context):
+            # an unclosed quote or bracket shows up lines later: point at where it opened
+            mark = exc.context_mark
+            thing = context.removeprefix("while scanning ").removeprefix("while parsing ")
+            problem = f"{thing} opened here is never closed ({problem})"
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         if "duplicate key" in str(exc):
             key = str(exc).split('found duplicate key "', 1)[-1].split('"', 1)[0]
             problem = f"duplicate key {key!r} (each key may appear once)"

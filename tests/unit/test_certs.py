@@ -16,10 +16,10 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
-from _support import CASES, EXAMPLE_INVENTORY, NOW, make_cert_cfg, make_spec, run
+from _support import CASES, EXAMPLE_INVENTORY, NOW, make_spec, run
 from fabfile import certs, inventory, pki
 from fabfile.errors import CertificateError, InputError
 

@@ -124,7 +124,9 @@ BAD = [
     ("F01-bad-indent", ("  port: 443 ", "   port: 443 "), "expected <block end>", "   port: 443"),
     ("F01-tab", ("  port: 443 ", "\tport: 443 "), "use spaces, not tabs, to indent", "\tport: 443"),
     ("F01-unclosed-quote", ("ssh:\n  known_hosts:", 'ssh:\n  config: "~/.ssh/config\n  known_hosts:'),
-     "", None),
+     "a quoted scalar opened here is never closed (found unexpected end of stream)", '  config: "~/.ssh/config'),
+    ("F01-unclosed-bracket", ("trust: [docker, os]", "trust: [docker, os"), "a flow sequence opened here is never closed",
+     "      trust: [docker, os"),
     ("F02-typo-key", ("  container: registry", "  contaner: registry"),
      "registry.contaner: unknown key; did you mean 'container'?", "  contaner: registry"),
     ("F02-hots", ("clients:\n  defaults:", "clients:\n  hots: {}\n  defaults:"),
@@ -238,8 +240,8 @@ def test_F01_unclosed_quote_names_file_line_col(tmp_path):
     path.write_text(BASE + 'state_dir: "unclosed\n')
     with pytest.raises(InventoryError) as err:
         inventory.load(path)
-    assert str(err.value).startswith(f"{path}:{len(BASE.splitlines()) + 2}:1: ")
-    assert "end of stream" in str(err.value)
+    assert str(err.value).startswith(f"{path}:{len(BASE.splitlines()) + 1}:12: ")  # where the quote opens
+    assert "a quoted scalar opened here is never closed" in str(err.value)
 
 
 @pytest.mark.parametrize(("text", "fragment"), [

@@ -5,16 +5,19 @@ out is run for real against a temp folder, with fake docker/chown/dockerd on PAT
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
 import stat
+import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
-from _support import CASES, file_line, make_client, make_registry, run, sha256
+from _support import CASES, NOW, file_line, make_client, make_registry, run, sha256
+from fabfile import certs
 from fabfile import clients as C
 from fabfile import facts as F
 from fabfile import registry as R
@@ -128,10 +131,6 @@ class ClientCase:
     restart: bool = False
     reason: str = ""
     warnings: tuple = ()                                 # fragments, in order
-
-
-def cd(name: str, *, port: int = 443, file: str = "ca.crt", base: str = "/etc/docker/certs.d") -> str:
-    return f"{base}/{name}/{file}" if port is None else f"{base}/{name}/{file}"
 
 
 DEB_ANCHOR = f"{DEB_STORE}/registry-tls-reg.example.crt"
@@ -301,7 +300,6 @@ def test_F26_buildkit_plan_rewrites_the_toml_only_when_it_differs():
     assert sorted(f.path for f in fresh.writes) == [C.BUILDKIT_TOML, certs_path]
     assert "restart buildkitd" in fresh.warnings[0]
     toml = C.buildkit_toml(None, reg, (CURRENT,))
-    import base64
     done = f"OS debian\n{file_line(certs_path, CURRENT.pem)}\nB {base64.b64encode(toml).decode()}\n"
     assert C.plan(client, reg, (CURRENT,), F.parse_client(done, (certs_path,))).empty
 
@@ -328,7 +326,7 @@ def calls(folder: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
-def sh(script: str, fakebin: Path, **env) -> "subprocess.CompletedProcess":  # noqa: F821
+def sh(script: str, fakebin: Path, **env) -> subprocess.CompletedProcess:
     return run(["bash", "-c", script], env={**os.environ, "PATH": f"{fakebin}:{os.environ['PATH']}", **env})
 
 
@@ -399,8 +397,6 @@ def material(self_signed) -> Material:
 
 @pytest.fixture(scope="module")
 def other_material(key_cache, spec) -> Material:
-    from _support import NOW
-    from fabfile import certs
     key = key_cache("other-server")
     cert = certs.build_self_signed(spec, key, NOW)
     return Material(chain=(cert,), key=key, anchor=cert)
