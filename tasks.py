@@ -85,6 +85,8 @@ def generate(c, inventory=None, force=False, new_ca=False):
     s = _session(c, inventory, command="cert.generate")
     material = s.pki.generate(s.now, force=force, new_ca=new_ca)
     report.out.print(f"wrote {s.pki.cert_path} and {s.pki.key_path} (0600)")
+    for warning in s.pki.warnings:
+        report.note(f"warning: {warning}")
     report.cert_details(D.describe(material.leaf), s.now, "certificate")
 
 

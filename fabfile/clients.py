@@ -39,6 +39,7 @@ BUILDKIT_CERTS = "/etc/buildkit/certs.d"
 BLOCK_BEGIN = "# BEGIN registry-tls {host}"
 BLOCK_END = "# END registry-tls {host}"
 CLOCK_WARN_SECONDS = 60
+CLOCK_FAIL_SECONDS = 300  # certs.BACKDATE: further behind, a fresh certificate is 'not yet valid' there
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Anchor:
         return "ca.crt" if self.label == "current" else f"registry-tls-{self.label}.crt"
 
     def os_store_name(self, registry_host: str) -> str:
-        suffix = "" if self.label == "current" else f"-{self.label}"
+        suffix = "" if self.label == "current" else f"_{self.label}"  # '_' never occurs in a host name
         return f"registry-tls-{registry_host}{suffix}.crt"
 
 
@@ -81,7 +82,7 @@ def certs_d_dirs(names: tuple[str, ...], port: int) -> list[str]:
     dirs: list[str] = []
     for name in names:
         host = f"[{name}]" if ":" in name else name
-        forms = [name, f"{host}:443"] if port == 443 else [f"{host}:{port}"]
+        forms = [host, f"{host}:443"] if port == 443 else [f"{host}:{port}"]
         dirs += [f for f in forms if f not in dirs]
     return dirs
 
@@ -146,7 +147,7 @@ def extra_globs(client: Client, registry: Registry) -> tuple[tuple[str, str], ..
             globs += [(f"{CERTS_D[target]}/{d}/registry-tls-", ".crt")
                       for d in certs_d_dirs(client.registry_names, registry.port)]
         elif target == "os":
-            globs += [(f"{store}/registry-tls-{registry.host}", ".crt") for store, _ in OS_STORE.values()]
+            globs += [(f"{store}/registry-tls-{registry.host}_", ".crt") for store, _ in OS_STORE.values()]
         elif target == "buildkit":
             globs.append((f"{BUILDKIT_CERTS}/{registry.endpoint}/registry-tls-", ".crt"))
     return tuple(globs)
@@ -212,6 +213,10 @@ def plan(
     now: float | None = None,
 ) -> ClientPlan:
     warnings: list[str] = []
+    if now is not None and facts.clock is not None and now - facts.clock > CLOCK_FAIL_SECONDS:
+        raise RemoteError(client.name, f"clock is {int(now - facts.clock)}s behind this machine, more than the "
+                                       f"{CLOCK_FAIL_SECONDS}s a certificate is backdated: it would be 'not yet "
+                                       "valid' there; fix the clock (NTP) and run again")
     family = facts.os_family
     if "os" in client.trust and family is None:
         raise RemoteError(client.name, f"OS trust store: unsupported OS {facts.os_id!r} "

@@ -15,8 +15,8 @@ from . import clients as C
 from . import facts as F
 from . import fleet, inventory, registry, verify
 from .certs import describe
-from .errors import InputError
-from .htpasswd import HEALTH_USER
+from .errors import InputError, RegistryTlsError
+from .htpasswd import HEALTH_USER, Htpasswd
 from .inventory import Client, Inventory
 from .pki import Material, Pki
 from .results import HostResult, Report, Status
@@ -59,13 +59,12 @@ def certificate(s: Session, *, renew: bool = False, dry_run: bool = False) -> tu
     """Reuse the local certificate when it fits the inventory, else create it (or say why not)."""
     if dry_run:
         material = s.pki.load()
-        if material is None:
-            raise InputError(f"{s.pki.cert_path}: no certificate yet; a real run would generate one "
-                             "(run `inv cert.generate` first to plan the rest)")
+        if material is None:  # plan with a certificate made in memory only
+            return s.pki.build(s.now), f"would generate {s.pki.cert_path} ({s.inv.certificate.spec.key_type})"
         problems = s.pki.problems(material, s.now)
         return material, (f"would renew: {problems[0]}" if problems else "certificate is valid and matches")
     outcome = s.pki.ensure(s.now, renew=renew)
-    return outcome.material, outcome.message
+    return outcome.material, outcome.message + "".join(f" (warning: {w})" for w in s.pki.warnings)
 
 
 def anchors(s: Session, material: Material) -> tuple[C.Anchor, ...]:
@@ -81,16 +80,49 @@ def anchors(s: Session, material: Material) -> tuple[C.Anchor, ...]:
 
 
 def registry_job(s: Session, material: Material, *, dry_run: bool = False, break_lock: bool = False):
-    user, password = s.state.health_credentials()
+    """A dry run writes nothing locally either: no health user is created for it."""
+    if dry_run and not s.state.htpasswd_path.exists():
+        credentials = ("", "")
+    else:
+        user, password = s.state.health_credentials()
+        credentials = (user, password.reveal())
     return registry.DeployJob(
         registry=s.inv.registry, material=material, htpasswd=s.state.htpasswd().render(),
-        credentials=(user, password.reveal()), settings=s.settings, dry_run=dry_run, break_lock=break_lock,
+        credentials=credentials, settings=s.settings, dry_run=dry_run, break_lock=break_lock,
     )
 
 
+def adopt_remote_users(s: Session) -> str | None:
+    """First contact with an existing registry: keep its users (the seed made them by hand).
+
+    Only when there is no local htpasswd yet; afterwards the local file is the
+    source of truth and is pushed as is.
+    """
+    if s.state.htpasswd_path.exists():
+        return None
+    with Remote(s.inv.registry.ssh, s.settings) as remote:
+        text = registry.read_htpasswd(remote, s.inv.registry)
+    table = Htpasswd.parse(text or "")
+    if not table.users:
+        return None
+    s.state.save_htpasswd(table)
+    ignored = table.not_bcrypt()
+    return (f"kept {len(table.users)} user(s) from the registry host's htpasswd"
+            + (f"; not bcrypt, ignored by the registry: {', '.join(ignored)}" if ignored else ""))
+
+
 def deploy_registry(s: Session, material: Material, *, dry_run: bool = False, break_lock: bool = False) -> Report:
-    job = registry_job(s, material, dry_run=dry_run, break_lock=break_lock)
     report = Report()
+    try:
+        adopted = None if dry_run else adopt_remote_users(s)
+    except RegistryTlsError as exc:
+        report.add(HostResult(host=s.inv.registry.host, role="registry", status=Status.UNREACHABLE
+                              if getattr(exc, "status", "") == "unreachable" else Status.FAILED,
+                              message=getattr(exc, "reason", str(exc))))
+        return report
+    if adopted:
+        report.notes.append(adopted)
+    job = registry_job(s, material, dry_run=dry_run, break_lock=break_lock)
     report.add(fleet.guarded(s.inv.registry.host, "registry", lambda: registry.deploy(job)))
     return report
 

@@ -73,6 +73,7 @@ class Pki:
     def __init__(self, cfg: Certificate, root: Path | None = None):
         self.cfg = cfg
         self.root = root or cfg.pki_dir
+        self.warnings: list[str] = []  # from the last build: e.g. validity above 398 days
 
     @property
     def cert_path(self) -> Path:
@@ -132,20 +133,26 @@ class Pki:
         if self.exists() and not force:
             raise InputError(f"{self.cert_path}: exists; pass --force to replace it "
                              "(clients that trust the old one need `inv deploy` or `inv rotate`)")
-        certs.validity_warnings(self.cfg.spec.days, force=force)
+        material = self.build(now, force=force, new_ca=new_ca, write_ca=True)
+        self.write(material)
+        return material
+
+    def build(self, now: dt.datetime, *, force: bool = False, new_ca: bool = False,
+              write_ca: bool = False) -> Material:
+        """New material in memory (a dry run plans with it; ``generate`` writes it)."""
+        self.warnings = certs.validity_warnings(self.cfg.spec.days, force=force)
         spec = self.cfg.spec
         key = certs.generate_key(spec.key_type)
         if self.cfg.mode == "self-signed":
             leaf = certs.build_self_signed(spec, key, now)
             material = Material(chain=(leaf,), key=key, anchor=leaf)
         else:
-            ca_cert, ca_key = self._ca(now, new=new_ca)
+            ca_cert, ca_key = self._ca(now, new=new_ca, write=write_ca)
             leaf = certs.build_leaf(spec, key, ca_cert, ca_key, now)
             material = Material(chain=(leaf, ca_cert), key=key, anchor=ca_cert)
         problems = certs.lint(leaf, now, key=key, max_days=None if force else certs.APPLE_MAX_DAYS)
         if problems:  # cannot happen for our own builder; a guard against regressions
             raise CertificateError(f"generated certificate is unusable: {problems[0]}")
-        self.write(material)
         return material
 
     def write(self, material: Material) -> None:
@@ -153,13 +160,15 @@ class Pki:
         atomic_write(self.key_path, material.key_pem, 0o600)
         atomic_write(self.cert_path, material.cert_pem, 0o644)
 
-    def _ca(self, now: dt.datetime, *, new: bool) -> tuple[x509.Certificate, certs.PrivateKey]:
+    def _ca(self, now: dt.datetime, *, new: bool, write: bool) -> tuple[x509.Certificate, certs.PrivateKey]:
         cert_data, key_data = read_optional(self.ca_cert_path), read_optional(self.ca_key_path)
         if cert_data and key_data and not new:
             return (certs.load_certs(cert_data, str(self.ca_cert_path))[0],
                     certs.load_key(key_data, str(self.ca_key_path)))
         ca_key = certs.generate_key(self.cfg.spec.key_type)
         ca_cert = certs.build_ca(ca_subject(self.cfg.spec), ca_key, now, self.cfg.ca_days)
+        if not write:
+            return ca_cert, ca_key
         atomic_write(self.ca_key_path, certs.private_key_pem(ca_key), 0o600)
         atomic_write(self.ca_cert_path, certs.cert_pem(ca_cert), 0o644)
         return ca_cert, ca_key

@@ -2,7 +2,7 @@
 
 Remote layout (``data_dir`` is the seed's ``/var/lib/docker-registry``)::
 
-    certs -> .certs-<fp16>/      symlink, switched atomically; the old folder is kept for rollback
+    certs -> .certs-<fp16>/      symlink (the seed's path, for people), switched atomically
     .certs-<fp16>/registry_auth.crt (0644) registry_auth.key (0600)
     auth/registry.password       htpasswd (0600), replaced by rename: the registry re-reads it
                                  when its mtime changes, so user changes need no restart
@@ -10,7 +10,8 @@ Remote layout (``data_dir`` is the seed's ``/var/lib/docker-registry``)::
                                  re-running the container never orphans an anonymous volume
 
 The container gets the seed's environment and folder mounts (``:ro`` for
-certs and auth), plus a label holding a digest of its whole spec; a
+certs and auth; the versioned cert folder itself, so the previous container
+kept for rollback still finds its own files), plus a label holding a digest of its whole spec; a
 different digest, image or config means re-create, nothing else does.
 """
 
@@ -134,7 +135,7 @@ class Desired:
         return ContainerSpec(
             name=reg.container, image=reg.image, port=reg.port,
             env=tuple(env.items()),
-            mounts=((f"{reg.data_dir}/certs", "/data/certs", True),
+            mounts=((self.cert_dir, "/data/certs", True),  # the versioned folder: a rollback never sees new files
                     (f"{reg.data_dir}/auth", "/data/auth", True),
                     (f"{reg.data_dir}/storage", STORAGE_MOUNT, False)),
             restart_policy=reg.restart_policy, cert_fingerprint=self.fingerprint,
@@ -305,13 +306,12 @@ def recreate_script(engine: str, spec: ContainerSpec, *, has_old: bool, migrate_
 
 
 def rollback_script(engine: str, want: Desired, plan_: Plan) -> str:
+    """Files first (link, htpasswd), then the previous container back under its name."""
     q = shlex.quote
     reg = want.registry
     prev = f"{reg.container}-previous"
     d = reg.data_dir
-    lines = [f"{engine} rm -f {q(reg.container)} >/dev/null 2>&1 || true"]
-    lines.append(f"if {engine} inspect --type container {q(prev)} >/dev/null 2>&1; then "
-                 f"{engine} rename {q(prev)} {q(reg.container)} && {engine} start {q(reg.container)} >/dev/null; fi")
+    lines = []
     if plan_.switch_link:
         if plan_.legacy_certs_dir:
             lines.append(f"rm -f {q(d + '/certs')} && mv {q(d + '/.certs-legacy')} {q(d + '/certs')}")
@@ -320,6 +320,9 @@ def rollback_script(engine: str, want: Desired, plan_: Plan) -> str:
     if plan_.upload_htpasswd:
         lines.append(f"if [ -f {q(want.htpasswd_path + '.previous')} ]; then "
                      f"mv -f {q(want.htpasswd_path + '.previous')} {q(want.htpasswd_path)}; fi")
+    lines.append(f"{engine} rm -f {q(reg.container)} >/dev/null 2>&1 || true")
+    lines.append(f"if {engine} inspect --type container {q(prev)} >/dev/null 2>&1; then "
+                 f"{engine} rename {q(prev)} {q(reg.container)} && {engine} start {q(reg.container)} >/dev/null; fi")
     return "\n".join(lines)
 
 
@@ -354,6 +357,13 @@ def gather(remote: Remote, want: Desired) -> F.RegistryFacts:
     reg = want.registry
     script = F.registry_script(reg.engine, reg.data_dir, reg.container, reg.image, want.paths)
     return F.parse_registry(remote.run(script, sudo=True).stdout, want.paths)
+
+
+def read_htpasswd(remote: Remote, reg: Registry) -> str | None:
+    """The registry host's current htpasswd (to adopt its users on first contact), or None."""
+    path = shlex.quote(f"{reg.data_dir}/auth/{HTPASSWD_NAME}")
+    run = remote.run(f"[ -f {path} ] && cat {path}", sudo=True, check=False)
+    return run.stdout if run.ok else None
 
 
 def deploy(job: DeployJob) -> HostResult:

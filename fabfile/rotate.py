@@ -21,7 +21,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .certs import describe
+from .certs import describe, validity_warnings
 from .errors import InputError
 from .localfs import atomic_write, read_optional
 from .pki import Material, Pki
@@ -96,6 +96,7 @@ def start(session, *, renew_ca: bool = False) -> Rotation:
     nxt = _next(session)
     if session.inv.certificate.mode == "ca" and kind == "server":
         _copy_material(session.pki, nxt)  # same CA: the new leaf is signed by it
+    validity_warnings(session.inv.certificate.spec.days)  # force below only replaces next/, not the 825-day rule
     new = nxt.generate(session.now, force=True, new_ca=renew_ca)
     rotation = Rotation(kind=kind, phase="generated", old_fingerprint=current.fingerprint,
                         new_fingerprint=new.fingerprint, new_anchor_pem=new.anchor_pem.decode(),
