@@ -170,23 +170,25 @@ class Plan:
                     or self.recreate or self.start or self.previous)
 
     def describe(self, want: Desired) -> list[str]:
+        """One short line per change; paths are relative to data_dir."""
+        name = want.registry.container
         lines = []
         if self.previous == "restore":
-            lines.append(f"restore {want.registry.container}-previous left by an interrupted run")
+            lines.append(f"restore {name}-previous left by an interrupted run")
         if self.upload_certs:
-            lines.append(f"write {want.cert_dir}/{{{CERT_NAME},{KEY_NAME}}}")
+            lines.append(f"write {want.cert_dir_name}/ (certificate and key)")
         if self.switch_link:
-            lines.append(f"point {want.registry.data_dir}/certs at {want.cert_dir_name}")
+            lines.append(f"point certs -> {want.cert_dir_name}")
         if self.upload_htpasswd:
-            lines.append(f"write {want.htpasswd_path} (registry reloads it, no restart)")
+            lines.append(f"write auth/{HTPASSWD_NAME} (the registry reloads it live)")
         if self.migrate_from:
-            lines.append(f"copy images from volume {self.migrate_from} to {want.registry.data_dir}/storage")
+            lines.append(f"copy images from volume {self.migrate_from} to storage/")
         if self.recreate:
-            lines.append(f"re-create container {want.registry.container}: {'; '.join(self.reasons)}")
+            lines.append(f"re-create container {name}: {'; '.join(self.reasons)}")
         elif self.start:
-            lines.append(f"start container {want.registry.container} (it was stopped)")
+            lines.append(f"start container {name} (it was stopped)")
         if self.previous == "remove":
-            lines.append(f"remove {want.registry.container}-previous left by an interrupted run")
+            lines.append(f"remove {name}-previous left by an interrupted run")
         return lines
 
 

@@ -75,12 +75,37 @@ class LiveProgress:
             self._progress.update(self._task, advance=1, hosts=self._hosts())
 
 
+def compact(changes: list[str]) -> list[str]:
+    """'write /etc/docker/certs.d/a/ca.crt' x4 -> 'write 4 files under /etc/docker/certs.d'."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    lines: list[str | tuple[str, str]] = []
+    for line in changes:
+        verb, _, path = line.rpartition(" ")
+        if verb.endswith(("write", "remove")) and path.count("/") >= 4:
+            key = (verb, "/".join(path.split("/")[:4]))
+            if key not in groups:
+                groups[key] = []
+                lines.append(key)
+            groups[key].append(path)
+        else:
+            lines.append(line)
+    out_lines = []
+    for item in lines:
+        if isinstance(item, tuple):
+            paths = groups[item]
+            out_lines.append(f"{item[0]} {paths[0]}" if len(paths) == 1
+                             else f"{item[0]} {len(paths)} files under {item[1]}")
+        else:
+            out_lines.append(item)
+    return out_lines
+
+
 def summary(report: Report, title: str, *, dry_run: bool = False) -> None:
     table = Table(title=title, title_justify="left", show_lines=False)
     for col in ("host", "role", "status", "changes", "message"):
         table.add_column(col, overflow="fold")
     for r in report.results.values():
-        changes = "\n".join(r.changes) if r.changes else "-"
+        changes = "\n".join(compact(r.changes)) if r.changes else "-"
         message = r.message + "".join(f"\n[yellow]warning:[/] {w}" for w in r.warnings)
         table.add_row(r.host, r.role, f"[{STYLE[r.status]}]{r.status}[/]", changes, message)
     out.print(table)

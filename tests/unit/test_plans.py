@@ -536,7 +536,7 @@ def test_registry_plan_seed_container_is_recreated_and_its_images_migrated(mater
     assert f"/var/lib/registry: volume volume -> bind {d.registry.data_dir}/storage" in todo.reasons
     assert (todo.upload_certs, todo.switch_link, todo.legacy_certs_dir, todo.has_container) == (True, True, True, True)
     lines = todo.describe(d)
-    assert f"copy images from volume {volume} to /var/lib/docker-registry/storage" in lines
+    assert f"copy images from volume {volume} to storage/" in lines
     assert lines[-1].startswith("re-create container registry: container was not created by registry-tls")
 
 
