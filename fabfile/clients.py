@@ -355,13 +355,25 @@ def trust(client: Client, job: TrustJob) -> HostResult:
     registry, anchors = job.registry, job.anchors
     paths = probe_paths(client, registry, anchors)
     probe = verify_probe(client, registry, anchors)
+    phases: dict[str, float] = {}  # seconds per round trip, shown by --json as facts.phase_seconds
+    mark = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name] = round(now - mark, 3)
+        mark = now
+
     with Remote(client.ssh, job.settings) as remote:
+        remote.open()
+        lap("connect")
         script = F.client_script(paths, extra_globs(client, registry), verify=probe,
                                  buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None)
         found = F.parse_client(remote.run(script, sudo=True).stdout, paths)
+        lap("probe")
         todo = plan(client, registry, anchors, found, now=time.time())
         result = HostResult(host=client.name, warnings=list(todo.warnings),
-                            facts={"os": found.os_family or found.os_id})
+                            facts={"os": found.os_family or found.os_id, "phase_seconds": phases})
         if job.dry_run:
             result.changes = [f"would {line}" for line in todo.describe()]
             result.status = Status.CHANGED if not todo.empty else Status.OK
@@ -371,6 +383,7 @@ def trust(client: Client, job: TrustJob) -> HostResult:
         if todo.writes or todo.removes:
             out = remote.run("\n".join(apply_script(todo) + F.verify_script(probe)), sudo=True).stdout
             verify = F.parse_client(out).verify
+            lap("apply")
         if todo.restart:
             with job.gate.slot(client.name):
                 run = remote.run(restart_script(client.restart_command, force=job.force), sudo=True,
@@ -381,8 +394,10 @@ def trust(client: Client, job: TrustJob) -> HostResult:
                     raise RemoteError(client.name, template.format(detail=detail or run.tail(),
                                                                    command=client.restart_command))
             result.restarted = True
+            lap("restart")
             if probe is not None:
                 verify = F.parse_client(remote.run("\n".join(F.verify_script(probe)), sudo=True).stdout).verify
+                lap("verify")
     result.changes = todo.describe()
     result.status = Status.CHANGED if not todo.empty else Status.OK
     result.message = f"{len(todo.writes) + len(todo.removes)} file(s) changed" if not todo.empty else "trust in place"
