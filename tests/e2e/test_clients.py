@@ -39,12 +39,12 @@ def test_untrusted_clients_fail_with_x509_then_trust_makes_every_pull_work(fleet
     assert all(report["hosts"][h]["facts"]["verify"] == "ok" for h in CLIENTS)  # TLS check on each client
     files = fleet.on("client1", "find /etc/docker/certs.d -type f -printf '%p %m %u\\n' | sort").stdout.split("\n")
     assert "/etc/docker/certs.d/registry.lab/ca.crt 644 root" in files
-    assert "/etc/docker/certs.d/10.213.0.10:443/ca.crt 644 root" in files
+    assert f"/etc/docker/certs.d/{fleet.lab.address('registry')}:443/ca.crt 644 root" in files
     assert push(fleet, "client1", *user).returncode == 0
     for host in ("client2", "client3"):
         assert pull(fleet, host, *user).returncode == 0
     # the IP form and the explicit :443 form work too (their own certs.d folders)
-    for ref in ("10.213.0.10", "registry.lab:443"):
+    for ref in (fleet.lab.address("registry"), "registry.lab:443"):
         assert fleet.login("client3", *user, ref=ref).returncode == 0, ref
 
     pids = {h: fleet.dockerd_pid(h) for h in CLIENTS}

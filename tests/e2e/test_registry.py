@@ -75,7 +75,7 @@ def test_seed_registry_with_anonymous_volume_is_taken_over_without_losing_images
 
     now = dt.datetime.now(dt.timezone.utc)
     spec = certs.CertSpec(subject=(("CN", "registry.lab"),),
-                          sans=(certs.parse_san("registry.lab"), certs.parse_san("10.213.0.10")),
+                          sans=(certs.parse_san("registry.lab"), certs.parse_san(fleet.lab.address("registry"))),
                           key_type="ecdsa-p256")
     key = certs.generate_key("ecdsa-p256")
     cert = certs.build_self_signed(spec, key, now)
