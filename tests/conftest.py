@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,33 @@ def lab():
         yield lab
     finally:
         lab.down()
+
+
+RESET_REGISTRY = """
+ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids >/dev/null
+docker volume prune -f >/dev/null 2>&1
+rm -rf /var/lib/docker-registry && mkdir -p /var/lib/docker-registry
+"""
+RESET_CLIENT = """
+ids=$(docker ps -aq 2>/dev/null); [ -z "$ids" ] || docker rm -f $ids >/dev/null
+rm -rf /etc/docker/certs.d /etc/containerd/certs.d /etc/containers/certs.d /etc/buildkit /root/.docker
+if ls /usr/local/share/ca-certificates/registry-tls-* >/dev/null 2>&1; then
+  rm -f /usr/local/share/ca-certificates/registry-tls-*; update-ca-certificates --fresh >/dev/null 2>&1
+fi
+imgs=$(docker images --format '{{.Repository}}:{{.Tag}}' | grep -v '^lab/'); [ -z "$imgs" ] || docker rmi -f $imgs >/dev/null
+iptables -F INPUT 2>/dev/null || true
+"""
+
+
+def reset_hosts(lab) -> None:
+    """Wipe what earlier tests left on the lab hosts: containers, registry data, installed trust,
+    pulled images, firewall rules; restart a dockerd a test stopped. Hosts in parallel."""
+    def reset(host: str):
+        script = RESET_REGISTRY if host == "registry" else RESET_CLIENT
+        if host != "registry":
+            script += f"\ndocker info >/dev/null 2>&1 || {lab.restart_dockerd_path} {host} >/dev/null"
+        return host, lab.run(host, script, timeout=120)
+
+    with ThreadPoolExecutor(len(lab.hosts)) as pool:
+        for host, result in pool.map(reset, lab.hosts):
+            assert result.returncode == 0, f"reset {host}: {result.stderr}"

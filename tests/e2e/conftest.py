@@ -10,32 +10,15 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import REPO
+from tests.conftest import REPO, reset_hosts
 
 pytestmark = pytest.mark.lab
-
-RESET_REGISTRY = """
-ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids >/dev/null
-docker volume prune -f >/dev/null 2>&1
-rm -rf /var/lib/docker-registry && mkdir -p /var/lib/docker-registry
-"""
-RESET_CLIENT = """
-ids=$(docker ps -aq 2>/dev/null); [ -z "$ids" ] || docker rm -f $ids >/dev/null
-rm -rf /etc/docker/certs.d /etc/containerd/certs.d /etc/containers/certs.d /etc/buildkit /root/.docker
-if ls /usr/local/share/ca-certificates/registry-tls-* >/dev/null 2>&1; then
-  rm -f /usr/local/share/ca-certificates/registry-tls-*; update-ca-certificates --fresh >/dev/null 2>&1
-fi
-imgs=$(docker images --format '{{.Repository}}:{{.Tag}}' | grep -v '^lab/'); [ -z "$imgs" ] || docker rmi -f $imgs >/dev/null
-iptables -F INPUT 2>/dev/null || true
-"""
-
 
 @dataclass
 class Fleet:
@@ -84,15 +67,7 @@ class Fleet:
 
 @pytest.fixture
 def fleet(lab, tmp_path) -> Fleet:
-    def reset(host: str):
-        script = RESET_REGISTRY if host == "registry" else RESET_CLIENT
-        if host != "registry":
-            script += f"\ndocker info >/dev/null 2>&1 || {lab.restart_dockerd_path} {host} >/dev/null"
-        return host, lab.run(host, script, timeout=120)
-
-    with ThreadPoolExecutor(len(lab.hosts)) as pool:
-        for host, result in pool.map(reset, lab.hosts):
-            assert result.returncode == 0, f"reset {host}: {result.stderr}"
+    reset_hosts(lab)
     yaml = YAML()
     data = yaml.load(lab.inventory_path.read_text())
     data["certificate"]["pki_dir"] = str(tmp_path / "pki")

@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.conftest import reset_hosts
+
 pytestmark = pytest.mark.lab
 
 CONTAINER = "rtls-test-tls-registry"
@@ -57,6 +59,7 @@ def wait_for_registry(address: str, cert_pem: bytes, timeout: float = 30) -> Non
 
 @pytest.fixture(scope="module")
 def tls_registry(lab):
+    reset_hosts(lab)  # other tests may have left a registry on port 443 or trust installed
     address = lab.address("registry")
     cert, key = self_signed(address)
     lab.run("registry", f"mkdir -p {CERT_DIR} && cat > {CERT_DIR}/domain.crt", input=cert, check=True)
