@@ -250,7 +250,8 @@ def registry_script(engine: str, data_dir: str, container: str, image: str, path
         f"if [ -L {q(certs)} ]; then echo \"LINK $(readlink {q(certs)})\"; "
         f"elif [ -d {q(certs)} ]; then echo 'LINK DIR'; else echo 'LINK NONE'; fi",
         f"if ! command -v {engine} >/dev/null 2>&1; then echo 'ENGINE missing {engine}: not found'; exit 0; fi",
-        f"if ! eo=$({engine} version --format '{{{{.Server.Version}}}}' 2>&1); then "
+        # `ps` works for docker and for podman (which has no server version); it fails when the daemon is down
+        f"if ! eo=$({engine} ps -q 2>&1 >/dev/null); then "
         "echo \"ENGINE down $(printf '%s' \"$eo\" | tail -n1)\"; exit 0; fi",
         "echo 'ENGINE up'",
         f"i=$({engine} inspect --type container --format '{{{{json .}}}}' {q(container)} 2>/dev/null) "
