@@ -53,6 +53,20 @@ def _check_address(value: str | None) -> str | None:
         raise ValueError(str(exc)) from None
 
 
+_GATEWAY = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<host>[^@:\s\[\]]+))(?::(?P<port>\d+))?$")
+
+
+def parse_gateway(text: str) -> tuple[str | None, str, int | None]:
+    """``[user@]host[:port]`` (IPv6 as ``[addr]:port``) -> (user, host, port); ValueError when malformed."""
+    m = _GATEWAY.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r}: expected [user@]host[:port] (IPv6 as [addr]:port)")
+    port = int(m["port"]) if m["port"] else None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"{text!r}: port {port} is not in 1-65535")
+    return m["user"], _check_address(m["ip6"] or m["host"]), port
+
+
 class SshVars(_Strict):
     """How to reach a host over SSH. Unset values fall back to ~/.ssh/config, then to SSH defaults."""
 
@@ -66,6 +80,13 @@ class SshVars(_Strict):
     @classmethod
     def _address(cls, v: str | None) -> str | None:
         return _check_address(v)
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_gateway(v)
+        return v
 
 
 class ClientVars(SshVars):

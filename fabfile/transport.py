@@ -7,9 +7,16 @@ anchors needs:
 - host keys are checked against known_hosts (Fabric auto-adds any key);
   unknown keys are refused unless ``accept_new_host_keys``, which records them;
   a changed key is always fatal and shows both fingerprints;
-- bounded connect timeout, one retry only for transient network errors,
-  never a retry after an authentication failure;
+- the inventory's ssh_config file (only that one) is honoured: User, Port,
+  HostName, IdentityFile, ProxyJump; every hop (inventory ``gateway`` or
+  ProxyJump) gets the same host-key check, and a failing gateway is named as
+  the cause instead of its targets;
+- bounded waits: TCP connect, banner and the channel through a gateway each
+  get connect_timeout; one retry only for transient network errors, never a
+  retry after an authentication or host-key failure;
 - agent forwarding off; TCP_NODELAY on the socket (halves the handshake);
+- one remote command is one step: Ctrl-C/SIGTERM in the main thread lands
+  after it, so no script is cut in half;
 - ``sudo`` with ``LC_ALL=C``, a random prompt and the password on stdin only,
   or ``sudo -n`` when no password is configured;
 - file uploads go through SFTP into a private ``mktemp -d`` folder, then
@@ -23,9 +30,13 @@ import logging
 import re
 import secrets as _random
 import shlex
+import signal
 import socket
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +45,8 @@ from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut, Failure, ResponseNotAccepted
 from invoke.watchers import FailingResponder
 
-from .errors import AuthError, HostKeyError, RemoteError, SudoError, UnreachableError
-from .inventory import SshTarget
+from .errors import AuthError, HostKeyError, InputError, RemoteError, SudoError, UnreachableError
+from .inventory import SshTarget, parse_gateway
 from .redact import redact
 
 log = logging.getLogger("registry_tls.remote")
@@ -71,23 +82,63 @@ class Result:
 
 
 class _RecordNewKey(paramiko.MissingHostKeyPolicy):
-    """--accept-new-host-keys: trust on first use, and write the key to known_hosts."""
+    """--accept-new-host-keys: trust on first use, and write the key to known_hosts.
+
+    Only for a host known_hosts does not list at all: a host listed with
+    another key is a changed key (paramiko raises BadHostKeyException before
+    asking a policy; another run may have recorded it since we loaded the file).
+    """
 
     def __init__(self, path: Path):
         self.path = path
 
     def missing_host_key(self, client, hostname, key):
         with _known_hosts_lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with open(self.path, "a", encoding="ascii") as fh:
-                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            known = paramiko.HostKeys(str(self.path)) if self.path.exists() else paramiko.HostKeys()
+            recorded = known.lookup(hostname) or {}
+            if recorded and recorded.get(key.get_name()) != key:
+                raise paramiko.BadHostKeyException(hostname, key, next(iter(recorded.values())))
+            if not recorded:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                with open(self.path, "a", encoding="ascii") as fh:
+                    fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+                log.warning("%s: recorded new host key %s %s in %s", hostname, key.get_name(),
+                            _fp(key), self.path)
         client.get_host_keys().add(hostname, key.get_name(), key)
-        log.warning("%s: recorded new host key %s %s in %s", hostname, key.get_name(),
-                    _fp(key), self.path)
+
+
+class GatewayError(RemoteError):
+    """A gateway (inventory ``gateway`` or ssh_config ProxyJump) failed: its targets were not tried."""
+
+    status = "unreachable"
+
+    def __init__(self, host: str, gateway: str, reason: str, transient: bool = False):
+        super().__init__(host, f"gateway {gateway} failed: {reason} (target not tried)")
+        self.transient = transient
 
 
 def _fp(key: paramiko.PKey) -> str:
     return key.fingerprint if hasattr(key, "fingerprint") else key.get_fingerprint().hex()
+
+
+def _label(cxn: Connection) -> str:
+    host = f"[{cxn.host}]" if ":" in cxn.host else cxn.host
+    return f"{cxn.user}@{host}:{cxn.port}"
+
+
+def ssh_config(path: Path | None) -> paramiko.SSHConfig:
+    """The one ssh_config file the inventory names (default ~/.ssh/config); empty when absent.
+
+    Nothing else is read (no /etc/ssh/ssh_config), so a run does what the
+    inventory and that file say. paramiko understands Host, Match, HostName,
+    User, Port, IdentityFile, ProxyJump, ProxyCommand, ConnectTimeout; not Include.
+    """
+    if path is None or not path.is_file():
+        return paramiko.SSHConfig()
+    try:
+        return paramiko.SSHConfig.from_path(str(path))
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise InputError(f"{path}: cannot read this ssh config: {exc}") from None
 
 
 class Remote:
@@ -98,6 +149,7 @@ class Remote:
         self.settings = settings
         self.name = target.name
         self._cxn: Connection | None = None
+        self._hops: list[Connection] = []  # gateways opened for this host, nearest first
         self._is_root: bool | None = None
 
     # ------------------------------------------------------------------ connection
@@ -109,84 +161,116 @@ class Remote:
         self.close()
 
     def close(self) -> None:
-        if self._cxn is not None:
+        cxns = ([self._cxn] if self._cxn is not None else []) + self._hops[::-1]
+        self._cxn, self._hops = None, []
+        for cxn in cxns:
             try:
-                self._cxn.close()
-            finally:
-                gateway = self._cxn.gateway
-                if isinstance(gateway, Connection):
-                    gateway.close()
-                self._cxn = None
+                cxn.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the real outcome
+                pass
 
-    def _config(self) -> Config:
-        overrides = {"load_ssh_configs": self.settings.ssh_config is not None, "forward_agent": False}
-        config = Config(overrides=overrides, runtime_ssh_path=None)
-        if self.settings.ssh_config is not None and self.settings.ssh_config.exists():
-            config.set_runtime_ssh_path(str(self.settings.ssh_config))
-            config.load_ssh_config()
-        return config
+    def connection(self) -> Connection:
+        """The Fabric Connection (not yet open) with every hop hardened: what ``open`` dials."""
+        config = Config(ssh_config=ssh_config(self.settings.ssh_config),
+                        overrides={"forward_agent": False, "load_ssh_configs": False,
+                                   "timeouts": {"connect": self.settings.connect_timeout}})
+        gateway = None
+        if self.target.gateway:
+            user, host, port = parse_gateway(self.target.gateway)
+            gateway = self._connection(SshTarget(name=f"gateway {host}", address=host, user=user or self.target.user,
+                                                 port=port, key=self.target.key), config)
+        return self._connection(self.target, config, gateway)
 
     def _connection(self, target: SshTarget, config: Config, gateway=None) -> Connection:
-        connect_kwargs: dict = {"banner_timeout": self.settings.connect_timeout,
-                                "auth_timeout": self.settings.connect_timeout}
+        connect_kwargs: dict = {}
         if target.key:
             connect_kwargs.update(key_filename=[target.key], look_for_keys=False, allow_agent=False)
-        cxn = Connection(
-            target.address, user=target.user, port=target.port, config=config,
-            connect_timeout=self.settings.connect_timeout, connect_kwargs=connect_kwargs,
-            gateway=gateway, forward_agent=False, inline_ssh_env=True,
-        )
-        client = cxn.client  # Fabric installs AutoAddPolicy here; replace it
-        client.set_missing_host_key_policy(
-            _RecordNewKey(self.settings.known_hosts) if self.settings.accept_new_host_keys else paramiko.RejectPolicy()
-        )
-        if self.settings.known_hosts.exists():
-            client.load_host_keys(str(self.settings.known_hosts))
-        if isinstance(cxn.gateway, Connection):  # a ProxyJump from ssh_config: harden it too
-            self._harden(cxn.gateway)
+        cxn = Connection(target.address, user=target.user, port=target.port, config=config,
+                         connect_timeout=self.settings.connect_timeout, connect_kwargs=connect_kwargs,
+                         gateway=gateway, forward_agent=False, inline_ssh_env=True)
+        self._harden(cxn)
         return cxn
 
     def _harden(self, cxn: Connection) -> None:
-        cxn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        """Same rules for every hop (target, inventory gateway, each ProxyJump): Fabric auto-adds
+        any host key and may forward the agent; we check known_hosts, never forward, bound waits."""
+        timeout = self.settings.connect_timeout
+        cxn.client.set_missing_host_key_policy(
+            _RecordNewKey(self.settings.known_hosts) if self.settings.accept_new_host_keys else paramiko.RejectPolicy()
+        )
         if self.settings.known_hosts.exists():
             cxn.client.load_host_keys(str(self.settings.known_hosts))
         cxn.forward_agent = False
+        # TCP and the banner each get connect_timeout; the whole key exchange gets twice that (with
+        # equal bounds paramiko may give up on the handshake first and report 'No existing session')
+        cxn.connect_timeout = 2 * timeout
+        cxn.connect_kwargs = {**cxn.connect_kwargs, "banner_timeout": timeout, "auth_timeout": timeout}
+        if isinstance(cxn.gateway, Connection):
+            self._harden(cxn.gateway)
 
     def open(self) -> Connection:
-        """Connect and authenticate, or raise Unreachable/HostKey/AuthError naming the host."""
+        """Connect and authenticate, or raise Unreachable/HostKey/Auth/GatewayError naming the host.
+
+        One retry, after 0.5 s, for a transient network error only; never after
+        an authentication or host-key failure (lockouts, fail2ban).
+        """
         if self._cxn is not None:
             return self._cxn
-        config = self._config()
-        gateway = None
-        if self.target.gateway:
-            gw_target = _parse_gateway(self.target.gateway, self.target)
-            gateway = self._connection(gw_target, config)
-        cxn = self._connection(self.target, config, gateway)
         for attempt in (1, 2):
+            cxn = self.connection()
+            via = f" (via gateway {_label(cxn.gateway)})" if isinstance(cxn.gateway, Connection) else ""
             try:
-                if not cxn.gateway:
-                    cxn.connect_kwargs["sock"] = self._socket(cxn.host, cxn.port)
-                cxn.open()
-                break
+                self._dial(cxn)
             except Exception as exc:  # noqa: BLE001 - mapped to one readable error below
-                cxn.connect_kwargs.pop("sock", None)
-                error = self._connect_error(exc, gateway)
+                self._hops.append(cxn)
+                self.close()
                 if attempt == 1 and _transient(exc):
                     log.debug("%s: transient connect error (%s), retrying once", self.name, exc)
                     time.sleep(0.5)
                     continue
-                cxn.close()
-                raise error from None
-        self._cxn = cxn
-        return cxn
+                raise self._connect_error(exc, cxn, via) from None
+            self._cxn = cxn
+            return cxn
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _dial(self, cxn: Connection) -> None:
+        """TCP (bounded) or a direct-tcpip channel through the opened gateway (bounded), then SSH."""
+        gateway = cxn.gateway
+        if isinstance(gateway, Connection):
+            self._hops.append(gateway)
+            try:
+                self._dial(gateway)
+            except GatewayError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - attributed to the gateway, not the target
+                reason = self._connect_error(exc, gateway, "").reason
+                raise GatewayError(self.name, _label(gateway), reason, _transient(exc)) from None
+            cxn.gateway = None  # our bounded channel replaces Fabric's open_gateway()
+            cxn.connect_kwargs = {**cxn.connect_kwargs, "sock": self._channel(gateway, cxn)}
+        elif not gateway:
+            cxn.connect_kwargs = {**cxn.connect_kwargs, "sock": self._socket(cxn.host, cxn.port)}
+        cxn.open()
 
     def _socket(self, host: str, port: int) -> socket.socket:
         sock = socket.create_connection((host, port), timeout=self.settings.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def _connect_error(self, exc: Exception, gateway) -> RemoteError:
-        via = f" (via gateway {self.target.gateway})" if gateway else ""
+    def _channel(self, gateway: Connection, cxn: Connection):
+        timeout = self.settings.connect_timeout
+        try:
+            return gateway.transport.open_channel("direct-tcpip", dest_addr=(cxn.host, int(cxn.port)),
+                                                  src_addr=("", 0), timeout=timeout)
+        except paramiko.ChannelException as exc:
+            raise UnreachableError(self.name, f"gateway {_label(gateway)} cannot reach {cxn.host}:{cxn.port}: "
+                                              f"{exc.text}") from None
+        except paramiko.SSHException:
+            raise UnreachableError(self.name, f"connection timed out after {timeout}s: gateway {_label(gateway)} "
+                                              f"got no answer from {cxn.host}:{cxn.port}") from None
+
+    def _connect_error(self, exc: Exception, cxn: Connection, via: str) -> RemoteError:
+        if isinstance(exc, RemoteError):
+            return exc
         if isinstance(exc, paramiko.BadHostKeyException):
             return HostKeyError(self.name, (
                 f"host key CHANGED for {exc.hostname}{via}: known_hosts has {_fp(exc.expected_key)}, "
@@ -194,26 +278,30 @@ class Remote:
                 f"`ssh-keygen -R {exc.hostname} -f {self.settings.known_hosts}`"))
         if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
             return HostKeyError(self.name, (
-                f"unknown host key{via}; not in {self.settings.known_hosts} "
+                f"unknown host key for {cxn.host}{via}; not in {self.settings.known_hosts} "
                 "(verify it and add it, or pass --accept-new-host-keys to record it)"))
+        keys = cxn.connect_kwargs.get("key_filename") or []
         if isinstance(exc, paramiko.PasswordRequiredException):
-            return AuthError(self.name, f"private key {self.target.key or ''} is encrypted; "
-                             "load it into ssh-agent (no retry)".replace("  ", " "))
+            return AuthError(self.name, f"private key {' '.join(keys)} is encrypted{via}; "
+                                        "load it into ssh-agent (not retried)".replace("  ", " "))
         if isinstance(exc, paramiko.AuthenticationException):
-            tried = f"key {self.target.key}" if self.target.key else "ssh-agent and default keys"
-            return AuthError(self.name, f"authentication failed for user {self.target.user or '(default)'}"
-                             f"{via}, tried {tried} (not retried)")
+            tried = ", ".join([f"key {k}" for k in keys]
+                              + (["ssh-agent and default keys"] if cxn.connect_kwargs.get("look_for_keys", True) else []))
+            return AuthError(self.name, f"authentication failed for user {cxn.user}@{cxn.host}{via}, "
+                                        f"tried {tried} (not retried)")
         if isinstance(exc, socket.gaierror):
-            return UnreachableError(self.name, f"cannot resolve {self.target.address}{via}")
+            return UnreachableError(self.name, f"cannot resolve {cxn.host}{via}")
         if isinstance(exc, (TimeoutError, socket.timeout)):
-            return UnreachableError(self.name, f"connection timed out after {self.settings.connect_timeout}s{via}")
+            return UnreachableError(self.name, f"connection timed out after {self.settings.connect_timeout}s "
+                                               f"to {cxn.host}:{cxn.port}{via}")
         if isinstance(exc, ConnectionRefusedError):
-            return UnreachableError(self.name, f"connection refused by {self.target.address}:{self.target.port or 22}{via}")
+            return UnreachableError(self.name, f"connection refused by {cxn.host}:{cxn.port}{via}")
         if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-            return UnreachableError(self.name, f"no route to {self.target.address}{via}")
-        if isinstance(exc, RemoteError):
-            return exc
-        return UnreachableError(self.name, f"SSH connection failed{via}: {redact(str(exc)) or type(exc).__name__}")
+            return UnreachableError(self.name, f"no route to {cxn.host}{via}")
+        if isinstance(exc, paramiko.SSHException) and str(exc) == "No existing session":
+            return UnreachableError(self.name, f"SSH handshake with {cxn.host}:{cxn.port} timed out{via}")
+        return UnreachableError(self.name, f"SSH connection to {cxn.host}:{cxn.port} failed{via}: "
+                                           f"{redact(str(exc)) or type(exc).__name__}")
 
     # ------------------------------------------------------------------ commands
 
@@ -225,37 +313,43 @@ class Remote:
         return self._is_root
 
     def run(self, command: str, *, sudo: bool = False, timeout: int | None = None, check: bool = True) -> Result:
-        """Run a shell command; with ``sudo`` as root. Raises RemoteError when ``check`` and it fails."""
+        """Run a shell command; with ``sudo`` as root. Raises RemoteError when ``check`` and it fails.
+
+        The debug log shows the command exactly as sent (the sudo wrapper
+        included, secrets masked); a Ctrl-C lands after the command, not in it.
+        """
         cxn = self.open()
         timeout = timeout or self.settings.command_timeout
-        log.debug("%s: %s%s", self.name, "sudo " if sudo else "", redact(command))
-        watchers = []
-        if sudo and not self.is_root:
-            if self.settings.sudo_password is None:
-                command = f"LC_ALL=C sudo -n -- sh -c {shlex.quote(command)}"
-            else:
-                prompt = f"[registry-tls sudo {_random.token_hex(4)}]"
-                command = f"LC_ALL=C sudo -S -p {shlex.quote(prompt)} -- sh -c {shlex.quote(command)}"
-                watchers.append(FailingResponder(pattern=re.escape(prompt),
-                                                 response=self.settings.sudo_password + "\n",
-                                                 sentinel="Sorry, try again."))
-        try:
-            raw = cxn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout,
-                          watchers=watchers, pty=False)
-        except CommandTimedOut:
-            raise RemoteError(self.name, f"command timed out after {timeout}s") from None
-        except Failure as exc:
-            if isinstance(exc.reason, ResponseNotAccepted):
-                raise SudoError(self.name, "sudo: wrong password (stopped after one attempt)") from None
-            raise RemoteError(self.name, f"command failed: {redact(str(exc.reason))}") from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise UnreachableError(self.name, f"connection lost: {redact(str(exc)) or type(exc).__name__}") from None
+        command, watchers = self._sudo(command) if sudo and not self.is_root else (command, [])
+        with uninterrupted(self.name):
+            log.debug("%s: %s", self.name, redact(command))
+            try:
+                raw = cxn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout,
+                              watchers=watchers, pty=False)
+            except CommandTimedOut:
+                raise RemoteError(self.name, f"command timed out after {timeout}s") from None
+            except Failure as exc:
+                if isinstance(exc.reason, ResponseNotAccepted):
+                    raise SudoError(self.name, "sudo: wrong password (stopped after one attempt)") from None
+                raise RemoteError(self.name, f"command failed: {redact(str(exc.reason))}") from None
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise UnreachableError(self.name, f"connection lost: {redact(str(exc)) or type(exc).__name__}") from None
         result = Result(stdout=raw.stdout, stderr=raw.stderr, exited=raw.exited)
         if sudo and not self.is_root:
             _raise_for_sudo(self.name, result)
         if check and not result.ok:
             raise RemoteError(self.name, result.tail())
         return result
+
+    def _sudo(self, command: str) -> tuple[str, list]:
+        """``sudo -n`` without a password; else a random prompt answered on stdin, one attempt.
+        LC_ALL=C keeps sudo's messages in English, which the sentinel and _raise_for_sudo match."""
+        if self.settings.sudo_password is None:
+            return f"LC_ALL=C sudo -n -- sh -c {shlex.quote(command)}", []
+        prompt = f"[registry-tls sudo {_random.token_hex(4)}]"
+        responder = FailingResponder(pattern=re.escape(prompt), response=self.settings.sudo_password + "\n",
+                                     sentinel="Sorry, try again.")
+        return f"LC_ALL=C sudo -S -p {shlex.quote(prompt)} -- sh -c {shlex.quote(command)}", [responder]
 
     def put(self, data: bytes, dest: str, *, mode: int, owner: str = "root", group: str = "root") -> None:
         """Install ``data`` at ``dest`` as root, atomically: SFTP into a 0700 temp dir, install, mv.
@@ -292,6 +386,36 @@ class Remote:
                 pass
 
 
+@contextmanager
+def uninterrupted(host: str) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while one remote step runs, then act on it: never a half-run script.
+
+    Without this, Fabric drops the channel on Ctrl-C and the remote script dies
+    wherever it is (e.g. between stopping the old registry container and
+    starting the new one). A second signal stops at once. Signals only reach
+    the main thread; steps on worker threads need no shield.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum, frame):
+        if caught:
+            raise KeyboardInterrupt
+        caught.append(signum)
+        sys.stderr.write(f"\ninterrupted: finishing the current step on {host} (again to stop at once)\n")
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            raise KeyboardInterrupt
+
+
 def _raise_for_sudo(host: str, result: Result) -> None:
     err = result.stderr
     if result.ok or "sudo:" not in err:
@@ -309,14 +433,8 @@ def _raise_for_sudo(host: str, result: Result) -> None:
 
 
 def _transient(exc: Exception) -> bool:
+    if isinstance(exc, GatewayError):
+        return exc.transient
     if isinstance(exc, (ConnectionResetError, EOFError)):
         return True
     return isinstance(exc, paramiko.SSHException) and "banner" in str(exc).lower()
-
-
-def _parse_gateway(text: str, target: SshTarget) -> SshTarget:
-    """``[user@]host[:port]`` -> SshTarget; the user defaults to the target's."""
-    user, _, rest = text.rpartition("@")
-    host, _, port = rest.partition(":")
-    return SshTarget(name=f"gateway {host}", address=host, user=user or target.user,
-                     port=int(port) if port else None, key=target.key)
