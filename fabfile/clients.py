@@ -38,8 +38,6 @@ BUILDKIT_TOML = "/etc/buildkit/buildkitd.toml"
 BUILDKIT_CERTS = "/etc/buildkit/certs.d"
 BLOCK_BEGIN = "# BEGIN registry-tls {host}"
 BLOCK_END = "# END registry-tls {host}"
-CLOCK_WARN_SECONDS = 60
-CLOCK_FAIL_SECONDS = 300  # certs.BACKDATE: further behind, a fresh certificate is 'not yet valid' there
 
 
 @dataclass(frozen=True)
@@ -213,10 +211,9 @@ def plan(
     now: float | None = None,
 ) -> ClientPlan:
     warnings: list[str] = []
-    if now is not None and facts.clock is not None and now - facts.clock > CLOCK_FAIL_SECONDS:
-        raise RemoteError(client.name, f"clock is {int(now - facts.clock)}s behind this machine, more than the "
-                                       f"{CLOCK_FAIL_SECONDS}s a certificate is backdated: it would be 'not yet "
-                                       "valid' there; fix the clock (NTP) and run again")
+    clock = F.clock_problem(facts.clock, now)
+    if clock and clock[0]:
+        raise RemoteError(client.name, clock[1])
     family = facts.os_family
     if "os" in client.trust and family is None:
         raise RemoteError(client.name, f"OS trust store: unsupported OS {facts.os_id!r} "
@@ -243,10 +240,10 @@ def plan(
         warnings.append("dockerd must restart to load the OS trust store (restart: never; not restarted)")
     if restart and facts.dockerd_started is None:
         restart = False
-        warnings.append("dockerd is not running; nothing to restart")
-    if now is not None and facts.clock is not None and abs(facts.clock - now) > CLOCK_WARN_SECONDS:
-        warnings.append(f"clock differs from this machine by {int(facts.clock - now):+d}s; "
-                        "a fresh certificate may be 'not yet valid' there")
+        warnings.append(f"dockerd is not running, so it was not restarted ({reason}): "
+                        "it loads the new trust when it starts")
+    if clock:
+        warnings.append(clock[1])
     return ClientPlan(
         writes=writes, removes=removes,
         refresh=OS_STORE[family][1] if os_changed else None,

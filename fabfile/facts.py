@@ -44,6 +44,28 @@ class RemoteFile:
 
 # --------------------------------------------------------------------------- shared pieces
 
+CLOCK_WARN_SECONDS = 60
+CLOCK_FAIL_SECONDS = 300  # certs.BACKDATE: further behind, a fresh certificate is 'not yet valid' there
+
+
+def clock_problem(clock: int | None, now: float | None) -> tuple[bool, str] | None:
+    """A host's clock (its ``TIME`` line) against this machine's: None within 60 s, else (fatal, message).
+
+    Fatal only when the host is more than 300 s behind: a certificate made
+    now is backdated by that much, so there it would be 'not yet valid'. A
+    clock ahead only shortens the certificate's life there: a warning.
+    """
+    if clock is None or now is None:
+        return None
+    skew = int(clock - now)
+    if -skew > CLOCK_FAIL_SECONDS:
+        return True, (f"clock is {-skew}s behind this machine, more than the {CLOCK_FAIL_SECONDS}s a certificate "
+                      "is backdated: it would be 'not yet valid' there; fix the clock (NTP) and run again")
+    if abs(skew) > CLOCK_WARN_SECONDS:
+        return False, f"clock differs from this machine by {skew:+d}s; a fresh certificate may be 'not yet valid' there"
+    return None
+
+
 _FILE_FN = (
     'f() { if [ -f "$1" ]; then set -- "$1" "$(sha256sum < "$1" | cut -c1-64)" "$(stat -c \'%a %U %Y\' "$1")"; '
     'echo "F $2 $3 $1"; else echo "M $1"; fi; }'

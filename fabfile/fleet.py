@@ -77,5 +77,9 @@ def fan_out(
     workers = max(1, min(parallel, len(items)))
     if workers == 1:
         return [one(item) for item in items]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host")
+    try:
         return list(pool.map(one, items))
+    finally:
+        # on Ctrl-C: hosts not yet started stay as they were; started ones finish their steps
+        pool.shutdown(wait=True, cancel_futures=True)

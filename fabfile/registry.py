@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shlex
 import socket
@@ -40,6 +41,8 @@ HTPASSWD_NAME = "registry.password"
 SPEC_LABEL = "io.registry-tls.spec"
 STORAGE_MOUNT = "/var/lib/registry"
 LOCK_STALE_SECONDS = 3600
+
+log = logging.getLogger("registry_tls.registry")
 
 
 # --------------------------------------------------------------------------- desired state (pure)
@@ -163,6 +166,7 @@ class Plan:
     previous: str = ""          # '' | 'remove' | 'restore': leftovers of an interrupted run
     old_link: str | None = None
     has_container: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -192,8 +196,11 @@ class Plan:
         return lines
 
 
-def plan(want: Desired, facts: F.RegistryFacts) -> Plan:
+def plan(want: Desired, facts: F.RegistryFacts, *, now: float | None = None) -> Plan:
     reg = want.registry
+    clock = F.clock_problem(facts.clock, now)
+    if clock and clock[0]:
+        raise RemoteError(reg.host, clock[1])
     if facts.engine == "missing":
         raise RemoteError(reg.host, f"{reg.engine}: not found on the registry host; install it first")
     if facts.engine == "down":
@@ -229,7 +236,7 @@ def plan(want: Desired, facts: F.RegistryFacts) -> Plan:
         recreate=recreate, start=not recreate and container is not None and not container.running,
         reasons=tuple(reasons), migrate_from=migrate if recreate else None, previous=prev_action,
         old_link=facts.certs_link if facts.certs_link not in (None, "DIR") else None,
-        has_container=container is not None,
+        has_container=container is not None, warnings=(clock[1],) if clock else (),
     )
 
 
@@ -369,24 +376,42 @@ def read_htpasswd(remote: Remote, reg: Registry) -> str | None:
 
 
 def deploy(job: DeployJob) -> HostResult:
-    """Bring the registry host to the desired state; verify; roll back on failure."""
+    """Bring the registry host to the desired state; verify; roll back on failure.
+
+    The plan is made again under the remote lock: another run may have
+    changed the host between the first look and the lock.
+    """
     reg = job.registry
     want = desired(reg, job.material, job.htpasswd)
     result = HostResult(host=reg.host, role="registry")
     with Remote(reg.ssh, job.settings) as remote:
-        facts = gather(remote, want)
-        todo = plan(want, facts)
-        result.facts = {"container": facts.container.id[:12] if facts.container else None}
+        todo = _look(remote, want, result)
         if job.dry_run or todo.empty:
-            result.changes = [f"would {c}" if job.dry_run else c for c in todo.describe(want)]
-            result.status = Status.CHANGED if not todo.empty else Status.OK
-            result.message = ("would change (dry run)" if not todo.empty
-                              else "certificate, users and container already as desired")
-            if todo.empty and not job.dry_run:
-                _health_or_fail(job, want, result)
-            return result
-        with _remote_lock(remote, reg.data_dir, job):
+            return _unchanged(job, want, todo, result)
+        with _remote_lock(remote, reg.data_dir, job, result):
+            todo = _look(remote, want, result)
+            if todo.empty:
+                return _unchanged(job, want, todo, result)
             _apply(remote, job, want, todo, result)
+    return result
+
+
+def _look(remote: Remote, want: Desired, result: HostResult) -> Plan:
+    facts = gather(remote, want)
+    todo = plan(want, facts, now=time.time())
+    result.facts = {"container": facts.container.id[:12] if facts.container else None}
+    result.warnings = [w for w in result.warnings if "clock" not in w] + list(todo.warnings)
+    return todo
+
+
+def _unchanged(job: DeployJob, want: Desired, todo: Plan, result: HostResult) -> HostResult:
+    """A dry run, or nothing to do (then the health check proves it)."""
+    result.changes = [f"would {c}" if job.dry_run else c for c in todo.describe(want)]
+    result.status = Status.CHANGED if not todo.empty else Status.OK
+    result.message = ("would change (dry run)" if not todo.empty
+                      else "certificate, users and container already as desired")
+    if todo.empty and not job.dry_run:
+        _health_or_fail(job, want, result)
     return result
 
 
@@ -421,10 +446,15 @@ def _apply(remote: Remote, job: DeployJob, want: Desired, todo: Plan, result: Ho
         elif todo.start:
             remote.run(f"{engine} start {shlex.quote(reg.container)} >/dev/null", sudo=True)
             _health_or_fail(job, want, result)
-        elif todo.upload_htpasswd:
-            _health_or_fail(job, want, result)  # the registry re-read the file by itself
-    except RemoteError as exc:
+        elif todo.upload_htpasswd or todo.previous == "remove":
+            # htpasswd: the registry re-read the file by itself; 'remove': a run interrupted after
+            # the re-create left <name>-previous: prove the new container healthy before dropping it
+            _health_or_fail(job, want, result)
+    except (RemoteError, KeyboardInterrupt) as exc:
+        # on Ctrl-C too: a switch not yet proven healthy goes back to the old state, then we stop
         remote.run(rollback_script(engine, want, todo), sudo=True, check=False)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
         restored = verify.probe(reg.ssh.address, reg.port, reg.host, None)
         state = (f"rolled back; the registry serves {restored.fingerprint} again" if not restored.error
                  else f"rolled back, but the registry does not answer: {restored.error}")
@@ -457,20 +487,26 @@ def _health_or_fail(job: DeployJob, want: Desired, result: HostResult) -> None:
 class _remote_lock:
     """``<data_dir>/.registry-tls.lock``: one changing run per registry, whoever runs it."""
 
-    def __init__(self, remote: Remote, data_dir: str, job: DeployJob):
-        self.remote, self.data_dir, self.job = remote, data_dir, job
+    def __init__(self, remote: Remote, data_dir: str, job: DeployJob, result: HostResult):
+        self.remote, self.data_dir, self.job, self.result = remote, data_dir, job, result
+
+    def _take(self, take_over: bool):
+        return self.remote.run(lock_script(self.data_dir, self.job.run_id, take_over=take_over),
+                               sudo=True, check=False)
 
     def __enter__(self):
-        run = self.remote.run(lock_script(self.data_dir, self.job.run_id, take_over=self.job.break_lock),
-                              sudo=True, check=False)
+        run = self._take(self.job.break_lock)
         if run.exited == 7:
             owner = run.stdout.strip().removeprefix("LOCKED").strip()
-            if _stale(owner):
-                run = self.remote.run(lock_script(self.data_dir, self.job.run_id, take_over=True), sudo=True)
-            else:
-                raise LockedError(f"{self.remote.name}: registry locked by another run ({owner}); "
-                                  "if that run is gone, pass --break-lock")
-        elif not run.ok:
+            why = _stale(owner)
+            if why is None:
+                raise LockedError(f"registry locked by another run ({_owner_text(owner)}) "
+                                  f"in {self.data_dir}/.registry-tls.lock; if that run is gone, pass --break-lock")
+            warning = f"took over a stale registry lock ({_owner_text(owner)}): {why}"
+            log.warning("%s: %s", self.remote.name, warning)
+            self.result.warnings.append(warning)
+            run = self._take(True)
+        if not run.ok:
             raise RemoteError(self.remote.name, f"cannot take the lock: {run.tail()}")
         return self
 
@@ -478,19 +514,29 @@ class _remote_lock:
         self.remote.run(unlock_script(self.data_dir), sudo=True, check=False)
 
 
-def _stale(owner: str) -> bool:
-    """A lock is stale when its run is dead on this machine, or older than an hour."""
+def _owner_text(owner: str) -> str:
+    """'host pid 12 1700000000' -> 'host pid 12, 42s ago'."""
+    head, _, since = owner.rpartition(" ")
+    if not since.isdigit():
+        return owner or "owner unknown"
+    return f"{head}, {max(0, int(time.time()) - int(since))}s ago"
+
+
+def _stale(owner: str) -> str | None:
+    """Why a lock is stale (its run is dead on this machine, or it is older than an hour), else None."""
     parts = owner.split()
     try:
         host, pid, since = parts[0], int(parts[2]), int(parts[-1])
     except (IndexError, ValueError):
-        return True
+        return "its owner file is unreadable"
     if host == socket.gethostname():
         try:
             os.kill(pid, 0)
-            return False
         except ProcessLookupError:
-            return True
+            return f"process {pid} on this machine is gone"
         except PermissionError:
-            return False
-    return time.time() - since > LOCK_STALE_SECONDS
+            pass
+        return None
+    if time.time() - since > LOCK_STALE_SECONDS:
+        return f"older than {LOCK_STALE_SECONDS // 60} minutes"
+    return None
