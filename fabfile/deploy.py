@@ -7,6 +7,7 @@ returns a ``Report``; tasks.py renders it and turns it into an exit code.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,10 @@ from .errors import InputError, RegistryTlsError
 from .htpasswd import HEALTH_USER, Htpasswd
 from .inventory import Client, Inventory
 from .pki import Material, Pki
+from .redact import register
 from .results import HostResult, Report, Status
 from .state import LocalState
-from .transport import Remote, SshSettings
+from .transport import Remote, SshSettings, ssh_config
 
 
 @dataclass
@@ -42,6 +44,8 @@ def open_session(
     progress: Callable[[str, int], fleet.Progress] | None = None,
 ) -> Session:
     inv = inventory.load(inventory_path)
+    ssh_config(inv.ssh_config)  # a broken ssh config is invalid input (exit 2), found before any host
+    register(sudo_password)
     settings = SshSettings(
         known_hosts=inv.known_hosts, ssh_config=inv.ssh_config, connect_timeout=inv.connect_timeout,
         accept_new_host_keys=accept_new_host_keys, sudo_password=sudo_password or None,
@@ -86,6 +90,7 @@ def registry_job(s: Session, material: Material, *, dry_run: bool = False, break
     else:
         user, password = s.state.health_credentials()
         credentials = (user, password.reveal())
+    register(material.key_pem)  # masked wherever it could ever be quoted (it only travels by SFTP)
     return registry.DeployJob(
         registry=s.inv.registry, material=material, htpasswd=s.state.htpasswd().render(),
         credentials=credentials, settings=s.settings, dry_run=dry_run, break_lock=break_lock,
@@ -113,12 +118,13 @@ def adopt_remote_users(s: Session) -> str | None:
 
 def deploy_registry(s: Session, material: Material, *, dry_run: bool = False, break_lock: bool = False) -> Report:
     report = Report()
+    start = time.monotonic()
     try:
         adopted = None if dry_run else adopt_remote_users(s)
     except RegistryTlsError as exc:
         report.add(HostResult(host=s.inv.registry.host, role="registry", status=Status.UNREACHABLE
                               if getattr(exc, "status", "") == "unreachable" else Status.FAILED,
-                              message=getattr(exc, "reason", str(exc))))
+                              message=getattr(exc, "reason", str(exc)), seconds=time.monotonic() - start))
         return report
     if adopted:
         report.notes.append(adopted)

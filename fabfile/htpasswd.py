@@ -36,6 +36,7 @@ def check_password(password: str) -> str:
 
 def hash_password(password: str, cost: int) -> str:
     check_password(password)
+    register(password)
     if cost < 10:
         raise InputError(f"bcrypt cost {cost}: at least 10 is required")
     hashed = bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=cost)).decode("ascii")
