@@ -53,7 +53,7 @@ def test_untrusted_clients_fail_with_x509_then_trust_makes_every_pull_work(fleet
     assert {h: fleet.dockerd_pid(h) for h in CLIENTS} == pids
 
 
-def test_unreachable_client_is_reported_others_finish_and_failed_only_completes(fleet, user):
+def test_F10_unreachable_client_is_reported_others_finish_and_failed_only_completes(fleet, user):
     assert fleet.inv("registry.deploy").returncode == 0
     block_ssh(fleet, "client3")
     try:
@@ -71,7 +71,7 @@ def test_unreachable_client_is_reported_others_finish_and_failed_only_completes(
     assert fleet.login("client3", *user).returncode == 0
 
 
-def test_os_trust_store_restart_refused_while_containers_run_then_forced(fleet, user):
+def test_F25_os_trust_store_restart_refused_while_containers_run_then_forced(fleet, user):
     """'os' target: dockerd must restart to load it; with a running container and live-restore off,
     the tool refuses without --force, installs the files, and says so."""
     fleet.edit(lambda d: d["clients"]["hosts"]["client1"].__setitem__("trust", ["docker", "os"]))
@@ -95,7 +95,7 @@ def test_os_trust_store_restart_refused_while_containers_run_then_forced(fleet, 
     assert code == 0 and after["hosts"]["client1"]["status"] == "ok" and not after["hosts"]["client1"]["restarted"]
 
 
-def test_wrong_sudo_password_stops_at_the_first_host_and_changes_nothing(fleet, user):
+def test_F13_wrong_sudo_password_stops_at_the_first_host_and_changes_nothing(fleet, user):
     """F13: client2 asks for a password; with a wrong one, the canary fails and nobody else is tried."""
     assert fleet.inv("registry.deploy").returncode == 0
     code, report = fleet.json("clients.trust", "--hosts", "client2,client3",
@@ -109,7 +109,7 @@ def test_wrong_sudo_password_stops_at_the_first_host_and_changes_nothing(fleet, 
     assert "wrong-password" not in proc.stdout + proc.stderr
 
 
-def test_sudo_without_password_is_a_clear_error(fleet, user):
+def test_F14_sudo_without_password_is_a_clear_error(fleet, user):
     """F14: sudo needs a password and none is configured."""
     assert fleet.inv("registry.deploy").returncode == 0
     code, report = fleet.json("clients.trust", "--hosts", "client2", env={"INVOKE_SUDO_PASSWORD": ""})

@@ -20,7 +20,7 @@ def pull(fleet, host, user, password, ref=REF):
     return fleet.on(host, f"docker rmi -f {ref} >/dev/null 2>&1; docker pull {ref}")
 
 
-def test_deploy_from_bare_lab_every_client_pulls_and_rerun_changes_nothing(fleet, user):
+def test_F26_deploy_from_bare_lab_every_client_pulls_and_rerun_changes_nothing(fleet, user):
     code, first = fleet.json("deploy")
     assert code == 0, first
     assert {h: r["status"] for h, r in first["hosts"].items()} == {
@@ -40,7 +40,7 @@ def test_deploy_from_bare_lab_every_client_pulls_and_rerun_changes_nothing(fleet
     assert {h: fleet.dockerd_pid(h) for h in pids} == pids  # no dockerd restart
 
 
-def test_dry_run_predicts_the_real_run_and_touches_nothing(fleet, user):
+def test_F26_dry_run_predicts_the_real_run_and_touches_nothing(fleet, user):
     assert fleet.inv("cert.generate").returncode == 0
     code, plan = fleet.json("deploy", "--dry-run")
     assert code == 0

@@ -129,7 +129,7 @@ def test_rotation_stopped_after_a_phase_resumes(deployed, user):
     assert pull(fleet, "client3", *user).returncode == 0
 
 
-def test_killed_rotation_is_finished_by_the_next_run(deployed, user):
+def test_F24_killed_rotation_is_finished_by_the_next_run(deployed, user):
     fleet = deployed
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "rotate", "--if-expiring-within", "400"], cwd=REPO,
                             env=fleet.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -150,7 +150,7 @@ def test_killed_rotation_is_finished_by_the_next_run(deployed, user):
     assert pull(fleet, "client3", *user).returncode == 0
 
 
-def test_unreachable_client_blocks_the_switch_until_it_is_back(deployed, user):
+def test_F23_unreachable_client_blocks_the_switch_until_it_is_back(deployed, user):
     """F23: a client that could not learn the new certificate keeps the registry on the old one."""
     fleet = deployed
     fleet.on("client3", "iptables -I INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset")

@@ -526,3 +526,36 @@ def test_F01_every_task_exits_2_on_a_bad_inventory_status_3(tmp_path, task, code
 def test_F01_missing_inventory_is_exit_2(tmp_path):
     proc = inv("deploy", cwd=tmp_path)
     assert proc.returncode == 2 and "no such inventory file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- secrets (rule of every row)
+
+
+def test_F13_sudo_password_user_passwords_and_the_uploaded_key_are_registered_for_masking(tmp_path, material):
+    """Defence in depth: these never travel in text, but any message that quoted one would print ***."""
+    from fabfile import deploy as D
+    from fabfile.htpasswd import hash_password
+    from fabfile.redact import MASK, redact
+
+    path = tmp_path / "inventory.yaml"
+    path.write_text(f"registry: {{host: r.example}}\ncertificate: {{san: [DNS:r.example], pki_dir: {tmp_path}}}\n"
+                    f"state_dir: {tmp_path / 'state'}\n")
+    sudo = "sudo-" + os.urandom(6).hex()
+    session = D.open_session(path, sudo_password=sudo)
+    user = "user-" + os.urandom(6).hex()
+    hash_password(user, 10)
+    D.registry_job(session, material)
+    key_line = material.key_pem.decode().splitlines()[1]
+    assert redact(f"x {sudo} {user} {key_line} y") == f"x {MASK} {MASK} {MASK} y"
+
+
+def test_F11_broken_ssh_config_is_invalid_input_before_any_connection(tmp_path):
+    from fabfile import deploy as D
+
+    config = tmp_path / "ssh_config"
+    config.write_text("Host a\n  ProxyCommand\n")
+    path = tmp_path / "inventory.yaml"
+    path.write_text(f"registry: {{host: r.example}}\ncertificate: {{san: [DNS:r.example]}}\nssh: {{config: {config}}}\n")
+    with pytest.raises(Exception) as err:
+        D.open_session(path)
+    assert err.value.exit_code == ExitCode.INVALID_INPUT and str(config) in str(err.value)
