@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import signal
 import sys
 
 from invoke import Collection, Exit, task
@@ -41,6 +42,7 @@ def cli(fn):
 
     @functools.wraps(fn)
     def wrapper(c, *args, **kwargs):
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C (FAULTS F24)
         try:
             return fn(c, *args, **kwargs)
         except RegistryTlsError as exc:

@@ -267,6 +267,7 @@ def fingerprint_of(fleet) -> str:
 
 
 @pytest.mark.parametrize(("where", "pattern", "sig"), [
+    ("starting, outside any remote step (SIGTERM)", "run: ", signal.SIGTERM),
     ("uploading cert and key", ".registry-tls.tmp", signal.SIGINT),
     ("re-creating the container", "docker run -d", signal.SIGINT),
     ("re-creating the container (SIGTERM)", "docker run -d", signal.SIGTERM),
