@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from tests.conftest import SUBNET
+
 pytestmark = pytest.mark.lab
+NET = SUBNET.rsplit(".", 1)[0]  # the lab's /24 (RTLS_LAB_SUBNET), e.g. 10.213.0
 
 PRIVATE_DIRS = ["/etc/docker", "/etc/ssl/certs", "/etc/containerd", "/etc/sudoers.d",
                 "/usr/local/share/ca-certificates", "/var/lib/docker-registry", "/root", "/tmp"]
@@ -16,9 +19,8 @@ PRIVATE_DIRS = ["/etc/docker", "/etc/ssl/certs", "/etc/containerd", "/etc/sudoer
 def test_status_reports_every_host_up(lab):
     statuses = {s.name: s for s in lab.status()}
     assert list(statuses) == ["registry", "client1", "client2", "client3"]
-    assert statuses["registry"].role == "registry" and statuses["registry"].address == "10.213.0.10"
-    assert [statuses[f"client{i}"].address for i in (1, 2, 3)] == ["10.213.0.11", "10.213.0.12",
-                                                                   "10.213.0.13"]
+    assert statuses["registry"].role == "registry" and statuses["registry"].address == f"{NET}.10"
+    assert [statuses[f"client{i}"].address for i in (1, 2, 3)] == [f"{NET}.11", f"{NET}.12", f"{NET}.13"]
     for s in statuses.values():
         assert s.up and s.docker, s
         assert s.holder_pid and s.sshd_pid and s.dockerd_pid, s
@@ -42,7 +44,7 @@ def test_file_written_on_client1_is_invisible_elsewhere(lab, directory):
 def test_registry_lab_resolves_on_every_host_but_not_on_the_machine(lab):
     for host in lab.hosts:
         out = lab.run(host, "getent hosts registry.lab", check=True).stdout.split()
-        assert out[0] == "10.213.0.10"
+        assert out[0] == f"{NET}.10"
         assert lab.run(host, "hostname", check=True).stdout.strip() == host
     assert "registry.lab" not in Path("/etc/hosts").read_text()
 

@@ -9,15 +9,18 @@ from invoke.exceptions import Exit
 
 from fabfile.lab import tasks
 
+from tests.conftest import SUBNET
+
 pytestmark = pytest.mark.lab
+NET = SUBNET.rsplit(".", 1)[0]  # the lab's /24 (RTLS_LAB_SUBNET), e.g. 10.213.0
 
 
 def test_status_json(lab, capsys):
     tasks.status(Context(), json_=True, root=str(lab.root))
     hosts = json.loads(capsys.readouterr().out)
     assert [(h["name"], h["role"], h["address"], h["up"]) for h in hosts] == [
-        ("registry", "registry", "10.213.0.10", True), ("client1", "client", "10.213.0.11", True),
-        ("client2", "client", "10.213.0.12", True), ("client3", "client", "10.213.0.13", True)]
+        ("registry", "registry", f"{NET}.10", True), ("client1", "client", f"{NET}.11", True),
+        ("client2", "client", f"{NET}.12", True), ("client3", "client", f"{NET}.13", True)]
 
 
 def test_run_prints_output_and_exits_with_the_command_code(lab, capsys):
