@@ -147,8 +147,8 @@ def trust_clients(
     batch: int = 1,
     extra_anchors: tuple[C.Anchor, ...] | None = None,
 ) -> Report:
-    """Fan out over clients. With a sudo password, the first host goes alone first (a canary):
-    a wrong password then fails once, not on every host (lockouts)."""
+    """Fan out over clients. With a sudo password and several hosts, one ``sudo true`` on the first
+    host goes first (a canary): a wrong password then fails once, not on every host (lockouts)."""
     job = C.TrustJob(registry=s.inv.registry,
                      anchors=extra_anchors if extra_anchors is not None else anchors(s, material),
                      settings=s.settings, dry_run=dry_run, force=force, gate=C.RestartGate(batch))
@@ -158,17 +158,15 @@ def trust_clients(
     with s.progress("clients", len(targets)) as progress:
         work = lambda c: C.trust(c, job)  # noqa: E731
         name = lambda c: c.name  # noqa: E731
-        rest = targets
-        if s.settings.sudo_password:
-            first = fleet.fan_out(targets[:1], work, name=name, parallel=1, progress=progress)[0]
-            report.add(first)
-            rest = targets[1:]
-            if first.message.startswith("sudo: wrong password"):
-                for c in rest:
+        if s.settings.sudo_password and len(targets) > 1:   # one host: nothing to protect
+            canary = fleet.guarded(targets[0].name, "client", lambda: C.sudo_check(targets[0], job))
+            if canary.message.startswith("sudo: wrong password"):
+                report.add(canary)
+                for c in targets[1:]:
                     report.add(HostResult(host=c.name, status=Status.SKIPPED,
-                                          message=f"not attempted: the sudo password was rejected on {first.host}"))
+                                          message=f"not attempted: the sudo password was rejected on {canary.host}"))
                 return report
-        for result in fleet.fan_out(rest, work, name=name, parallel=parallel, progress=progress):
+        for result in fleet.fan_out(targets, work, name=name, parallel=parallel, progress=progress):
             report.add(result)
     return report
 

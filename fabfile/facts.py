@@ -117,6 +117,21 @@ class ClientFacts:
         return None
 
 
+def _client_file_lines(paths) -> list[str]:
+    """F/M lines for every path with two processes in all (stat, sha256sum), not five per file."""
+    if not paths:
+        return []
+    nl = "\n"
+    return [
+        "set --",
+        f"for x in {' '.join(shlex.quote(p) for p in paths)}; do "
+        'if [ -f "$x" ]; then set -- "$@" "$x"; else echo "M $x"; fi; done',
+        'if [ $# -gt 0 ]; then s=$(stat -c \'%a %U %Y\' -- "$@"); h=$(sha256sum -- "$@"); for x; do '
+        f'a=${{s%%"{nl}"*}}; s=${{s#*"{nl}"}}; b=${{h%%"{nl}"*}}; h=${{h#*"{nl}"}}; b=${{b#\\\\}}; '
+        'echo "F ${b%% *} $a $x"; done; fi',
+    ]
+
+
 def verify_script(probe: VerifyProbe | None) -> list[str]:
     """Shell lines printing ``VERIFY ...``: openssl s_client, or curl, against the installed files."""
     if probe is None:
@@ -126,7 +141,8 @@ def verify_script(probe: VerifyProbe | None) -> list[str]:
     check = f"-verify_ip {probe.name}" if probe.is_ip else f"-verify_hostname {shlex.quote(probe.name)}"
     return [
         f"vt=$(mktemp); cat {files} > \"$vt\" 2>/dev/null",
-        "if command -v openssl >/dev/null 2>&1; then",
+        "if [ ! -s \"$vt\" ]; then echo 'VERIFY fail no CA file installed yet'",   # nothing to check yet
+        "elif command -v openssl >/dev/null 2>&1; then",
         f"  vo=$(timeout 10 openssl s_client -connect {shlex.quote(f'{host}:{probe.port}')} "
         f"-servername {shlex.quote(probe.name)} {check} -verify_return_error -CAfile \"$vt\" </dev/null 2>&1)",
         "  if [ $? -eq 0 ]; then echo 'VERIFY ok openssl'; else",
@@ -153,8 +169,7 @@ def client_script(
         'echo "TIME $(date -u +%s)"',
         'if [ -r /etc/os-release ]; then . /etc/os-release; echo "OS ${ID:-unknown} ${ID_LIKE:-}"; '
         'else echo "OS unknown"; fi',
-        _FILE_FN,
-        *_file_lines(paths),
+        *_client_file_lines(paths),
     ]
     for prefix, suffix in extra_globs:  # (literal prefix, literal suffix) around one '*'
         lines.append(f'for x in {shlex.quote(prefix)}*{shlex.quote(suffix)}; do [ -f "$x" ] && echo "X $x"; done')

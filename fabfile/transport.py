@@ -26,6 +26,7 @@ anchors needs:
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import re
 import secrets as _random
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
+from fabric.runners import Remote as _FabricRunner
 from invoke.exceptions import CommandTimedOut, Failure, ResponseNotAccepted
 from invoke.watchers import FailingResponder
 
@@ -117,6 +119,47 @@ class GatewayError(RemoteError):
         self.transient = transient
 
 
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that ACKs every segment at once (Linux TCP_QUICKACK; the kernel resets it, so
+    it is set again after each recv). sshd leaves Nagle on for non-interactive sessions: when it
+    sends two small packets in a row (after auth, before the first channel is served), the second
+    waits for our delayed ACK, 40 ms. Quick ACKs remove that stall from every connection."""
+
+    def recv(self, *args):
+        data = super().recv(*args)
+        try:
+            self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:     # closed meanwhile: the next recv reports it
+            pass
+        return data
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_known_hosts(path: str, mtime_ns: int, size: int) -> paramiko.HostKeys:
+    return paramiko.HostKeys(path)
+
+
+def _load_host_keys(client: paramiko.SSHClient, path: Path, host: str, port: int | None) -> None:
+    """Give ``client`` the known_hosts keys of host:port. The file is parsed once per run (again
+    only when it changes), not once per host: parsing builds a key object per line, so per host
+    it cost O(fleet size) CPU (4 ms at 51 lines, ~80 ms at 1000)."""
+    st = path.stat()
+    parsed = _parsed_known_hosts(str(path), st.st_mtime_ns, st.st_size)
+    name = host if port in (None, 22) else f"[{host}]:{port}"   # what paramiko looks up
+    for keytype, key in (parsed.lookup(name) or {}).items():
+        client.get_host_keys().add(name, keytype, key)
+
+
+class _Runner(_FabricRunner):
+    """Fabric's runner, waiting on the channel's exit-status event instead of polling it every
+    10 ms (invoke's input_sleep): same exit condition, no sleep after the command has ended."""
+
+    def wait(self) -> None:
+        while not self.has_dead_threads:
+            if self.channel.status_event.wait(0.1):
+                break
+
+
 def _fp(key: paramiko.PKey) -> str:
     return key.fingerprint if hasattr(key, "fingerprint") else key.get_fingerprint().hex()
 
@@ -173,7 +216,8 @@ class Remote:
         """The Fabric Connection (not yet open) with every hop hardened: what ``open`` dials."""
         config = Config(ssh_config=ssh_config(self.settings.ssh_config),
                         overrides={"forward_agent": False, "load_ssh_configs": False,
-                                   "timeouts": {"connect": self.settings.connect_timeout}})
+                                   "timeouts": {"connect": self.settings.connect_timeout},
+                                   "runners": {"remote": _Runner}})
         gateway = None
         if self.target.gateway:
             user, host, port = parse_gateway(self.target.gateway)
@@ -199,7 +243,7 @@ class Remote:
             _RecordNewKey(self.settings.known_hosts) if self.settings.accept_new_host_keys else paramiko.RejectPolicy()
         )
         if self.settings.known_hosts.exists():
-            cxn.client.load_host_keys(str(self.settings.known_hosts))
+            _load_host_keys(cxn.client, self.settings.known_hosts, cxn.host, cxn.port)
         cxn.forward_agent = False
         # TCP and the banner each get connect_timeout; the whole key exchange gets twice that (with
         # equal bounds paramiko may give up on the handshake first and report 'No existing session')
@@ -254,6 +298,9 @@ class Remote:
     def _socket(self, host: str, port: int) -> socket.socket:
         sock = socket.create_connection((host, port), timeout=self.settings.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_QUICKACK"):  # Linux
+            sock = _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            sock.settimeout(self.settings.connect_timeout)
         return sock
 
     def _channel(self, gateway: Connection, cxn: Connection):

@@ -110,13 +110,14 @@ def test_F10_server_that_never_speaks_ssh_is_bounded(tmp_path):
 
 
 def test_F11_every_hop_rejects_unknown_keys_and_loads_known_hosts(tmp_path):
-    key = paramiko.ECDSAKey.generate()
-    (tmp_path / "known_hosts").write_text(f"192.0.2.20 {key.get_name()} {key.get_base64()}\n")
+    key, jump = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    (tmp_path / "known_hosts").write_text(f"192.0.2.20 {key.get_name()} {key.get_base64()}\n"
+                                          f"[192.0.2.1]:2222 {jump.get_name()} {jump.get_base64()}\n")
     target = SshTarget(name="c1", address="192.0.2.20", user="deploy", gateway="jump@192.0.2.1:2222")
     cxn = remote(tmp_path, target).connection()
-    for hop in (cxn, cxn.gateway):
+    for hop, name, want in ((cxn, "192.0.2.20", key), (cxn.gateway, "[192.0.2.1]:2222", jump)):
         assert isinstance(hop.client._policy, paramiko.RejectPolicy)  # Fabric installed AutoAddPolicy
-        assert hop.client.get_host_keys().lookup("192.0.2.20")[key.get_name()] == key
+        assert hop.client.get_host_keys().lookup(name)[want.get_name()] == want  # its own known_hosts key
     assert (cxn.gateway.host, cxn.gateway.user, cxn.gateway.port) == ("192.0.2.1", "jump", 2222)
     accept = remote(tmp_path, target, accept_new_host_keys=True).connection()
     assert all(isinstance(h.client._policy, T._RecordNewKey) for h in (accept, accept.gateway))

@@ -340,7 +340,20 @@ def test_F24_apply_script_writes_atomically_with_mode_and_removes_stale(tmp_path
     assert stat.S_IMODE(keep.stat().st_mode) == 0o644 and stat.S_IMODE(odd.stat().st_mode) == 0o644
     assert not stale.exists()
     assert sorted(os.listdir(keep.parent)) == ["ca.crt"]  # no .registry-tls.XXXXXX temp file left
-    assert [c.split()[0:2] for c in calls(fakebin)] == [["chown", "0:0"], ["chown", "0:0"], ["update-ca-certificates"]]
+    # as root with umask 022 the shell creates the temp files 0644 root:root: no chmod/chown processes
+    assert [c.split()[0:2] for c in calls(fakebin)] == [["update-ca-certificates"]]
+
+
+def test_apply_then_tls_check_in_one_script_reads_the_files_just_written(tmp_path, fakebin):
+    """trust() sends apply_script + verify_script as one script: shell options set for the writes
+    (noclobber) must not keep the TLS check from reading what was written."""
+    fake(fakebin, "openssl", 'for a; do [ "$p" = -CAfile ] && cat "$a" >> ' + shlex.quote(str(tmp_path / "seen")) + '; p=$a; done')
+    ca = tmp_path / "etc/docker/certs.d/reg.example/ca.crt"
+    todo = C.ClientPlan(writes=(C.WantFile(str(ca), CURRENT.pem, "docker"),))
+    probe = F.VerifyProbe(name="reg.example", port=443, ca_files=(str(ca),))
+    out = sh("\n".join(C.apply_script(todo) + F.verify_script(probe)), fakebin)
+    assert out.returncode == 0 and "VERIFY ok openssl" in out.stdout, out.stdout + out.stderr
+    assert (tmp_path / "seen").read_bytes() == CURRENT.pem
 
 
 def test_apply_script_fails_when_the_store_refresh_fails(tmp_path, fakebin):
