@@ -9,6 +9,7 @@ Tags:
   OS <ID> [ID_LIKE...]                from /etc/os-release
   F <sha256> <mode> <owner> <mtime> <path>   a regular file that exists
   M <path>                            a file that does not exist
+  U <path>                            a file that exists but the login user cannot read
   X <path>                            an extra anchor file of ours (registry-tls-*.crt)
   DSTART <epoch>                      when dockerd started (for pending restarts)
   VERIFY ok|fail|skip <detail>        TLS handshake with the installed trust
@@ -106,6 +107,7 @@ class ClientFacts:
     buildkit_toml: bytes | None = None
     contents: dict[str, bytes] = field(default_factory=dict)
     dockerd: str | None = None  # "up <version>" | "down" | "missing", when asked
+    unreadable: tuple[str, ...] = ()  # files this user could not read: probe again with sudo
 
     @property
     def os_family(self) -> str | None:
@@ -118,14 +120,17 @@ class ClientFacts:
 
 
 def _client_file_lines(paths) -> list[str]:
-    """F/M lines for every path with two processes in all (stat, sha256sum), not five per file."""
+    """F/M/U lines for every path with two processes in all (stat, sha256sum), not five per file.
+
+    ``U`` marks a file that exists but this user cannot read: the caller probes again with sudo.
+    """
     if not paths:
         return []
     nl = "\n"
     return [
         "set --",
         f"for x in {' '.join(shlex.quote(p) for p in paths)}; do "
-        'if [ -f "$x" ]; then set -- "$@" "$x"; else echo "M $x"; fi; done',
+        'if [ ! -f "$x" ]; then echo "M $x"; elif [ -r "$x" ]; then set -- "$@" "$x"; else echo "U $x"; fi; done',
         'if [ $# -gt 0 ]; then s=$(stat -c \'%a %U %Y\' -- "$@"); h=$(sha256sum -- "$@"); for x; do '
         f'a=${{s%%"{nl}"*}}; s=${{s#*"{nl}"}}; b=${{h%%"{nl}"*}}; h=${{h#*"{nl}"}}; b=${{b#\\\\}}; '
         'echo "F ${b%% *} $a $x"; done; fi',
@@ -182,7 +187,9 @@ def client_script(
                      "elif v=$(docker version --format '{{.Server.Version}}' 2>/dev/null); then echo \"DOCKERD up $v\"; "
                      "else echo 'DOCKERD down'; fi")
     if buildkit_toml:
-        lines.append(f"[ -f {shlex.quote(buildkit_toml)} ] && echo \"B $(base64 -w0 < {shlex.quote(buildkit_toml)})\"")
+        q = shlex.quote(buildkit_toml)
+        lines.append(f"if [ -f {q} ] && [ ! -r {q} ]; then echo 'U {buildkit_toml}'; "
+                     f"elif [ -f {q} ]; then echo \"B $(base64 -w0 < {q})\"; fi")
     lines += verify_script(verify)
     lines.append("true")
     return "\n".join(lines)
@@ -190,7 +197,7 @@ def client_script(
 
 def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
     files: dict[str, RemoteFile | None] = {p: None for p in paths}
-    values: dict = {"extra": [], "contents": {}}
+    values: dict = {"extra": [], "contents": {}, "unreadable": []}
     for line in stdout.splitlines():
         tag, _, rest = line.partition(" ")
         if tag == "TIME" and rest.strip().isdigit():
@@ -206,6 +213,8 @@ def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
             files[rest] = None
         elif tag == "X":
             values["extra"].append(rest)
+        elif tag == "U":
+            values["unreadable"].append(rest)
         elif tag == "DSTART" and rest.strip().isdigit():
             values["dockerd_started"] = int(rest)
         elif tag == "VERIFY":
@@ -219,6 +228,7 @@ def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
         elif tag == "DOCKERD":
             values["dockerd"] = rest.strip()
     values["extra"] = tuple(values["extra"])
+    values["unreadable"] = tuple(values["unreadable"])
     return ClientFacts(files=files, **values)
 
 

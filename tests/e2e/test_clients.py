@@ -134,3 +134,16 @@ def test_filters_by_host_and_group(fleet, user):
     assert set(report["hosts"]) == set(CLIENTS)
     typo = fleet.inv("clients.trust", "--hosts", "clinet1")
     assert typo.returncode == 2 and "did you mean 'client1'" in typo.stderr
+
+
+def test_probe_falls_back_to_sudo_for_a_file_the_login_user_cannot_read(fleet, user):
+    """The read-only probe runs without sudo; a root-only trust file is re-read with sudo, not rewritten."""
+    assert fleet.inv("deploy").returncode == 0
+    path = "/etc/docker/certs.d/registry.lab/ca.crt"
+    fleet.on("client1", f"chmod 0600 {path}")
+    code, report = fleet.json("clients.trust", "--hosts", "client1")
+    assert code == 0
+    assert report["hosts"]["client1"]["changes"] == [f"write {path}"]  # wrong mode: fixed, not mistaken
+    assert fleet.on("client1", f"stat -c %a {path}").stdout.strip() == "644"
+    code, again = fleet.json("clients.trust", "--hosts", "client1")
+    assert again["hosts"]["client1"]["status"] == "ok"

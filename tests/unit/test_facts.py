@@ -184,3 +184,13 @@ def test_buildkit_and_contents_lines_decode_base64():
     out = f"B {base64.b64encode(toml).decode()}\nC {base64.b64encode(b'pem').decode()} /a b/ca.crt\n"
     fact = F.parse_client(out)
     assert fact.buildkit_toml == toml and fact.contents == {"/a b/ca.crt": b"pem"}
+
+
+def test_unreadable_trust_file_is_reported_so_the_probe_is_repeated_with_sudo():
+    """The probe runs as the login user; a file it cannot read is 'U', never mistaken for missing."""
+    from fabfile import facts as F
+
+    paths = ("/etc/docker/certs.d/r/ca.crt", "/etc/docker/certs.d/r:443/ca.crt")
+    found = F.parse_client(f"TIME 1\nU {paths[0]}\nM {paths[1]}\n", paths)
+    assert found.unreadable == (paths[0],) and found.files[paths[1]] is None
+    assert '[ -r "$x" ]' in F.client_script(paths)
