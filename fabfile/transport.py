@@ -408,7 +408,10 @@ class Remote:
 
     def put_many(self, files: list[tuple[bytes, str, int]], *, owner: str = "root", group: str = "root") -> None:
         cxn = self.open()
-        tmpdir = self.run("umask 077 && mktemp -d \"${TMPDIR:-/tmp}/registry-tls.XXXXXXXX\"").stdout.strip()
+        # staging folders a killed run left behind (they may hold a key) go first; a live run's are younger
+        tmpdir = self.run("find \"${TMPDIR:-/tmp}\" -maxdepth 1 -name 'registry-tls.*' -user \"$(id -u)\" -mmin +10 "
+                          "-exec rm -rf {} + 2>/dev/null; "
+                          "umask 077 && mktemp -d \"${TMPDIR:-/tmp}/registry-tls.XXXXXXXX\"").stdout.strip()
         try:
             sftp = cxn.sftp()
             script = ["set -e"]
@@ -421,7 +424,7 @@ class Remote:
                 final_tmp = f"{parent}/.{dest.rsplit('/', 1)[1]}.registry-tls.tmp"
                 script.append(
                     f"install -m {mode:04o} -o {owner} -g {group} {shlex.quote(staged)} {shlex.quote(final_tmp)}"
-                    f" && mv -f {shlex.quote(final_tmp)} {shlex.quote(dest)}"
+                    f" && mv -f {shlex.quote(final_tmp)} {shlex.quote(dest)} && rm -f {shlex.quote(staged)}"
                 )
             self.run("\n".join(script), sudo=True)
         except (paramiko.SSHException, OSError, EOFError) as exc:
