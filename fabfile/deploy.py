@@ -245,17 +245,23 @@ def verify_client(client: Client, s: Session, material: Material) -> HostResult:
                       if state == "ok" else f"TLS to {probe.name}:{probe.port}: {detail}")
 
 
+def survey(s: Session, title: str, on_registry: Callable[[], HostResult],
+           on_client: Callable[[Client], HostResult], targets: tuple[Client, ...], parallel: int) -> Report:
+    """A read-only look at the registry host, then at every client in parallel."""
+    report = Report()
+    report.add(fleet.guarded(s.inv.registry.host, "registry", on_registry))
+    with s.progress(title, len(targets)) as progress:
+        for r in fleet.fan_out(targets, on_client, name=lambda c: c.name, parallel=parallel, progress=progress):
+            report.add(r)
+    return report
+
+
 def verify_all(s: Session, targets: tuple[Client, ...], parallel: int = 10) -> Report:
     material = s.pki.load()
     if material is None:
         raise InputError(f"{s.pki.cert_path}: no certificate; run `inv deploy` first")
-    report = Report()
-    report.add(fleet.guarded(s.inv.registry.host, "registry", lambda: verify_registry(s, material)))
-    with s.progress("verify", len(targets)) as progress:
-        for r in fleet.fan_out(targets, lambda c: verify_client(c, s, material), name=lambda c: c.name,
-                               parallel=parallel, progress=progress):
-            report.add(r)
-    return report
+    return survey(s, "verify", lambda: verify_registry(s, material), lambda c: verify_client(c, s, material),
+                  targets, parallel)
 
 
 def show_certificate(s: Session):

@@ -360,21 +360,17 @@ def _line_of(tree: Any, loc: tuple) -> str:
     node, found = tree, None
     for part in loc:
         if isinstance(node, dict) and part in node:
-            try:
-                line, col = node.lc.key(part)
-                found = f"{line + 1}:{col + 1}"
-            except (AttributeError, KeyError, TypeError):
-                pass
-            node = node[part]
+            position = getattr(getattr(node, "lc", None), "key", None)
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            try:
-                line, col = node.lc.item(part)
-                found = f"{line + 1}:{col + 1}"
-            except (AttributeError, KeyError, TypeError):
-                pass
-            node = node[part]
+            position = getattr(getattr(node, "lc", None), "item", None)
         else:
             break
+        try:
+            line, col = position(part)
+            found = f"{line + 1}:{col + 1}"
+        except (KeyError, TypeError):
+            pass
+        node = node[part]
     return found or ""
 
 

@@ -14,9 +14,9 @@ from cryptography import x509
 
 from . import clients as C
 from . import facts as F
-from . import fleet, registry, verify
+from . import registry, verify
 from .certs import describe, fingerprint
-from .deploy import Session, anchors
+from .deploy import Session, anchors, survey
 from .inventory import Client
 from .pki import Material
 from .results import HostResult, Report, Status
@@ -161,12 +161,8 @@ def fleet_status(s: Session, targets: tuple[Client, ...], *, warn_days: int = 30
         return FleetStatus(Level.UNKNOWN, {}, Report(), [f"{s.pki.cert_path}: no local certificate"])
     info = describe(material.leaf)
     days = info.days_left(s.now)
-    report = Report()
-    report.add(fleet.guarded(s.inv.registry.host, "registry", lambda: registry_status(s, material)))
-    with s.progress("status", len(targets)) as progress:
-        for r in fleet.fan_out(targets, lambda c: client_status(c, s, material), name=lambda c: c.name,
-                               parallel=parallel, progress=progress):
-            report.add(r)
+    report = survey(s, "status", lambda: registry_status(s, material), lambda c: client_status(c, s, material),
+                    targets, parallel)
     reasons, level = [], Level.OK
     if days < 0:
         level, reasons = Level.CRITICAL, [f"certificate expired {-days} days ago"]

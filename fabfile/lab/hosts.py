@@ -210,7 +210,7 @@ def holder_script(root: Path, state: LabState, host: HostState) -> str:
     q = shlex.quote
     ca = ca_overlay_target()
     lines = ["set -e", f"hostname {q(host.name)}",
-             f"ip link set lo up", f"ip addr add {host.address}/{state.prefixlen} dev eth0",
+             "ip link set lo up", f"ip addr add {host.address}/{state.prefixlen} dev eth0",
              "ip link set eth0 up", f"exec 3< {q(str(root))}"]
 
     def rebind_if_hidden(target: str) -> None:

@@ -7,7 +7,6 @@ SSH-specific rows (F11, F12, F15) live in test_ssh.py.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import signal
 import socket

@@ -5,7 +5,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
 
 from tests.conftest import SUBNET
 

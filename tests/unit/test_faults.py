@@ -27,7 +27,7 @@ from fabfile import transport as T
 from fabfile.errors import ExitCode, InventoryError, LockedError, RemoteError
 from fabfile.inventory import SshTarget
 from fabfile.pki import Material
-from fabfile.results import HostResult, Status
+from fabfile.results import HostResult
 
 EPOCH = 1_767_225_600
 
