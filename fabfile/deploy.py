@@ -145,19 +145,15 @@ def trust_clients(
     force: bool = False,
     parallel: int = 10,
     batch: int = 1,
-    extra_anchors: tuple[C.Anchor, ...] | None = None,
 ) -> Report:
     """Fan out over clients. With a sudo password and several hosts, one ``sudo true`` on the first
     host goes first (a canary): a wrong password then fails once, not on every host (lockouts)."""
-    job = C.TrustJob(registry=s.inv.registry,
-                     anchors=extra_anchors if extra_anchors is not None else anchors(s, material),
-                     settings=s.settings, dry_run=dry_run, force=force, gate=C.RestartGate(batch))
+    job = C.TrustJob(registry=s.inv.registry, anchors=anchors(s, material), settings=s.settings,
+                     dry_run=dry_run, force=force, gate=C.RestartGate(batch))
     report = Report()
     if not targets:
         return report
     with s.progress("clients", len(targets)) as progress:
-        work = lambda c: C.trust(c, job)  # noqa: E731
-        name = lambda c: c.name  # noqa: E731
         if s.settings.sudo_password and len(targets) > 1:   # one host: nothing to protect
             canary = fleet.guarded(targets[0].name, "client", lambda: C.sudo_check(targets[0], job))
             if canary.message.startswith("sudo: wrong password"):
@@ -166,7 +162,8 @@ def trust_clients(
                     report.add(HostResult(host=c.name, status=Status.SKIPPED,
                                           message=f"not attempted: the sudo password was rejected on {canary.host}"))
                 return report
-        for result in fleet.fan_out(targets, work, name=name, parallel=parallel, progress=progress):
+        for result in fleet.fan_out(targets, lambda c: C.trust(c, job), name=lambda c: c.name,
+                                    parallel=parallel, progress=progress):
             report.add(result)
     return report
 
