@@ -42,7 +42,7 @@ def cli(fn):
 
     @functools.wraps(fn)
     def wrapper(c, *args, **kwargs):
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C (FAULTS F24)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C (docs/FAULTS.md F24)
         try:
             return fn(c, *args, **kwargs)
         except RegistryTlsError as exc:

@@ -1,6 +1,6 @@
 """Certificates, built and checked with ``cryptography``. Pure: no files, no network.
 
-Profiles (see CERT-PROFILE.md):
+Profiles (see docs/CERT-PROFILE.md):
 
 - self-signed: one certificate that is both the registry's server certificate
   and the clients' trust anchor, like the seed's ``openssl req -x509``

@@ -1,6 +1,6 @@
 """Error types. Every expected failure is one of these, printed as one line.
 
-Exit codes follow FAULTS.md: 0 all ok, 1 some hosts failed or were
+Exit codes follow docs/FAULTS.md: 0 all ok, 1 some hosts failed or were
 unreachable, 2 invalid input or configuration (nothing was touched).
 """
 

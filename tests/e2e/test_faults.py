@@ -1,4 +1,4 @@
-"""FAULTS.md rows that need hosts, against the real lab: black holes (F10), sudo refusals (F13/F14),
+"""docs/FAULTS.md rows that need hosts, against the real lab: black holes (F10), sudo refusals (F13/F14),
 docker down (F16), interrupts and locks (F24), restart failures (F25), and secrets in a failing run.
 
 Every failure must be one line naming the host, with the documented exit code and no traceback.

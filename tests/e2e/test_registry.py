@@ -108,8 +108,9 @@ def test_seed_registry_with_anonymous_volume_is_taken_over_without_losing_images
 def test_F21_container_that_fails_to_start_is_rolled_back(fleet, user):
     """F21: a registry config the new container rejects -> old container, old cert back.
 
-    Exit 1, not FAULTS' 2: the input was valid and a host was changed and restored; 2 is reserved for
-    invalid input with nothing touched, 1 for 'a host failed' (the summary names it), as everywhere else."""
+    Exit 1, not the brief's 2 (docs/FAULTS.md F21): the input was valid and a host was changed and restored;
+    2 is reserved for invalid input with nothing touched, 1 for 'a host failed' (the summary names it), as
+    everywhere else."""
     assert fleet.inv("deploy").returncode == 0
     assert push(fleet, "client1", *user).returncode == 0
     before, served_before = fleet.container_id(), fleet.json("status")[1]["hosts"]["registry.lab"]["facts"]

@@ -68,7 +68,7 @@ def test_F04_wildcard_accepted_only_with_allow_wildcard():
 
 
 SAN_BAD = [
-    # (FAULTS row, input, fragment the message must contain)
+    # (docs/FAULTS.md row, input, fragment the message must contain)
     ("F03", "10.0.0.256", "'10.0.0.256'"),
     ("F03", "IP:10.0.0.256", "'10.0.0.256' is not a valid IPv4 or IPv6 address"),
     ("F03", "fe80::1%eth0", "'fe80::1%eth0': zone indexes"),

@@ -1,4 +1,4 @@
-"""FAULTS.md rows that are local: the SSH layer's decisions (host keys, ssh_config, gateways,
+"""docs/FAULTS.md rows that are local: the SSH layer's decisions (host keys, ssh_config, gateways,
 timeouts, no retry after an auth failure, sudo), clock checks, interrupts, locks, restart gating,
 and the command line's exit codes. Real sshd behaviour is proven in tests/e2e/test_ssh.py and
 tests/e2e/test_faults.py; here nothing needs root or a network beyond loopback.
@@ -315,8 +315,9 @@ def test_F14_sudo_refusals_are_one_clear_line(stderr, fragment):
 
 
 def test_F16_client_dockerd_stopped_needs_a_restart_then_says_so_precisely():
-    """Better design than FAULTS' 'client failed': the trust files do not need dockerd; a dockerd
-    that is not running loads the new OS store when it starts, so the host is 'changed' with a warning."""
+    """Better design than the brief's 'client failed' (docs/FAULTS.md F16): the trust files do not need
+    dockerd; a dockerd that is not running loads the new OS store when it starts, so the host is 'changed'
+    with a warning."""
     client, reg = make_client(trust=("os",)), make_registry()
     anchor = C.Anchor("current", b"-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
     todo = C.plan(client, reg, (anchor,), F.parse_client("OS debian \n", C.probe_paths(client, reg, (anchor,))))
