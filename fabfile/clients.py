@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import facts as F
-from .errors import RemoteError
+from .errors import RemoteError, UnreachableError
 from .inventory import Client, Registry
 from .results import HostResult, Status
 from .transport import Remote, SshSettings
@@ -359,7 +359,21 @@ class TrustJob:
 
 
 def trust(client: Client, job: TrustJob) -> HostResult:
-    """Make one client trust the registry; returns its HostResult (errors propagate to fleet.guarded)."""
+    """Make one client trust the registry; returns its HostResult (errors propagate to fleet.guarded).
+
+    A connection lost mid-step (the host vanished) is reported unreachable with what is known of
+    the host's state at that point.
+    """
+    known = ["nothing changed"]     # the host's state as far as we know, should the connection drop
+    try:
+        return _trust(client, job, known)
+    except UnreachableError as exc:
+        if "mid-command" not in exc.reason:
+            raise                   # could not connect: nothing was done
+        raise UnreachableError(client.name, f"{exc.reason}; state: {known[0]}") from None
+
+
+def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
     registry, anchors = job.registry, job.anchors
     paths = probe_paths(client, registry, anchors)
     probe = verify_probe(client, registry, anchors)
@@ -393,10 +407,15 @@ def trust(client: Client, job: TrustJob) -> HostResult:
             return result
         verify = None
         if todo.writes or todo.removes:
+            known[0] = (f"{len(todo.writes) + len(todo.removes)} trust file change(s) sent, outcome unknown "
+                        "(each file is the old or the new one: writes are atomic)")
             out = remote.run("\n".join(apply_script(todo) + F.verify_script(probe)), sudo=True).stdout
             verify = F.parse_client(out).verify
             lap("apply")
+            known[0] = f"{len(todo.writes) + len(todo.removes)} trust file(s) changed"
         if todo.restart:
+            files = known[0] if todo.writes or todo.removes else "trust files in place"
+            known[0] = f"{files}; dockerd restart started, outcome unknown"
             with job.gate.slot(client.name):
                 run = remote.run(restart_script(client.restart_command, force=job.force), sudo=True,
                                  check=False, timeout=120)
@@ -407,6 +426,7 @@ def trust(client: Client, job: TrustJob) -> HostResult:
                                                                    command=client.restart_command))
             result.restarted = True
             lap("restart")
+            known[0] = f"{files}; dockerd restarted; TLS check not done"
             if probe is not None:
                 verify = F.parse_client(remote.run("\n".join(F.verify_script(probe)), sudo=True).stdout).verify
                 lap("verify")

@@ -15,6 +15,10 @@ anchors needs:
   get connect_timeout; one retry only for transient network errors, never a
   retry after an authentication or host-key failure;
 - agent forwarding off; TCP_NODELAY on the socket (halves the handshake);
+- a dead peer is noticed: an SSH keepalive after KEEPALIVE_SECONDS of silence and
+  TCP_USER_TIMEOUT = DEAD_PEER_SECONDS, so a host that vanishes mid-command
+  (link down during a dockerd restart) is reported unreachable within ~15 s
+  instead of holding the run until the command timeout;
 - one remote command is one step: Ctrl-C/SIGTERM in the main thread lands
   after it, so no script is cut in half;
 - ``sudo`` with ``LC_ALL=C``, a random prompt and the password on stdin only,
@@ -54,6 +58,9 @@ from .redact import redact
 log = logging.getLogger("registry_tls.remote")
 
 _known_hosts_lock = threading.Lock()
+
+KEEPALIVE_SECONDS = 3       # SSH keepalive after this long without sending (paramiko)
+DEAD_PEER_SECONDS = 12      # data unacknowledged this long: the peer is gone (Linux TCP_USER_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -294,10 +301,13 @@ class Remote:
         elif not gateway:
             cxn.connect_kwargs = {**cxn.connect_kwargs, "sock": self._socket(cxn.host, cxn.port)}
         cxn.open()
+        cxn.transport.set_keepalive(KEEPALIVE_SECONDS)
 
     def _socket(self, host: str, port: int) -> socket.socket:
         sock = socket.create_connection((host, port), timeout=self.settings.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: keepalives unacknowledged -> ETIMEDOUT
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_SECONDS * 1000)
         if hasattr(socket, "TCP_QUICKACK"):  # Linux
             sock = _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
             sock.settimeout(self.settings.connect_timeout)
@@ -381,6 +391,8 @@ class Remote:
                 raise RemoteError(self.name, f"command failed: {redact(str(exc.reason))}") from None
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise UnreachableError(self.name, f"connection lost: {redact(str(exc)) or type(exc).__name__}") from None
+        if not (cxn.transport and cxn.transport.is_active()):  # the channel closed because SSH died
+            raise UnreachableError(self.name, _lost(cxn.transport))
         result = Result(stdout=raw.stdout, stderr=raw.stderr, exited=raw.exited)
         if sudo and not self.is_root:
             _raise_for_sudo(self.name, result)
@@ -480,6 +492,18 @@ def _raise_for_sudo(host: str, result: Result) -> None:
         raise SudoError(host, "sudo: wrong password (stopped after one attempt)")
     if "is not in the sudoers file" in err or "not allowed to execute" in err:
         raise SudoError(host, f"sudo refused: {redact(err.strip().splitlines()[-1])}")
+
+
+def _lost(transport: paramiko.Transport | None) -> str:
+    """Why a connection died under a running command (its outcome on the host is unknown)."""
+    exc = transport.get_exception() if transport else None
+    if isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT:
+        why = f"the host stopped answering (keepalives unacknowledged for {DEAD_PEER_SECONDS}s)"
+    elif exc is None or isinstance(exc, EOFError) or not str(exc):   # paramiko reports both as EOF
+        why = f"the host closed the connection or stopped answering for {DEAD_PEER_SECONDS}s"
+    else:
+        why = redact(str(exc))
+    return f"connection lost mid-command: {why}"
 
 
 def _transient(exc: Exception) -> bool:
