@@ -110,8 +110,7 @@ def summary(report: Report, title: str, *, dry_run: bool = False) -> None:
         table.add_row(r.host, r.role, f"[{STYLE[r.status]}]{r.status}[/]", changes, message)
     out.print(table)
     counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n)
-    verdict = "dry run, nothing changed" if dry_run else ("all good" if not report.failed else
-                                                          f"{len(report.failed)} host(s) need attention")
+    verdict = "dry run, nothing changed" if dry_run else report.verdict()
     out.print(f"{counts or 'no hosts'}: {verdict}")
     for line in report.notes:
         out.print(line)

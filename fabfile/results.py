@@ -44,13 +44,18 @@ class HostResult:
 
 @dataclass
 class Report:
-    """Results of one run, by host name, in the order hosts were given."""
+    """Results of one run, keyed by (role, host) in the order hosts were given.
 
-    results: dict[str, HostResult] = field(default_factory=dict)
+    The key holds the role so that a client named like the registry host (the
+    registry host is often a Docker client too) is its own row: neither result
+    can replace the other.
+    """
+
+    results: dict[tuple[str, str], HostResult] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def add(self, result: HostResult) -> HostResult:
-        self.results[result.host] = result
+        self.results[(result.role, result.host)] = result
         return result
 
     def merge(self, other: "Report") -> "Report":
@@ -58,9 +63,24 @@ class Report:
         self.notes.extend(other.notes)
         return self
 
+    def get(self, host: str, role: str = "client") -> HostResult | None:
+        return self.results.get((role, host))
+
+    @property
+    def registry(self) -> HostResult | None:
+        return next((r for (role, _), r in self.results.items() if role == "registry"), None)
+
+    @property
+    def clients(self) -> list[HostResult]:
+        return [r for (role, _), r in self.results.items() if role != "registry"]
+
     @property
     def failed(self) -> list[HostResult]:
         return [r for r in self.results.values() if r.failed]
+
+    @property
+    def skipped(self) -> list[HostResult]:
+        return [r for r in self.results.values() if r.status is Status.SKIPPED]
 
     @property
     def changed(self) -> list[HostResult]:
@@ -72,14 +92,27 @@ class Report:
             counts[r.status.value] += 1
         return counts
 
+    def verdict(self) -> str:
+        """The summary line's words: 'all good' only when every host was handled and none failed."""
+        if self.failed:
+            return f"{len(self.failed)} host(s) need attention"
+        if self.skipped:
+            return f"no failure, but {len(self.skipped)} host(s) skipped: not checked"
+        return "all good" if self.results else "no hosts"
+
     @property
     def exit_code(self) -> ExitCode:
+        """1 when any host failed (the registry host is a row of its own: its failure always counts)."""
         return ExitCode.HOSTS_FAILED if self.failed else ExitCode.OK
 
     def to_json(self) -> dict:
+        """``registry``: the registry host's result (absent when not part of the run);
+        ``hosts``: the clients by name."""
+        registry = self.registry
         return {
-            "ok": not self.failed,
+            "ok": self.exit_code == ExitCode.OK,
             "counts": self.counts(),
-            "hosts": {name: r.to_json() for name, r in self.results.items()},
+            **({"registry": registry.to_json()} if registry is not None else {}),
+            "hosts": {r.host: r.to_json() for r in self.clients},
             "notes": self.notes,
         }

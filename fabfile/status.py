@@ -169,10 +169,14 @@ def fleet_status(s: Session, targets: tuple[Client, ...], *, warn_days: int = 30
     elif days <= warn_days:
         level, reasons = Level.WARNING, [f"certificate expires in {days} days (warn at {warn_days})"]
     for r in report.results.values():
+        who = f"{r.host} (registry)" if r.role == "registry" else r.host
         if r.failed:
             level = Level.CRITICAL
-            reasons.append(f"{r.host}: {r.status}: {r.message}")
+            reasons.append(f"{who}: {r.status}: {r.message}")
+        elif r.status is Status.SKIPPED and level < Level.WARNING:   # not checked is not OK
+            level = Level.WARNING
+            reasons.append(f"{who}: not checked: {r.message}")
         elif r.warnings and level < Level.WARNING:
             level = Level.WARNING
-            reasons.append(f"{r.host}: {r.warnings[0]}")
+            reasons.append(f"{who}: {r.warnings[0]}")
     return FleetStatus(level, {**info.as_dict(s.now), "path": str(s.pki.cert_path)}, report, reasons)

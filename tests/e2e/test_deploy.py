@@ -23,8 +23,9 @@ def pull(fleet, host, user, password, ref=REF):
 def test_F26_deploy_from_bare_lab_every_client_pulls_and_rerun_changes_nothing(fleet, user):
     code, first = fleet.json("deploy")
     assert code == 0, first
-    assert {h: r["status"] for h, r in first["hosts"].items()} == {
-        "registry.lab": "changed", "client1": "changed", "client2": "changed", "client3": "changed"}
+    assert first["registry"]["status"] == "changed"
+    assert {h: r["status"] for h, r in first["hosts"].items()} == dict.fromkeys(("client1", "client2", "client3"),
+                                                                               "changed")
     assert any("generated" in n for n in first["notes"])
     assert push(fleet, "client1", *user).returncode == 0
     for host in ("client2", "client3"):
@@ -34,8 +35,9 @@ def test_F26_deploy_from_bare_lab_every_client_pulls_and_rerun_changes_nothing(f
 
     code, second = fleet.json("deploy")
     assert code == 0
-    assert {r["status"] for r in second["hosts"].values()} == {"ok"}, second
-    assert all(not r["changes"] and not r["restarted"] for r in second["hosts"].values())
+    rows = [second["registry"], *second["hosts"].values()]
+    assert {r["status"] for r in rows} == {"ok"}, second
+    assert all(not r["changes"] and not r["restarted"] for r in rows)
     assert fleet.container_id() == container  # the registry container was not re-created
     assert {h: fleet.dockerd_pid(h) for h in pids} == pids  # no dockerd restart
 
@@ -44,20 +46,22 @@ def test_F26_dry_run_predicts_the_real_run_and_touches_nothing(fleet, user):
     assert fleet.inv("cert.generate").returncode == 0
     code, plan = fleet.json("deploy", "--dry-run")
     assert code == 0
-    assert {h: r["status"] for h, r in plan["hosts"].items()} == {
-        "registry.lab": "changed", "client1": "changed", "client2": "changed", "client3": "changed"}
+    assert plan["registry"]["status"] == "changed"
+    assert {h: r["status"] for h, r in plan["hosts"].items()} == dict.fromkeys(("client1", "client2", "client3"),
+                                                                              "changed")
     assert fleet.on("registry", "docker ps -aq").stdout.strip() == ""
     assert fleet.on("client1", "ls /etc/docker/certs.d 2>&1").returncode != 0
     code, real = fleet.json("deploy")
     predicted = {h: [c.removeprefix("would ") for c in r["changes"]] for h, r in plan["hosts"].items()}
     assert {h: r["changes"] for h, r in real["hosts"].items()} == predicted
+    assert real["registry"]["changes"] == [c.removeprefix("would ") for c in plan["registry"]["changes"]]
 
 
 def test_status_matches_reality_and_reports_drift_that_deploy_repairs(fleet, user):
     assert fleet.inv("deploy").returncode == 0
     code, status = fleet.json("status")
     assert code == 0 and status["status"] == "ok", status
-    reg = status["hosts"]["registry.lab"]
+    reg = status["registry"]
     served = fleet.on("client1", "openssl s_client -connect registry.lab:443 </dev/null 2>/dev/null "
                                  "| openssl x509 -noout -fingerprint -sha256").stdout.strip().split("=")[-1]
     assert reg["facts"]["served_fingerprint"] == served == status["certificate"]["sha256"]
@@ -95,7 +99,7 @@ def test_verify_passes_then_fails_clearly_when_the_registry_is_stopped(fleet, us
     assert fleet.inv("deploy").returncode == 0
     code, ok = fleet.json("verify")
     assert code == 0, ok
-    reg = ok["hosts"]["registry.lab"]["facts"]
+    reg = ok["registry"]["facts"]
     assert reg["v2_anonymous"] == 401 and reg["v2_authenticated"] == 200 and reg["tls"] in ("TLSv1.2", "TLSv1.3")
     assert all(ok["hosts"][c]["status"] == "ok" for c in ("client1", "client2", "client3"))
 
@@ -104,7 +108,7 @@ def test_verify_passes_then_fails_clearly_when_the_registry_is_stopped(fleet, us
     assert result.returncode == 1
     assert "cannot connect to" in result.stdout and "Connection refused" in result.stdout
     code, status = fleet.json("status")
-    assert code == 2 and "not running" in status["hosts"]["registry.lab"]["message"]
+    assert code == 2 and "not running" in status["registry"]["message"]
 
 
 def test_cert_generate_and_show_match_what_openssl_reads(fleet):

@@ -68,7 +68,7 @@ def test_F10_black_holed_registry_host_aborts_the_run_and_skips_every_client(fle
         fleet.on("registry", "iptables -F INPUT")
     wall = time.monotonic() - start
     assert proc.returncode == code == 1 and "Traceback" not in proc.stderr
-    reg = report["hosts"]["registry.lab"]
+    reg = report["registry"]
     assert reg["status"] == "unreachable"
     assert reg["message"] == f"connection timed out after 1s to {fleet.lab.address('registry')}:22"
     assert {h: report["hosts"][h]["message"] for h in CLIENTS} == dict.fromkeys(
@@ -117,7 +117,7 @@ def test_F16_registry_docker_missing_or_stopped_aborts_the_run_precisely(fleet):
     finally:
         fleet.on("registry", unhide)
     assert code == 1
-    assert missing["hosts"]["registry.lab"]["message"] == "docker: not found on the registry host; install it first"
+    assert missing["registry"]["message"] == "docker: not found on the registry host; install it first"
     assert {missing["hosts"][h]["status"] for h in CLIENTS} == {"skipped"}
 
     fleet.on("registry", STOP_DOCKERD)
@@ -127,7 +127,7 @@ def test_F16_registry_docker_missing_or_stopped_aborts_the_run_precisely(fleet):
     finally:
         assert fleet.on("registry", f"{fleet.lab.restart_dockerd_path} registry").returncode == 0
     assert proc.returncode == code == 1 and "Traceback" not in proc.stderr
-    reg = stopped["hosts"]["registry.lab"]
+    reg = stopped["registry"]
     assert reg["status"] == "failed" and reg["message"].startswith("docker daemon is not running")
     assert {stopped["hosts"][h]["status"] for h in CLIENTS} == {"skipped"}
     assert fleet.inv("deploy").returncode == 0  # back up: nothing half-done to repair
@@ -341,7 +341,7 @@ def test_F24_remote_lock_of_another_machine_blocks_until_break_lock_and_stale_lo
     write_lock(fleet, f"ci-runner-7 pid 4242 {now}")
     code, locked = fleet.json("deploy")
     assert code == 1
-    msg = locked["hosts"]["registry.lab"]["message"]
+    msg = locked["registry"]["message"]
     assert msg.startswith("registry locked by another run (ci-runner-7 pid 4242, ")
     assert msg.endswith(f"s ago) in {DATA}/.registry-tls.lock; if that run is gone, pass --break-lock")
     assert {locked["hosts"][h]["status"] for h in CLIENTS} == {"skipped"}

@@ -113,7 +113,7 @@ def test_F21_container_that_fails_to_start_is_rolled_back(fleet, user):
     everywhere else."""
     assert fleet.inv("deploy").returncode == 0
     assert push(fleet, "client1", *user).returncode == 0
-    before, served_before = fleet.container_id(), fleet.json("status")[1]["hosts"]["registry.lab"]["facts"]
+    before, served_before = fleet.container_id(), fleet.json("status")[1]["registry"]["facts"]
     fleet.edit(lambda d: d["registry"].__setitem__("env", {"REGISTRY_HTTP_TLS_MINIMUMTLS": "tls9.9"}))
     assert fleet.inv("cert.generate", "--force").returncode == 0
     result = fleet.inv("registry.deploy")

@@ -108,8 +108,8 @@ def test_F11_unknown_registry_host_key_aborts_the_deploy(fleet, known_hosts):
     import json
 
     report = json.loads(proc.stdout)
-    assert report["hosts"]["registry.lab"]["status"] == "unreachable"
-    assert report["hosts"]["registry.lab"]["message"].startswith("unknown host key for ")
+    assert report["registry"]["status"] == "unreachable"
+    assert report["registry"]["message"].startswith("unknown host key for ")
     assert {report["hosts"][c]["status"] for c in CLIENTS} == {"skipped"}
     assert fleet.on("registry", "docker ps -aq").stdout.strip() == ""
 
