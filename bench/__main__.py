@@ -448,6 +448,7 @@ def docker_deploy(reps: int) -> dict:
                 except ValueError:
                     raise BenchError(f"inv deploy ({label}) exit {proc.returncode}: {proc.stderr[-500:]}") from None
                 statuses = {h: r["status"] for h, r in report["hosts"].items()}
+                statuses["registry"] = report.get("registry", {}).get("status")  # its own row since issue 13
                 if proc.returncode != 0 or set(statuses.values()) != {want}:
                     raise BenchError(f"inv deploy ({label}) exit {proc.returncode}: {statuses} {proc.stderr[-300:]}")
                 bucket.append({"seconds": wall, "client_cpu": cpu, "machine_cpu": busy,

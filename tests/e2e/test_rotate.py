@@ -89,7 +89,7 @@ def test_self_signed_rotation_keeps_every_pull_working_and_the_images(deployed, 
     fails, window = failure_window(results)
     with capsys.disabled():
         print(f"\n[rotate self-signed] {len(results)} pulls, {fails} failed, window {window:.2f}s, "
-              f"switch {report['hosts']['registry.lab']['facts'].get('switch_seconds')}s")
+              f"switch {report['registry']['facts'].get('switch_seconds')}s")
     assert len(results) >= 10
     assert window <= 5.0, results  # only the container restart may fail pulls
 
@@ -109,7 +109,7 @@ def test_ca_mode_rotation_touches_only_the_registry(fleet, user, capsys):
     fails, window = failure_window(results)
     with capsys.disabled():
         print(f"\n[rotate ca] {len(results)} pulls, {fails} failed, window {window:.2f}s, "
-              f"switch {report['hosts']['registry.lab']['facts'].get('switch_seconds')}s")
+              f"switch {report['registry']['facts'].get('switch_seconds')}s")
     assert window <= 5.0, results
 
 
