@@ -1,0 +1,331 @@
+"""The operator's tasks, shipped as the ``registry-tls`` command (Invoke's Program API).
+
+`registry-tls --list` shows them, `registry-tls --help TASK` explains one. In a
+checkout, ``tasks.py`` re-exports this collection for ``inv`` and adds the lab.
+
+Each task only parses flags, calls fabfile, renders the result and sets the
+exit code: 0 all ok, 1 some hosts failed or were unreachable, 2 invalid input
+(nothing touched). The inventory comes from --inventory, else the Invoke
+config key ``inventory`` (so INVOKE_INVENTORY=path works), else ./inventory.yaml.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import signal
+import sys
+
+from importlib import metadata
+
+from invoke import Collection, Exit, Program, task
+
+from . import deploy as D
+from . import logs, report
+from .errors import ExitCode, InputError, RegistryTlsError
+
+COMMON = {
+    "inventory": "inventory file (default: config 'inventory' / INVOKE_INVENTORY, else ./inventory.yaml)",
+    "verbose": "show each remote command (secrets masked)",
+    "accept_new_host_keys": "trust and record host keys not yet in known_hosts (first contact only)",
+    "json": "print one JSON object on stdout instead of tables",
+    "dry_run": "show what would change; change nothing",
+}
+FLEET = {
+    "hosts": "only these clients (comma-separated names)",
+    "groups": "only clients in these groups (comma-separated)",
+    "parallel": "clients handled at the same time (default 10)",
+    "batch": "dockerd restarts allowed at the same time (default 1)",
+    "force": "restart dockerd even when containers would stop",
+    "failed_only": "only the clients that failed or were unreachable last run",
+}
+
+
+def cli(fn):
+    """Turn expected errors into one line on stderr and the right exit code; no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(c, *args, **kwargs):
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C (docs/FAULTS.md F24)
+        try:
+            return fn(c, *args, **kwargs)
+        except RegistryTlsError as exc:
+            report.error(str(exc))
+            raise Exit(code=int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            report.error("interrupted; every host is either as it was or in the new state; run again to finish")
+            raise Exit(code=130) from None
+
+    return wrapper
+
+
+def _session(c, inventory, *, verbose=False, accept_new_host_keys=False, json=False, command=""):
+    path = inventory or c.config.get("inventory") or "inventory.yaml"
+    session = D.open_session(
+        path, sudo_password=c.config.sudo.password, accept_new_host_keys=accept_new_host_keys,
+        progress=lambda title, total: report.LiveProgress(title, total, enabled=not json),
+    )
+    logs.setup(session.inv.state_dir, verbose=verbose, command=command or " ".join(sys.argv))
+    return session
+
+
+def _finish(s, rep, *, json: bool, title: str, command: str, dry_run: bool = False, save: bool = True):
+    if save and not dry_run:
+        s.state.save_run(command, rep)
+    if json:
+        report.print_json(rep.to_json())
+    else:
+        report.summary(rep, title, dry_run=dry_run)
+    if rep.exit_code != ExitCode.OK:
+        raise Exit(code=int(rep.exit_code))
+
+
+# --------------------------------------------------------------------------- cert
+
+
+@task(help={"inventory": COMMON["inventory"], "force": "replace an existing certificate and key",
+            "new_ca": "ca mode: also make a new CA (clients must then trust it again)"})
+@cli
+def generate(c, inventory=None, force=False, new_ca=False):
+    """Generate the registry certificate and key locally (key 0600, never uploaded unasked)."""
+    s = _session(c, inventory, command="cert.generate")
+    material = s.pki.generate(s.now, force=force, new_ca=new_ca)
+    report.out.print(f"wrote {s.pki.cert_path} and {s.pki.key_path} (0600)")
+    for warning in s.pki.warnings:
+        report.note(f"warning: {warning}")
+    report.cert_details(D.describe(material.leaf), s.now, "certificate")
+
+
+@task(help={"inventory": COMMON["inventory"], "json": COMMON["json"]})
+@cli
+def show(c, inventory=None, json=False):
+    """Show the local certificate: subject, SANs, validity, days left, SHA-256, key type."""
+    s = _session(c, inventory, json=json, command="cert.show")
+    infos = D.show_certificate(s)
+    if json:
+        report.print_json({"certificates": [i.as_dict(s.now) for i in infos]})
+        return
+    for i, info in enumerate(infos):
+        report.cert_details(info, s.now, str(s.pki.cert_path) + ("" if i == 0 else f" (chain #{i})"))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json", "dry_run")},
+            "renew": "issue a new certificate when the current one no longer fits the inventory",
+            "break_lock": "take over a registry lock left by a run that died"})
+@cli
+def registry_deploy(c, inventory=None, dry_run=False, renew=False, break_lock=False, json=False,
+                    verbose=False, accept_new_host_keys=False):
+    """Push cert, key and users to the registry host and (re-)run the container; verify; roll back on failure."""
+    s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+    with s.state.lock():
+        material, message = D.certificate(s, renew=renew, dry_run=dry_run)
+        rep = D.deploy_registry(s, material, dry_run=dry_run, break_lock=break_lock)
+    rep.notes.insert(0, f"certificate: {message}")
+    _finish(s, rep, json=json, title="registry", command="registry.deploy", dry_run=dry_run)
+
+
+# --------------------------------------------------------------------------- users
+
+
+def _read_password(name: str) -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != first:
+            raise InputError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+@task(help={"inventory": COMMON["inventory"], "update": "change the password of an existing user",
+            "no_deploy": "only update the local htpasswd; push it with the next deploy",
+            "verbose": COMMON["verbose"], "accept_new_host_keys": COMMON["accept_new_host_keys"]})
+@cli
+def add(c, name, inventory=None, update=False, no_deploy=False, verbose=False, accept_new_host_keys=False):
+    """Add a registry user; the password is read from a prompt or stdin, never from the command line."""
+    from .htpasswd import check_user
+
+    s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys)
+    check_user(name)
+    table = s.state.htpasswd()
+    if name in table and not update:
+        raise InputError(f"user {name!r} exists in {s.state.htpasswd_path}; pass --update to change its password")
+    password = _read_password(name)
+    with s.state.lock():
+        s.state.save_htpasswd(table.with_user(name, password, s.inv.registry.bcrypt_cost))
+        report.out.print(f"{'updated' if name in table else 'added'} {name} in {s.state.htpasswd_path}")
+        if not no_deploy:
+            _push_users(s)
+
+
+@task(help={"inventory": COMMON["inventory"], "no_deploy": "only update the local htpasswd",
+            "verbose": COMMON["verbose"], "accept_new_host_keys": COMMON["accept_new_host_keys"]})
+@cli
+def remove(c, name, inventory=None, no_deploy=False, verbose=False, accept_new_host_keys=False):
+    """Remove a registry user."""
+    s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys)
+    table = s.state.htpasswd()
+    if name not in table:
+        raise InputError(f"no user {name!r} in {s.state.htpasswd_path}")
+    with s.state.lock():
+        s.state.save_htpasswd(table.without(name))
+        report.out.print(f"removed {name} from {s.state.htpasswd_path}")
+        if not no_deploy:
+            _push_users(s)
+
+
+@task(help={"inventory": COMMON["inventory"], "json": COMMON["json"]})
+@cli
+def list_(c, inventory=None, json=False):
+    """List registry users (names only) and flag entries the registry would ignore."""
+    s = _session(c, inventory, json=json)
+    table = s.state.htpasswd()
+    ignored, weak = table.not_bcrypt(), table.weak()
+    if json:
+        report.print_json({"users": list(table.users), "not_bcrypt": list(ignored), "weak": list(weak)})
+        return
+    for user in table.users:
+        flag = " (not bcrypt: the registry ignores it)" if user in ignored else " (bcrypt cost < 10)" if user in weak else ""
+        report.out.print(f"{user}{flag}")
+
+
+def _push_users(s):
+    material, _ = D.certificate(s)
+    rep = D.deploy_registry(s, material)
+    report.summary(rep, "registry")
+    if rep.exit_code != ExitCode.OK:
+        raise Exit(code=int(rep.exit_code))
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json", "dry_run")}, **FLEET})
+@cli
+def trust(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, force=False, failed_only=False,
+          dry_run=False, json=False, verbose=False, accept_new_host_keys=False):
+    """Install the registry's trust on every client (in parallel); restart dockerd only when needed."""
+    s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+    targets = D.select_clients(s, hosts=hosts, groups=groups, failed_only=failed_only)
+    material = s.pki.load()
+    if material is None:
+        raise InputError(f"{s.pki.cert_path}: no certificate yet; run `inv deploy` or `inv cert.generate`")
+    with s.state.lock():
+        rep = D.trust_clients(s, material, targets, dry_run=dry_run, force=force,
+                              parallel=int(parallel), batch=int(batch))
+    _finish(s, rep, json=json, title="clients", command="clients.trust", dry_run=dry_run)
+
+
+# --------------------------------------------------------------------------- whole job
+
+
+@task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json", "dry_run")}, **FLEET,
+            "renew": "issue a new certificate when the current one no longer fits the inventory",
+            "break_lock": "take over a registry lock left by a run that died"})
+@cli
+def deploy(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, force=False, failed_only=False,
+           renew=False, dry_run=False, break_lock=False, json=False, verbose=False, accept_new_host_keys=False):
+    """The whole job: certificate -> registry host -> every client -> verify."""
+    s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+    targets = D.select_clients(s, hosts=hosts, groups=groups, failed_only=failed_only)
+    with s.state.lock():
+        rep = D.deploy_all(s, targets, renew=renew, dry_run=dry_run, force=force, parallel=int(parallel),
+                           batch=int(batch), break_lock=break_lock)
+    _finish(s, rep, json=json, title="deploy", command="deploy", dry_run=dry_run)
+
+
+@task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json")},
+            "hosts": FLEET["hosts"], "groups": FLEET["groups"], "parallel": FLEET["parallel"]})
+@cli
+def verify(c, inventory=None, hosts=None, groups=None, parallel=10, json=False, verbose=False,
+           accept_new_host_keys=False):
+    """Check what the seed checks with openssl s_client, from here and from every client."""
+    s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+    rep = D.verify_all(s, D.select_clients(s, hosts=hosts, groups=groups), parallel=int(parallel))
+    _finish(s, rep, json=json, title="verify", command="verify", save=False)
+
+
+@task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json", "dry_run")},
+            **{k: FLEET[k] for k in ("parallel", "batch", "force")},
+            "if_expiring_within": "do nothing (exit 0) while the certificate has more than DAYS left",
+            "abort": "return to the old certificate everywhere",
+            "ca": "ca mode: renew the CA itself (clients learn the new CA with the overlap phases)",
+            "until": "stop after this phase: 'trusted' or 'switched' (resume later with `inv rotate`)"})
+@cli
+def rotate(c, inventory=None, if_expiring_within=None, dry_run=False, force=False, abort=False, ca=False,
+           until=None, parallel=10, batch=1, json=False, verbose=False, accept_new_host_keys=False):
+    """Rotate the certificate with no window of distrust; resumable; safe to run from cron daily."""
+    if until not in (None, "trusted", "switched"):
+        raise InputError(f"--until {until!r}: expected 'trusted' or 'switched'")
+    s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+    with s.state.lock():
+        rep = D.rotate_all(s, s.inv.clients, dry_run=dry_run, force=force, abort=abort, renew_ca=ca, until=until,
+                           if_expiring_within=None if if_expiring_within is None else int(if_expiring_within),
+                           parallel=int(parallel), batch=int(batch))
+    if not rep.results:  # nothing touched (not expiring, dry run): one line
+        if json:
+            report.print_json(rep.to_json())
+        else:
+            report.out.print("\n".join(rep.notes))
+        return
+    _finish(s, rep, json=json, title="rotate", command="rotate", dry_run=dry_run)
+
+
+@task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json")},
+            "hosts": FLEET["hosts"], "groups": FLEET["groups"], "parallel": FLEET["parallel"],
+            "warn_days": "warn when the certificate expires within this many days (default 30)"})
+def status(c, inventory=None, hosts=None, groups=None, parallel=10, warn_days=30, json=False, verbose=False,
+           accept_new_host_keys=False):
+    """The fleet at a glance; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (for monitoring)."""
+    from .status import Level, fleet_status
+
+    try:
+        s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+        result = fleet_status(s, D.select_clients(s, hosts=hosts, groups=groups), warn_days=int(warn_days),
+                              parallel=int(parallel))
+    except RegistryTlsError as exc:
+        report.error(str(exc))
+        raise Exit(code=int(Level.UNKNOWN)) from None
+    if json:
+        report.print_json(result.to_json())
+    else:
+        report.status_view(result)
+    raise Exit(code=int(result.level))
+
+
+# --------------------------------------------------------------------------- namespaces
+
+cert = Collection("cert", generate, show)
+registry_ns = Collection("registry")
+registry_ns.add_task(registry_deploy, name="deploy")
+users = Collection("users", add, remove)
+users.add_task(list_, name="list")
+clients_ns = Collection("clients", trust)
+
+
+def collection(*extra) -> Collection:
+    """The operator's tasks (plus ``extra`` tasks or collections: the checkout adds the lab)."""
+    ns = Collection(deploy, verify, status, rotate, cert, registry_ns, users, clients_ns, *extra)
+    ns.configure({"inventory": None})
+    return ns
+
+
+ns = collection()
+
+
+def _version() -> str:
+    try:
+        return metadata.version("registry-tls")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+program = Program(namespace=ns, version=_version(), name="registry-tls", binary="registry-tls",
+                  binary_names=["registry-tls"])
+
+
+def main() -> None:
+    """Console script ``registry-tls``: same tasks, flags and config (INVOKE_*, invoke.yaml) as ``inv``."""
+    program.run()

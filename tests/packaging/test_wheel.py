@@ -1,0 +1,106 @@
+"""The `registry-tls` command as an operator gets it: the wheel built from this checkout, installed
+into a fresh virtualenv, run from an empty folder (no tasks.py, no checkout on sys.path).
+
+The fresh venv borrows the *dependencies* (fabric, cryptography, ...) from the test interpreter through
+a .pth line, so the test needs no network; the product itself comes only from the wheel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = "registry: {host: registry.example}\ncertificate: {san: [DNS:registry.example], key_type: ecdsa-p256}\n"
+
+
+def _run(*argv, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("INVOKE_", "PYTHON"))}
+    proc = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**base, **(env or {})})
+    if check:
+        assert proc.returncode == 0, f"{argv}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """bin/ of a fresh venv holding the wheel built from this checkout."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"  # a copy: setuptools writes build/ and *.egg-info into the tree it builds
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__",
+                                                                 "tests", "bench", "pki"))
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", tmp / "dist", source, cwd=tmp)
+    (wheel,) = (tmp / "dist").glob("registry_tls-*.whl")
+    venv = tmp / "venv"
+    _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp)
+    site = Path(_run(venv / "bin/python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))",
+                     cwd=tmp).stdout.strip())
+    (site / "_deps_from_test_env.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    _run(sys.executable, "-m", "pip", "--python", venv / "bin/python", "install", "-q", "--no-deps", "--no-index",
+         wheel, cwd=tmp)
+    where = _run(venv / "bin/python", "-c", "import fabfile; print(fabfile.__file__)", cwd=tmp).stdout
+    assert where.startswith(str(site)), where  # the product comes from the wheel, not the checkout
+    return venv / "bin"
+
+
+@pytest.fixture
+def empty(tmp_path) -> Path:
+    folder = tmp_path / "anywhere"
+    folder.mkdir()
+    return folder
+
+
+def test_list_shows_the_operator_tasks_and_not_the_lab(installed, empty):
+    out = _run(installed / "registry-tls", "--list", cwd=empty).stdout
+    for name in ("deploy", "verify", "status", "rotate", "cert.generate", "registry.deploy", "clients.trust",
+                 "users.add"):
+        assert f"  {name} " in out, out
+    assert "lab." not in out and "demo" not in out, out
+
+
+def test_version_is_the_package_version(installed, empty):
+    out = _run(installed / "registry-tls", "--version", cwd=empty).stdout
+    assert out.strip() == f"registry-tls {_project_version()}"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script_names_the_command(installed, empty, shell):
+    out = _run(installed / "registry-tls", "--print-completion-script", shell, cwd=empty).stdout
+    assert "registry-tls" in out and "--complete" in out, out
+    done = _run(installed / "registry-tls", "--complete", "--", "registry-tls", "cert.", cwd=empty).stdout.split()
+    assert {"cert.generate", "cert.show"} <= set(done), done
+
+
+def test_a_local_task_runs_from_an_empty_folder(installed, empty):
+    (empty / "inventory.yaml").write_text(INVENTORY)
+    _run(installed / "registry-tls", "cert.generate", cwd=empty)
+    key = empty / "pki/registry.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    shown = json.loads(_run(installed / "registry-tls", "cert.show", "--json", cwd=empty).stdout)
+    assert "DNS:registry.example" in json.dumps(shown)
+
+
+def test_the_inventory_comes_from_invokes_config_like_inv(installed, empty, tmp_path):
+    (tmp_path / "elsewhere.yaml").write_text(INVENTORY)
+    _run(installed / "registry-tls", "cert.generate", cwd=empty, env={"INVOKE_INVENTORY": str(tmp_path / "elsewhere.yaml")})
+    assert (tmp_path / "pki/registry.crt").is_file()
+    assert list(empty.iterdir()) == []
+
+
+def test_bad_input_is_one_line_and_exit_2(installed, empty):
+    proc = _run(installed / "registry-tls", "deploy", cwd=empty, check=False)
+    assert proc.returncode == 2 and "inventory.yaml" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def _project_version() -> str:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
