@@ -275,24 +275,60 @@ def rotate(c, inventory=None, if_expiring_within=None, dry_run=False, force=Fals
 
 @task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json")},
             "hosts": FLEET["hosts"], "groups": FLEET["groups"], "parallel": FLEET["parallel"],
-            "warn_days": "warn when the certificate expires within this many days (default 30)"})
+            "warn_days": "warn when the certificate expires within this many days (default 30)",
+            "format": "table (default), json, or prometheus (text exposition format)",
+            "metrics_file": "also write the metrics atomically to PATH (*.prom, for node_exporter's textfile "
+                            "collector), even when the check fails"})
 def status(c, inventory=None, hosts=None, groups=None, parallel=10, warn_days=30, json=False, verbose=False,
-           accept_new_host_keys=False):
+           accept_new_host_keys=False, format="table", metrics_file=None):
     """The fleet at a glance; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (for monitoring)."""
+    import datetime as dt
+
     from .status import Level, fleet_status
 
+    fmt = "json" if json else format
+    if fmt not in FORMATS or (metrics_file is not None and not str(metrics_file).endswith(".prom")):
+        report.error(f"--format {format!r}: expected one of {', '.join(FORMATS)}" if fmt not in FORMATS else
+                     f"--metrics-file {metrics_file}: node_exporter's textfile collector reads only *.prom files")
+        raise Exit(code=int(Level.UNKNOWN))
+    result, registry, failure = None, "", None
     try:
-        s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+        s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=fmt != "table")
+        registry, checked_at = s.inv.registry.host, s.now
         result = fleet_status(s, D.select_clients(s, hosts=hosts, groups=groups), warn_days=int(warn_days),
                               parallel=int(parallel))
     except RegistryTlsError as exc:
-        report.error(str(exc))
-        raise Exit(code=int(Level.UNKNOWN)) from None
-    if json:
+        failure, checked_at = str(exc), dt.datetime.now(dt.timezone.utc)
+    if fmt == "prometheus" or metrics_file:
+        _metrics(result, registry, checked_at, fmt == "prometheus", metrics_file)
+    if failure is not None:
+        report.error(failure)
+        raise Exit(code=int(Level.UNKNOWN))
+    if fmt == "json":
         report.print_json(result.to_json())
-    else:
+    elif fmt == "table":
         report.status_view(result)
     raise Exit(code=int(result.level))
+
+
+FORMATS = ("table", "json", "prometheus")
+
+
+def _metrics(result, registry: str, checked_at, show: bool, path) -> None:
+    from pathlib import Path
+
+    from .localfs import atomic_write
+    from .metrics import exposition
+
+    data = exposition(result, registry=registry, checked_at=checked_at)
+    if path:
+        try:
+            atomic_write(Path(path), data, mode=0o644)
+        except OSError as exc:
+            report.error(f"--metrics-file {path}: {exc.strerror}")
+            raise Exit(code=3) from None
+    if show:
+        report.print_text(data.decode())
 
 
 # --------------------------------------------------------------------------- namespaces

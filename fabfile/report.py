@@ -37,6 +37,12 @@ def print_json(data: dict) -> None:
     sys.stdout.flush()
 
 
+def print_text(text: str) -> None:
+    """Machine-read text (Prometheus exposition, cloud-init, YAML manifests) exactly as given: no markup."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 class LiveProgress:
     """A progress bar with the hosts in flight; silent when stderr is not a terminal."""
 
