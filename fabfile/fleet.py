@@ -24,11 +24,21 @@ T = TypeVar("T")
 
 
 class Progress(Protocol):
+    """What a fan-out reports to; used as a context manager around the fan-out."""
+
+    def __enter__(self) -> "Progress": ...
+    def __exit__(self, *exc: object) -> None: ...
     def started(self, host: str) -> None: ...
     def finished(self, result: HostResult) -> None: ...
 
 
 class NoProgress:
+    def __enter__(self) -> "NoProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
     def started(self, host: str) -> None:
         pass
 

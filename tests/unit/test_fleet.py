@@ -139,3 +139,10 @@ def test_report_all_good_exits_zero():
     report.add(ok("h0"))
     report.add(HostResult(host="h9", status=Status.SKIPPED, message="filtered out"))
     assert report.exit_code == ExitCode.OK and report.failed == [] and report.changed == []
+
+
+def test_no_progress_is_a_context_manager_like_live_progress():
+    """Session's default progress is used as ``with s.progress(...) as p`` (review §8.1: it crashed)."""
+    with fleet.NoProgress() as progress:
+        progress.started("c1")
+        progress.finished(HostResult(host="c1"))
