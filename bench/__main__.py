@@ -141,13 +141,13 @@ class Fleet:
     def load_expectations(self) -> None:
         """What every client must end up with: paths and sha256 from our own desired_files()."""
         from fabfile import clients as C
-        from fabfile import deploy as D
+        from fabfile.session import open_session
 
-        s = D.open_session(self.inventory)
+        s = open_session(self.inventory)
         material = s.pki.load()
         if material is None:
             raise BenchError("no certificate after registry.deploy")
-        self.anchors = D.anchors(s, material)
+        self.anchors = s.anchors(material)
         self.registry = s.inv.registry
         self.client_objs = {c.name: c for c in s.inv.clients}
         self.want: dict[str, dict[str, str]] = {}
@@ -476,12 +476,11 @@ def profile(fleet: Fleet, hosts: int = 10) -> dict:
     import resource
 
     from fabfile import clients as C
-    from fabfile import deploy as D
     from fabfile import facts as F
     from fabfile.lab import hosts as H
-    from fabfile.transport import Remote
+    from fabfile.session import open_session
 
-    s = D.open_session(fleet.inventory, sudo_password=fleet.lab.sudo_password)
+    s = open_session(fleet.inventory, sudo_password=fleet.lab.sudo_password)
     names = [n for n in fleet.names if n != "client2"][:hosts]     # NOPASSWD hosts: no canary
     fleet.clean(fleet.clients)
     rows: dict[str, list[float]] = {}
@@ -499,7 +498,7 @@ def profile(fleet: Fleet, hosts: int = 10) -> dict:
         probe = C.verify_probe(c, fleet.registry, fleet.anchors)
         bare = F.client_script(paths, C.extra_globs(c, fleet.registry))  # what trust() sends, without sudo
         verify = "\n".join(F.verify_script(probe))
-        with Remote(c.ssh, s.settings) as remote:
+        with s.connect(c.ssh) as remote:
             lap("connect (TCP, SSH handshake, auth)", remote.open)
             lap("first command after auth ('true')", lambda: remote.run("true"))
             lap("next command ('true')", lambda: remote.run("true"))

@@ -22,7 +22,10 @@ from invoke import Collection, Exit, Program, task
 
 from . import deploy as D
 from . import logs, report
+from . import rotate as ROT
+from . import verify as V
 from .errors import ExitCode, InputError, RegistryTlsError
+from .session import open_session
 
 COMMON = {
     "inventory": "inventory file (default: config 'inventory' / INVOKE_INVENTORY, else ./inventory.yaml)",
@@ -61,7 +64,7 @@ def cli(fn):
 
 def _session(c, inventory, *, verbose=False, accept_new_host_keys=False, json=False, command=""):
     path = inventory or c.config.get("inventory") or "inventory.yaml"
-    session = D.open_session(
+    session = open_session(
         path, sudo_password=c.config.sudo.password, accept_new_host_keys=accept_new_host_keys,
         progress=lambda title, total: report.LiveProgress(title, total, enabled=not json),
     )
@@ -243,7 +246,7 @@ def verify(c, inventory=None, hosts=None, groups=None, parallel=10, json=False, 
            accept_new_host_keys=False):
     """Check what the seed checks with openssl s_client, from here and from every client."""
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
-    rep = D.verify_all(s, D.select_clients(s, hosts=hosts, groups=groups), parallel=int(parallel))
+    rep = V.verify_all(s, D.select_clients(s, hosts=hosts, groups=groups), parallel=int(parallel))
     _finish(s, rep, json=json, title="verify", command="verify", save=False)
 
 
@@ -261,9 +264,9 @@ def rotate(c, inventory=None, if_expiring_within=None, dry_run=False, force=Fals
         raise InputError(f"--until {until!r}: expected 'trusted' or 'switched'")
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
     with s.state.lock():
-        rep = D.rotate_all(s, s.inv.clients, dry_run=dry_run, force=force, abort=abort, renew_ca=ca, until=until,
-                           if_expiring_within=None if if_expiring_within is None else int(if_expiring_within),
-                           parallel=int(parallel), batch=int(batch))
+        rep = ROT.rotate_all(s, s.inv.clients, dry_run=dry_run, force=force, abort=abort, renew_ca=ca, until=until,
+                             if_expiring_within=None if if_expiring_within is None else int(if_expiring_within),
+                             parallel=int(parallel), batch=int(batch))
     if not rep.results:  # nothing touched (not expiring, dry run): one line
         if json:
             report.print_json(rep.to_json())

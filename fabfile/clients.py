@@ -15,15 +15,15 @@ import ipaddress
 import shlex
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import facts as F
 from .errors import RemoteError, UnreachableError
-from .inventory import Client, Registry
+from .inventory import Client, Registry, SshTarget
 from .results import HostResult, Status
-from .transport import Remote, SshSettings
+from .transport import Transport
 
 CERTS_D = {
     "docker": "/etc/docker/certs.d",
@@ -341,7 +341,7 @@ class RestartGate:
 
 def sudo_check(client: Client, job: "TrustJob") -> HostResult:
     """The canary: one ``sudo true`` (a wrong password fails here once, not on every host)."""
-    with Remote(client.ssh, job.settings) as remote:
+    with job.connect(client.ssh) as remote:
         remote.run("true", sudo=True)
     return HostResult(host=client.name, message="sudo works")
 
@@ -352,7 +352,7 @@ class TrustJob:
 
     registry: Registry
     anchors: tuple[Anchor, ...]
-    settings: SshSettings
+    connect: Callable[[SshTarget], Transport]   # Session.connect
     dry_run: bool = False
     force: bool = False
     gate: RestartGate = field(default_factory=lambda: RestartGate(1))
@@ -386,7 +386,7 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
         phases[name] = round(now - mark, 3)
         mark = now
 
-    with Remote(client.ssh, job.settings) as remote:
+    with job.connect(client.ssh) as remote:
         remote.open()
         lap("connect")
         # Read-only, so no sudo unless a file is unreadable; no TLS check either: the trust is

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from . import deploy as D
 from .lab import Lab
+from .results import Report
+from .session import open_session
 from .status import fleet_status
 
 DEMO_USER = "demo"
@@ -23,7 +25,7 @@ IMAGE = "lab/hello:1"
 
 
 def run(root: Path, *, prefix: str = "rtls", subnet: str = "10.213.0.0/24", clients: int = 3,
-        say: Callable[[str], None] = print, progress=None) -> tuple[D.Report, object, dict]:
+        say: Callable[[str], None] = print, progress=None) -> tuple[Report, object, dict]:
     """Returns the deploy report, the fleet status and the timings (seconds)."""
     timings: dict[str, float] = {}
     lab = Lab(root=root, prefix=prefix)
@@ -34,7 +36,7 @@ def run(root: Path, *, prefix: str = "rtls", subnet: str = "10.213.0.0/24", clie
 
     start = time.monotonic()
     say(f"2/4 inv deploy -i {lab.inventory_path}")
-    session = D.open_session(lab.inventory_path, sudo_password=lab.sudo_password,
+    session = open_session(lab.inventory_path, sudo_password=lab.sudo_password,
                              **({"progress": progress} if progress else {}))
     password = secrets.token_urlsafe(18)
     table = session.state.htpasswd()

@@ -24,16 +24,17 @@ import os
 import shlex
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import facts as F
 from . import verify
 from .errors import LockedError, RemoteError
-from .inventory import Registry
+from .inventory import Registry, SshTarget
 from .pki import Material
 from .redact import redact
 from .results import HostResult, Status
-from .transport import Remote, SshSettings
+from .transport import Transport
 
 CERT_NAME = "registry_auth.crt"
 KEY_NAME = "registry_auth.key"
@@ -356,19 +357,19 @@ class DeployJob:
     material: Material
     htpasswd: bytes
     credentials: tuple[str, str]
-    settings: SshSettings
+    connect: Callable[[SshTarget], Transport]   # Session.connect
     dry_run: bool = False
     break_lock: bool = False
     run_id: str = field(default_factory=lambda: f"{socket.gethostname()} pid {os.getpid()}")
 
 
-def gather(remote: Remote, want: Desired) -> F.RegistryFacts:
+def gather(remote: Transport, want: Desired) -> F.RegistryFacts:
     reg = want.registry
     script = F.registry_script(reg.engine, reg.data_dir, reg.container, reg.image, want.paths)
     return F.parse_registry(remote.run(script, sudo=True).stdout, want.paths)
 
 
-def read_htpasswd(remote: Remote, reg: Registry) -> str | None:
+def read_htpasswd(remote: Transport, reg: Registry) -> str | None:
     """The registry host's current htpasswd (to adopt its users on first contact), or None."""
     path = shlex.quote(f"{reg.data_dir}/auth/{HTPASSWD_NAME}")
     run = remote.run(f"[ -f {path} ] && cat {path}", sudo=True, check=False)
@@ -384,7 +385,7 @@ def deploy(job: DeployJob) -> HostResult:
     reg = job.registry
     want = desired(reg, job.material, job.htpasswd)
     result = HostResult(host=reg.host, role="registry")
-    with Remote(reg.ssh, job.settings) as remote:
+    with job.connect(reg.ssh) as remote:
         todo = _look(remote, want, result)
         if job.dry_run or todo.empty:
             return _unchanged(job, want, todo, result)
@@ -396,7 +397,7 @@ def deploy(job: DeployJob) -> HostResult:
     return result
 
 
-def _look(remote: Remote, want: Desired, result: HostResult) -> Plan:
+def _look(remote: Transport, want: Desired, result: HostResult) -> Plan:
     facts = gather(remote, want)
     todo = plan(want, facts, now=time.time())
     result.facts = {"container": facts.container.id[:12] if facts.container else None}
@@ -415,7 +416,7 @@ def _unchanged(job: DeployJob, want: Desired, todo: Plan, result: HostResult) ->
     return result
 
 
-def _apply(remote: Remote, job: DeployJob, want: Desired, todo: Plan, result: HostResult) -> None:
+def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result: HostResult) -> None:
     reg = want.registry
     engine = reg.engine
     remote.run(prepare_script(want), sudo=True)
@@ -487,7 +488,7 @@ def _health_or_fail(job: DeployJob, want: Desired, result: HostResult) -> None:
 class _remote_lock:
     """``<data_dir>/.registry-tls.lock``: one changing run per registry, whoever runs it."""
 
-    def __init__(self, remote: Remote, data_dir: str, job: DeployJob, result: HostResult):
+    def __init__(self, remote: Transport, data_dir: str, job: DeployJob, result: HostResult):
         self.remote, self.data_dir, self.job, self.result = remote, data_dir, job, result
 
     def _take(self, take_over: bool):

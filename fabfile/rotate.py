@@ -16,56 +16,34 @@ rotation touches only the registry: clients trust the CA, which does not change.
 
 from __future__ import annotations
 
-import json
 import shutil
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from .certs import describe, validity_warnings
+from .deploy import deploy_registry, trust_clients
 from .errors import InputError
+from .inventory import Client
 from .localfs import atomic_write, read_optional
 from .pki import Material, Pki
 from .results import HostResult, Report, Status
+from .session import Session
+from .state import Rotation
 
 PHASES = ("generated", "trusted", "switched")
 
 
-@dataclass
-class Rotation:
-    kind: str               # "anchor": clients must learn a new anchor; "server": CA mode, registry only
-    phase: str
-    old_fingerprint: str
-    new_fingerprint: str
-    new_anchor_pem: str
-    old_anchor_pem: str
+def load(session: Session) -> Rotation | None:
+    return session.state.rotation()
 
 
-def _path(session) -> Path:
-    return session.inv.state_dir / "rotation.json"
+def save(session: Session, rotation: Rotation) -> None:
+    session.state.save_rotation(rotation)
 
 
-def load(session) -> Rotation | None:
-    data = read_optional(_path(session))
-    return Rotation(**json.loads(data)) if data else None
-
-
-def save(session, rotation: Rotation) -> None:
-    atomic_write(_path(session), json.dumps(asdict(rotation), indent=2).encode(), 0o600)
-
-
-def pending_anchor(session) -> bytes | None:
-    """Before the switch, clients must trust the new anchor too; after it, only the current one."""
-    rotation = load(session)
-    if rotation is None or rotation.kind != "anchor" or rotation.phase not in ("generated", "trusted"):
-        return None
-    return rotation.new_anchor_pem.encode()
-
-
-def _next(session) -> Pki:
+def _next(session: Session) -> Pki:
     return Pki(session.inv.certificate, root=session.pki.root / "next")
 
 
-def _previous(session) -> Pki:
+def _previous(session: Session) -> Pki:
     return Pki(session.inv.certificate, root=session.pki.root / "previous")
 
 
@@ -80,14 +58,14 @@ def _copy_material(src: Pki, dst: Pki) -> None:
 # --------------------------------------------------------------------------- steps
 
 
-def days_left(session) -> int:
+def days_left(session: Session) -> int:
     material = session.pki.load()
     if material is None:
         raise InputError(f"{session.pki.cert_path}: no certificate to rotate; run `inv deploy` first")
     return describe(material.leaf).days_left(session.now)
 
 
-def start(session, *, renew_ca: bool = False) -> Rotation:
+def start(session: Session, *, renew_ca: bool = False) -> Rotation:
     """Phase 1: make the new material in next/ and record the rotation."""
     current = session.pki.load()
     if current is None:
@@ -105,7 +83,7 @@ def start(session, *, renew_ca: bool = False) -> Rotation:
     return rotation
 
 
-def promote(session, rotation: Rotation) -> Material:
+def promote(session: Session, rotation: Rotation) -> Material:
     """Make next/ the current material, keeping the old one in previous/ (idempotent)."""
     current = session.pki.load()
     if current is not None and current.fingerprint == rotation.old_fingerprint:
@@ -116,17 +94,17 @@ def promote(session, rotation: Rotation) -> Material:
     return material
 
 
-def demote(session) -> None:
+def demote(session: Session) -> None:
     """Undo ``promote`` after a failed switch: previous/ becomes current again."""
     _copy_material(_previous(session), session.pki)
 
 
-def finish(session) -> None:
-    _path(session).unlink(missing_ok=True)
+def finish(session: Session) -> None:
+    session.state.clear_rotation()
     shutil.rmtree(_next(session).root, ignore_errors=True)
 
 
-def abort(session, rotation: Rotation) -> Rotation | None:
+def abort_rotation(session: Session, rotation: Rotation) -> Rotation | None:
     """Back to the old certificate everywhere.
 
     Before the switch: forget the new material (clients then drop its trust).
@@ -134,7 +112,7 @@ def abort(session, rotation: Rotation) -> Rotation | None:
     """
     if rotation.phase in ("generated", "trusted"):
         shutil.rmtree(_next(session).root, ignore_errors=True)
-        _path(session).unlink(missing_ok=True)
+        session.state.clear_rotation()
         return None
     previous = _previous(session).load()
     if previous is None or previous.fingerprint != rotation.old_fingerprint:
@@ -147,5 +125,99 @@ def abort(session, rotation: Rotation) -> Rotation | None:
     return back
 
 
+def _current(session: Session) -> Material:
+    material = session.pki.load()
+    if material is None:
+        raise InputError(f"{session.pki.cert_path}: no certificate; run `inv deploy` first")
+    return material
+
+
 def unreached(report: Report) -> list[HostResult]:
     return [r for r in report.results.values() if r.status in (Status.FAILED, Status.UNREACHABLE, Status.SKIPPED)]
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def rotate_all(
+    s: Session,
+    targets: tuple[Client, ...],
+    *,
+    if_expiring_within: int | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    abort: bool = False,
+    renew_ca: bool = False,
+    until: str | None = None,
+    parallel: int = 10,
+    batch: int = 1,
+) -> Report:
+    """Run (or resume) a rotation up to ``until`` ('trusted', 'switched') or to the end."""
+    report = Report()
+    fan = dict(parallel=parallel, batch=batch, force=force)
+    rotation = load(s)
+    if abort:
+        if rotation is None:
+            raise InputError(f"{s.state.rotation_path}: no rotation in progress to abort")
+        rotation = abort_rotation(s, rotation)
+        if rotation is None:
+            report.notes.append("rotation aborted before the switch: clients drop the new certificate")
+            return report.merge(trust_clients(s, _current(s), targets, **fan))
+        report.notes.append("rotation aborted after the switch: rotating back to the previous certificate")
+    if rotation is None:
+        left = days_left(s)
+        if if_expiring_within is not None and left > if_expiring_within:
+            report.notes.append(f"certificate valid {left} more days (more than {if_expiring_within}): nothing to do")
+            return report
+        if dry_run:
+            report.notes.append(f"would rotate the certificate ({left} days left): " + (
+                "new server certificate from the same CA, registry only" if s.inv.certificate.mode == "ca"
+                and not renew_ca else "generate, trust old+new on clients, switch the registry, drop the old"))
+            return report
+        rotation = start(s, renew_ca=renew_ca)
+        report.notes.append(f"phase generated: new certificate {rotation.new_fingerprint[:23]}...")
+    elif dry_run:
+        report.notes.append(f"would resume the rotation from phase {rotation.phase}")
+        return report
+
+    if rotation.kind == "anchor" and rotation.phase == "generated":
+        phase2 = trust_clients(s, _current(s), targets, **fan)
+        report.merge(phase2)
+        missing = unreached(phase2)
+        if missing and not force:
+            names = ", ".join(r.host for r in missing)
+            report.notes.append(f"not switching: {len(missing)} client(s) do not trust the new certificate yet "
+                                f"({names}); fix them and run `inv rotate` again, or pass --force")
+            return report
+        rotation.phase = "trusted"
+        save(s, rotation)
+        report.notes.append("phase trusted: every client trusts the old and the new certificate")
+        if until == "trusted":
+            return report
+
+    if rotation.phase in ("generated", "trusted"):
+        material = promote(s, rotation)
+        switch = deploy_registry(s, material)
+        report.merge(switch)
+        if switch.failed:
+            demote(s)
+            report.notes.append("switch failed: the registry keeps the old certificate; "
+                                "fix the cause and run `inv rotate` again")
+            return report
+        rotation.phase = "switched"
+        save(s, rotation)
+        seconds = next(iter(switch.results.values())).facts.get("switch_seconds")
+        report.notes.append("phase switched: the registry serves the new certificate"
+                            + (f" (container re-created and healthy in {seconds}s)" if seconds else ""))
+        if until == "switched":
+            return report
+
+    if rotation.kind == "anchor":
+        cleanup = trust_clients(s, _current(s), targets, **fan)
+        report.merge(cleanup)
+        if unreached(cleanup):
+            report.notes.append("some clients still trust the old certificate too; run `inv rotate` again")
+            return report
+    finish(s)
+    report.notes.append("rotation complete")
+    return report

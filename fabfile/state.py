@@ -3,6 +3,7 @@
     <pki_dir>/htpasswd          registry users (bcrypt), the source of truth pushed to the registry
     <pki_dir>/health.password   password of the health-check user the tool logs in with (0600)
     <state_dir>/last-run.json   per-host statuses of the last fleet run (for --failed-only)
+    <state_dir>/rotation.json   the rotation in progress, if any (see rotate.py)
     <state_dir>/lock            held (flock) while a run changes anything
     <state_dir>/log/            one log line per remote command, without secrets
 """
@@ -15,6 +16,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import LockedError
@@ -23,6 +25,25 @@ from .inventory import Inventory
 from .localfs import atomic_write, read_optional
 from .redact import Secret, register
 from .results import Report
+
+
+@dataclass
+class Rotation:
+    """The record of a rotation in progress (rotate.py runs its phases)."""
+
+    kind: str               # "anchor": clients must learn a new anchor; "server": CA mode, registry only
+    phase: str              # generated | trusted | switched
+    old_fingerprint: str
+    new_fingerprint: str
+    new_anchor_pem: str
+    old_anchor_pem: str
+
+    @property
+    def pending_anchor(self) -> bytes | None:
+        """Before the switch, clients must trust the new anchor too; after it, only the current one."""
+        if self.kind != "anchor" or self.phase not in ("generated", "trusted"):
+            return None
+        return self.new_anchor_pem.encode()
 
 
 class LocalState:
@@ -81,6 +102,22 @@ class LocalState:
             return []
         hosts = json.loads(data).get("hosts", {})
         return [h for h, r in hosts.items() if r.get("status") in ("failed", "unreachable")]
+
+    # ------------------------------------------------------------------ rotation
+
+    @property
+    def rotation_path(self) -> Path:
+        return self.root / "rotation.json"
+
+    def rotation(self) -> Rotation | None:
+        data = read_optional(self.rotation_path)
+        return Rotation(**json.loads(data)) if data else None
+
+    def save_rotation(self, rotation: Rotation) -> None:
+        atomic_write(self.rotation_path, json.dumps(asdict(rotation), indent=2).encode(), 0o600)
+
+    def clear_rotation(self) -> None:
+        self.rotation_path.unlink(missing_ok=True)
 
     @contextmanager
     def lock(self) -> Iterator[None]:

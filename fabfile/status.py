@@ -16,11 +16,11 @@ from . import clients as C
 from . import facts as F
 from . import registry, verify
 from .certs import describe, fingerprint
-from .deploy import Session, anchors, survey
 from .inventory import Client
 from .pki import Material
 from .results import HostResult, Report, Status
-from .transport import Remote
+from .session import Session
+from .verify import survey
 
 
 class Level(IntEnum):
@@ -84,13 +84,13 @@ def _fp(pem: bytes) -> str:
 
 def client_status(client: Client, s: Session, material: Material) -> HostResult:
     reg = s.inv.registry
-    anchors_ = anchors(s, material)
-    paths = C.probe_paths(client, reg, anchors_)
-    with Remote(client.ssh, s.settings) as remote:
+    anchors = s.anchors(material)
+    paths = C.probe_paths(client, reg, anchors)
+    with s.connect(client.ssh) as remote:
         out = remote.run(F.client_script(paths, C.extra_globs(client, reg), contents=True, docker=True),
                          sudo=True).stdout
     found = F.parse_client(out, paths)
-    want = C.desired_files(client, reg, anchors_, found.os_family)
+    want = C.desired_files(client, reg, anchors, found.os_family)
     trust = TrustState.compare(want, found)
     stale = [p for p in found.extra if p not in {f.path for f in want}]
     result = HostResult(host=client.name, facts={
@@ -98,7 +98,7 @@ def client_status(client: Client, s: Session, material: Material) -> HostResult:
         "fingerprints": trust.fingerprints, "stale": stale, "dockerd": found.dockerd,
         "os": found.os_family or found.os_id,
     })
-    todo = C.plan(client, reg, anchors_, found)
+    todo = C.plan(client, reg, anchors, found)
     result.warnings = [w for w in todo.warnings if "clock" not in w]
     if todo.restart and trust.overall == "match":
         result.warnings.append("dockerd has not loaded the OS trust store yet (restart pending)")
@@ -124,7 +124,7 @@ def registry_status(s: Session, material: Material) -> HostResult:
     result = HostResult(host=reg.host, role="registry")
     served = verify.probe(reg.ssh.address, reg.port, reg.host, None)
     want = registry.desired(reg, material, s.state.htpasswd().render())
-    with Remote(reg.ssh, s.settings) as remote:
+    with s.connect(reg.ssh) as remote:
         found = registry.gather(remote, want)
     container = found.container
     result.facts = {

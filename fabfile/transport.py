@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import paramiko
 from fabric import Config, Connection
@@ -88,6 +89,22 @@ class Result:
     def tail(self, lines: int = 3) -> str:
         text = (self.stderr.strip() or self.stdout.strip()).splitlines()
         return redact(" | ".join(text[-lines:])) or f"exit code {self.exited}"
+
+
+class Transport(Protocol):
+    """One host: run a script, put files. ``Remote`` is the SSH one; tests use a recording fake.
+
+    Opened only through ``Session.connect``; used as a context manager (closing on exit).
+    """
+
+    name: str
+
+    def __enter__(self) -> "Transport": ...
+    def __exit__(self, *exc: object) -> None: ...
+    def open(self) -> object: ...
+    def close(self) -> None: ...
+    def run(self, command: str, *, sudo: bool = False, timeout: int | None = None, check: bool = True) -> Result: ...
+    def put_many(self, files: list[tuple[bytes, str, int]], *, owner: str = "root", group: str = "root") -> None: ...
 
 
 class _RecordNewKey(paramiko.MissingHostKeyPolicy):

@@ -1,9 +1,11 @@
-"""What the seed checks by hand with ``openssl s_client``, from the operator's machine.
+"""What the seed checks by hand with ``openssl s_client``, from the operator's machine; ``inv verify``.
 
 ``probe`` does one TLS handshake validated against the anchor clients trust
 (with OpenSSL's strict X.509 checks, as Python 3.13 clients do), records the
 presented certificate's fingerprint and TLS version, then asks ``/v2/``
 without and with credentials. ``problems`` says, in words, what is wrong.
+``verify_all`` checks the registry that way and every client from the
+client itself, with only the trust installed there (``facts.verify_script``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,20 @@ import http.client
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from . import certs
+from . import certs, fleet
+from . import clients as C
+from . import facts as F
+from .errors import InputError
+from .htpasswd import HEALTH_USER
+from .inventory import Client
+from .pki import Material
+from .results import HostResult, Report, Status
+from .session import Session
 
 
 @dataclass(frozen=True)
@@ -147,3 +158,57 @@ def wait_healthy(
         if not problems or time.monotonic() >= deadline:
             return result, problems
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- the fleet, through a Session
+
+
+def verify_registry(s: Session, material: Material) -> HostResult:
+    """From this machine: chain, fingerprint, SAN coverage, days left, TLS version, /v2/ 401 and 200."""
+    reg = s.inv.registry
+    user, password = s.state.health_credentials()
+    found = probe(reg.ssh.address, reg.port, reg.host, material.anchor_pem, credentials=(user, password.reveal()))
+    names = tuple(dict.fromkeys((reg.host, *(n for c in s.inv.clients for n in c.registry_names))))
+    problems = found.problems(material.fingerprint, names)
+    result = HostResult(host=reg.host, role="registry")
+    result.facts = {"fingerprint": found.fingerprint, "tls": found.tls_version,
+                    "days_left": (found.not_after - s.now).days if found.not_after else None,
+                    "v2_anonymous": found.unauthenticated, "v2_authenticated": found.authenticated}
+    if problems:
+        result.status, result.message = Status.FAILED, "; ".join(problems)
+    else:
+        result.message = (f"{found.tls_version}, serves the expected certificate "
+                          f"({result.facts['days_left']} days left), /v2/ 401 anonymous, 200 as {HEALTH_USER}")
+    return result
+
+
+def verify_client(client: Client, s: Session, material: Material) -> HostResult:
+    check = C.verify_probe(client, s.inv.registry, s.anchors(material))
+    if check is None:
+        return HostResult(host=client.name, status=Status.SKIPPED, message="verify: false for this client")
+    with s.connect(client.ssh) as remote:
+        out = remote.run("\n".join(F.verify_script(check)), sudo=True).stdout
+    state, detail = F.parse_client(out).verify or ("fail", "no output")
+    status = {"ok": Status.OK, "skip": Status.SKIPPED}.get(state, Status.FAILED)
+    return HostResult(host=client.name, status=status,
+                      message=f"TLS to {check.name}:{check.port} validates with the installed trust ({detail})"
+                      if state == "ok" else f"TLS to {check.name}:{check.port}: {detail}")
+
+
+def survey(s: Session, title: str, on_registry: Callable[[], HostResult],
+           on_client: Callable[[Client], HostResult], targets: tuple[Client, ...], parallel: int) -> Report:
+    """A read-only look at the registry host, then at every client in parallel."""
+    report = Report()
+    report.add(fleet.guarded(s.inv.registry.host, "registry", on_registry))
+    with s.progress(title, len(targets)) as progress:
+        for r in fleet.fan_out(targets, on_client, name=lambda c: c.name, parallel=parallel, progress=progress):
+            report.add(r)
+    return report
+
+
+def verify_all(s: Session, targets: tuple[Client, ...], parallel: int = 10) -> Report:
+    material = s.pki.load()
+    if material is None:
+        raise InputError(f"{s.pki.cert_path}: no certificate; run `inv deploy` first")
+    return survey(s, "verify", lambda: verify_registry(s, material), lambda c: verify_client(c, s, material),
+                  targets, parallel)

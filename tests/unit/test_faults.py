@@ -538,12 +538,13 @@ def test_F13_sudo_password_user_passwords_and_the_uploaded_key_are_registered_fo
     from fabfile import deploy as D
     from fabfile.htpasswd import hash_password
     from fabfile.redact import MASK, redact
+    from fabfile.session import open_session
 
     path = tmp_path / "inventory.yaml"
     path.write_text(f"registry: {{host: r.example}}\ncertificate: {{san: [DNS:r.example], pki_dir: {tmp_path}}}\n"
                     f"state_dir: {tmp_path / 'state'}\n")
     sudo = "sudo-" + os.urandom(6).hex()
-    session = D.open_session(path, sudo_password=sudo)
+    session = open_session(path, sudo_password=sudo)
     user = "user-" + os.urandom(6).hex()
     hash_password(user, 10)
     D.registry_job(session, material)
@@ -552,12 +553,12 @@ def test_F13_sudo_password_user_passwords_and_the_uploaded_key_are_registered_fo
 
 
 def test_F11_broken_ssh_config_is_invalid_input_before_any_connection(tmp_path):
-    from fabfile import deploy as D
+    from fabfile.session import open_session
 
     config = tmp_path / "ssh_config"
     config.write_text("Host a\n  ProxyCommand\n")
     path = tmp_path / "inventory.yaml"
     path.write_text(f"registry: {{host: r.example}}\ncertificate: {{san: [DNS:r.example]}}\nssh: {{config: {config}}}\n")
     with pytest.raises(Exception) as err:
-        D.open_session(path)
+        open_session(path)
     assert err.value.exit_code == ExitCode.INVALID_INPUT and str(config) in str(err.value)
