@@ -23,6 +23,7 @@ from fabfile import clients as C
 from fabfile import facts as F
 from fabfile import fleet, inventory
 from fabfile import registry as R
+from fabfile.registry import lock as RL
 from fabfile import transport as T
 from fabfile.errors import ExitCode, InventoryError, LockedError, RemoteError
 from fabfile.inventory import SshTarget
@@ -434,12 +435,12 @@ def test_F24_remote_lock_staleness():
     here, now = socket.gethostname(), int(time.time())
     dead = subprocess.Popen(["true"])
     dead.wait()
-    assert R._stale(f"{here} pid {os.getpid()} {now}") is None  # alive here
-    assert R._stale(f"{here} pid {dead.pid} {now}") == f"process {dead.pid} on this machine is gone"
-    assert R._stale(f"other-host pid 4242 {now - 10}") is None  # another machine, fresh: respected
-    assert R._stale(f"other-host pid 4242 {now - 3700}") == "older than 60 minutes"
-    assert R._stale("garbage") == "its owner file is unreadable"
-    assert R._owner_text(f"other-host pid 4242 {now - 10}") in (f"other-host pid 4242, {s}s ago" for s in (10, 11))
+    assert RL._stale(f"{here} pid {os.getpid()} {now}") is None  # alive here
+    assert RL._stale(f"{here} pid {dead.pid} {now}") == f"process {dead.pid} on this machine is gone"
+    assert RL._stale(f"other-host pid 4242 {now - 10}") is None  # another machine, fresh: respected
+    assert RL._stale(f"other-host pid 4242 {now - 3700}") == "older than 60 minutes"
+    assert RL._stale("garbage") == "its owner file is unreadable"
+    assert RL._owner_text(f"other-host pid 4242 {now - 10}") in (f"other-host pid 4242, {s}s ago" for s in (10, 11))
 
 
 # --------------------------------------------------------------------------- F25 restart gate

@@ -1,0 +1,40 @@
+"""The registry host: desired state, the plan that reaches it, and a safe apply with rollback.
+
+Remote layout (``data_dir`` is the seed's ``/var/lib/docker-registry``)::
+
+    certs -> .certs-<fp16>/      symlink (the seed's path, for people), switched atomically
+    .certs-<fp16>/registry_auth.crt (0644) registry_auth.key (0600)
+    auth/registry.password       htpasswd (0600), replaced by rename: the registry re-reads it
+                                 when its mtime changes, so user changes need no restart
+    storage/                     image storage, bind-mounted on /var/lib/registry so that
+                                 re-running the container never orphans an anonymous volume
+
+The container gets the seed's environment and folder mounts (``:ro`` for
+certs and auth; the versioned cert folder itself, so the previous container
+kept for rollback still finds its own files), plus a label holding a digest of its whole spec; a
+different digest, image or config means re-create, nothing else does.
+
+Layers, each its own module:
+
+    spec.py     desired state (pure): ContainerSpec, Desired
+    plan.py     facts -> Plan (pure)
+    scripts.py  the shell scripts that carry a plan out, and undo it
+    lock.py     the remote lock: one changing run per registry
+    apply.py    deploy: look, plan, lock, apply, health gate, rollback
+"""
+
+from .apply import DeployJob, deploy, gather, read_htpasswd
+from .plan import Plan, plan
+from .scripts import (
+    cleanup_script, lock_script, prepare_script, recreate_script, rollback_script, switch_link_script, unlock_script,
+)
+from .spec import (
+    CERT_NAME, HTPASSWD_NAME, KEY_NAME, LOCK_STALE_SECONDS, SPEC_LABEL, STORAGE_MOUNT, ContainerSpec, Desired, desired,
+)
+
+__all__ = [
+    "CERT_NAME", "HTPASSWD_NAME", "KEY_NAME", "LOCK_STALE_SECONDS", "SPEC_LABEL", "STORAGE_MOUNT",
+    "ContainerSpec", "DeployJob", "Desired", "Plan",
+    "cleanup_script", "deploy", "desired", "gather", "lock_script", "plan", "prepare_script", "read_htpasswd",
+    "recreate_script", "rollback_script", "switch_link_script", "unlock_script",
+]

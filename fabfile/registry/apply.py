@@ -1,0 +1,157 @@
+"""Bring the registry host to its desired state: look, plan, lock, apply, health gate, rollback."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import facts as F
+from .. import verify
+from ..errors import RemoteError
+from ..inventory import Registry, SshTarget
+from ..pki import Material
+from ..redact import redact
+from ..results import HostResult, Status
+from ..transport import Transport
+from .lock import remote_lock
+from .plan import Plan, plan
+from .scripts import cleanup_script, prepare_script, recreate_script, rollback_script, switch_link_script
+from .spec import CERT_NAME, HTPASSWD_NAME, KEY_NAME, Desired, desired
+
+
+@dataclass
+class DeployJob:
+    registry: Registry
+    material: Material
+    htpasswd: bytes
+    credentials: tuple[str, str]
+    connect: Callable[[SshTarget], Transport]   # Session.connect
+    dry_run: bool = False
+    break_lock: bool = False
+    run_id: str = field(default_factory=lambda: f"{socket.gethostname()} pid {os.getpid()}")
+
+
+def gather(remote: Transport, want: Desired) -> F.RegistryFacts:
+    reg = want.registry
+    script = F.registry_script(reg.engine, reg.data_dir, reg.container, reg.image, want.paths)
+    return F.parse_registry(remote.run(script, sudo=True).stdout, want.paths)
+
+
+def read_htpasswd(remote: Transport, reg: Registry) -> str | None:
+    """The registry host's current htpasswd (to adopt its users on first contact), or None."""
+    path = shlex.quote(f"{reg.data_dir}/auth/{HTPASSWD_NAME}")
+    run = remote.run(f"[ -f {path} ] && cat {path}", sudo=True, check=False)
+    return run.stdout if run.ok else None
+
+
+def deploy(job: DeployJob) -> HostResult:
+    """Bring the registry host to the desired state; verify; roll back on failure.
+
+    The plan is made again under the remote lock: another run may have
+    changed the host between the first look and the lock.
+    """
+    reg = job.registry
+    want = desired(reg, job.material, job.htpasswd)
+    result = HostResult(host=reg.host, role="registry")
+    with job.connect(reg.ssh) as remote:
+        todo = _look(remote, want, result)
+        if job.dry_run or todo.empty:
+            return _unchanged(job, want, todo, result)
+        with remote_lock(remote, reg.data_dir, job, result):
+            todo = _look(remote, want, result)
+            if todo.empty:
+                return _unchanged(job, want, todo, result)
+            _apply(remote, job, want, todo, result)
+    return result
+
+
+def _look(remote: Transport, want: Desired, result: HostResult) -> Plan:
+    facts = gather(remote, want)
+    todo = plan(want, facts, now=time.time())
+    result.facts = {"container": facts.container.id[:12] if facts.container else None}
+    result.warnings = [w for w in result.warnings if "clock" not in w] + list(todo.warnings)
+    return todo
+
+
+def _unchanged(job: DeployJob, want: Desired, todo: Plan, result: HostResult) -> HostResult:
+    """A dry run, or nothing to do (then the health check proves it)."""
+    result.changes = [f"would {c}" if job.dry_run else c for c in todo.describe(want)]
+    result.status = Status.CHANGED if not todo.empty else Status.OK
+    result.message = ("would change (dry run)" if not todo.empty
+                      else "certificate, users and container already as desired")
+    if todo.empty and not job.dry_run:
+        _health_or_fail(job, want, result)
+    return result
+
+
+def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result: HostResult) -> None:
+    reg = want.registry
+    engine = reg.engine
+    remote.run(prepare_script(want), sudo=True)
+    if todo.previous == "restore":
+        remote.run(f"{engine} rename {shlex.quote(reg.container + '-previous')} {shlex.quote(reg.container)}",
+                   sudo=True)
+    uploads = []
+    if todo.upload_certs:
+        uploads += [(want.key_pem, f"{want.cert_dir}/{KEY_NAME}", 0o600),
+                    (want.cert_pem, f"{want.cert_dir}/{CERT_NAME}", 0o644)]
+    if todo.upload_htpasswd:
+        uploads.append((want.htpasswd, want.htpasswd_path, 0o600))
+    if uploads:
+        remote.put_many(uploads)
+    try:
+        if todo.switch_link:
+            remote.run(switch_link_script(reg.data_dir, want.cert_dir_name, legacy=todo.legacy_certs_dir),
+                       sudo=True)
+        if todo.recreate:
+            start = time.monotonic()
+            run = remote.run(recreate_script(engine, want.spec, has_old=todo.has_container,
+                                             migrate_from=todo.migrate_from, data_dir=reg.data_dir),
+                             sudo=True, check=False, timeout=180)
+            if run.exited != 0:
+                raise RemoteError(reg.host, _recreate_error(run))
+            _health_or_fail(job, want, result)
+            result.facts["switch_seconds"] = round(time.monotonic() - start, 2)
+        elif todo.start:
+            remote.run(f"{engine} start {shlex.quote(reg.container)} >/dev/null", sudo=True)
+            _health_or_fail(job, want, result)
+        elif todo.upload_htpasswd or todo.previous == "remove":
+            # htpasswd: the registry re-read the file by itself; 'remove': a run interrupted after
+            # the re-create left <name>-previous: prove the new container healthy before dropping it
+            _health_or_fail(job, want, result)
+    except (RemoteError, KeyboardInterrupt) as exc:
+        # on Ctrl-C too: a switch not yet proven healthy goes back to the old state, then we stop
+        remote.run(rollback_script(engine, want, todo), sudo=True, check=False)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        restored = verify.probe(reg.ssh.address, reg.port, reg.host, None)
+        state = (f"rolled back; the registry serves {restored.fingerprint} again" if not restored.error
+                 else f"rolled back, but the registry does not answer: {restored.error}")
+        raise RemoteError(reg.host, f"{exc.reason}; {state}") from None
+    remote.run(cleanup_script(want), sudo=True, check=False)
+    result.status = Status.CHANGED
+    result.changes = todo.describe(want)
+    result.message = "re-created the registry container" if todo.recreate else "updated"
+
+
+def _recreate_error(run) -> str:
+    out = run.stdout.strip().splitlines()
+    last = out[-1] if out else ""
+    if last.startswith("EXITED"):
+        return f"new registry container did not stay up: {redact(last[7:]).strip() or 'no log output'}"
+    return f"re-creating the container failed: {run.tail()}"
+
+
+def _health_or_fail(job: DeployJob, want: Desired, result: HostResult) -> None:
+    reg = want.registry
+    probe, problems = verify.wait_healthy(
+        reg.ssh.address, reg.port, reg.host, job.material.anchor_pem,
+        expected_fingerprint=want.fingerprint, credentials=job.credentials, timeout=reg.health_timeout,
+    )
+    if problems:
+        raise RemoteError(reg.host, f"health check failed: {problems[0]}")
+    result.facts.update(fingerprint=probe.fingerprint, tls=probe.tls_version)

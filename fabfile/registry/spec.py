@@ -1,0 +1,121 @@
+"""The registry host's desired state (pure): the container spec and the files it needs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass
+
+from .. import facts as F
+from ..inventory import Registry
+from ..pki import Material
+
+CERT_NAME = "registry_auth.crt"
+KEY_NAME = "registry_auth.key"
+HTPASSWD_NAME = "registry.password"
+SPEC_LABEL = "io.registry-tls.spec"
+STORAGE_MOUNT = "/var/lib/registry"
+LOCK_STALE_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    port: int
+    env: tuple[tuple[str, str], ...]
+    mounts: tuple[tuple[str, str, bool], ...]  # (host path, container path, read-only)
+    restart_policy: str
+    cert_fingerprint: str
+
+    @property
+    def digest(self) -> str:
+        body = json.dumps(
+            {"image": self.image, "port": self.port, "env": self.env, "mounts": self.mounts,
+             "restart": self.restart_policy, "cert": self.cert_fingerprint},
+            sort_keys=True,
+        )
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+    def run_command(self, engine: str) -> str:
+        args = [engine, "run", "-d", "--name", self.name, f"--restart={self.restart_policy}",
+                "-p", f"{self.port}:{self.port}"]
+        for src, dst, ro in self.mounts:
+            args += ["-v", f"{src}:{dst}{':ro' if ro else ''}"]
+        for key, value in self.env:
+            args += ["-e", f"{key}={value}"]
+        args += ["--label", f"{SPEC_LABEL}={self.digest}", self.image]
+        return shlex.join(args)
+
+    def differences(self, have: F.ContainerFact) -> list[str]:
+        """Readable reasons the running container is not this spec (empty: it is)."""
+        diffs = []
+        if have.labels.get(SPEC_LABEL) is None:
+            diffs.append("container was not created by registry-tls")
+        elif have.labels.get(SPEC_LABEL) != self.digest:
+            diffs.append("configuration or certificate changed")
+        for key, value in self.env:
+            if have.env.get(key) != value:
+                diffs.append(f"env {key}: {have.env.get(key)!r} -> {value!r}")
+        for src, dst, _ in self.mounts:
+            kind, source = have.volume_sources.get(dst, ("", ""))
+            if dst == STORAGE_MOUNT and kind != "bind":
+                diffs.append(f"{dst}: {kind or 'no'} volume -> bind {src}")
+        if have.restart_policy != self.restart_policy:
+            diffs.append(f"restart policy: {have.restart_policy!r} -> {self.restart_policy!r}")
+        if f"{self.port}/tcp->{self.port}" not in have.ports:
+            diffs.append(f"port mapping -> {self.port}:{self.port}")
+        return list(dict.fromkeys(diffs))
+
+
+@dataclass(frozen=True)
+class Desired:
+    registry: Registry
+    cert_pem: bytes
+    key_pem: bytes
+    htpasswd: bytes
+    fingerprint: str
+
+    @property
+    def cert_dir_name(self) -> str:
+        return ".certs-" + self.fingerprint.replace(":", "").lower()[:16]
+
+    @property
+    def cert_dir(self) -> str:
+        return f"{self.registry.data_dir}/{self.cert_dir_name}"
+
+    @property
+    def htpasswd_path(self) -> str:
+        return f"{self.registry.data_dir}/auth/{HTPASSWD_NAME}"
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (f"{self.cert_dir}/{CERT_NAME}", f"{self.cert_dir}/{KEY_NAME}", self.htpasswd_path)
+
+    @property
+    def spec(self) -> ContainerSpec:
+        reg = self.registry
+        env = {
+            "REGISTRY_AUTH": "htpasswd",
+            "REGISTRY_AUTH_HTPASSWD_REALM": reg.realm,
+            "REGISTRY_AUTH_HTPASSWD_PATH": f"/data/auth/{HTPASSWD_NAME}",
+            "REGISTRY_HTTP_ADDR": f"0.0.0.0:{reg.port}",
+            "REGISTRY_HTTP_TLS_CERTIFICATE": f"/data/certs/{CERT_NAME}",
+            "REGISTRY_HTTP_TLS_KEY": f"/data/certs/{KEY_NAME}",
+            "REGISTRY_HTTP_TLS_MINIMUMTLS": reg.minimum_tls,
+            **dict(reg.env),
+        }
+        return ContainerSpec(
+            name=reg.container, image=reg.image, port=reg.port,
+            env=tuple(env.items()),
+            mounts=((self.cert_dir, "/data/certs", True),  # the versioned folder: a rollback never sees new files
+                    (f"{reg.data_dir}/auth", "/data/auth", True),
+                    (f"{reg.data_dir}/storage", STORAGE_MOUNT, False)),
+            restart_policy=reg.restart_policy, cert_fingerprint=self.fingerprint,
+        )
+
+
+def desired(registry: Registry, material: Material, htpasswd: bytes) -> Desired:
+    return Desired(registry=registry, cert_pem=material.cert_pem, key_pem=material.key_pem,
+                   htpasswd=htpasswd, fingerprint=material.fingerprint)
