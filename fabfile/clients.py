@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from . import facts as F
 from .errors import RemoteError, UnreachableError
 from .inventory import Client, Registry, SshTarget
 from .results import HostResult, Status
+from .sh import Exit, Raw, q, words
 from .transport import Transport
 
 CERTS_D = {
@@ -277,39 +277,44 @@ def apply_script(plan: ClientPlan) -> list[str]:
     ]
     folders = list(dict.fromkeys(f.path.rsplit("/", 1)[0] for f in plan.writes))
     if folders:
-        lines.append("mkdir -p " + " ".join(shlex.quote(d) for d in folders))
-    lines += [f"w {shlex.quote(f.path)} {base64.b64encode(f.content).decode()}" for f in plan.writes]
-    lines += [f"rm -f {shlex.quote(p)}" for p in plan.removes]
-    if plan.refresh:
-        lines.append(f"{plan.refresh} >/dev/null 2>&1 || {{ echo '{plan.refresh} failed' >&2; exit 1; }}")
+        lines.append("mkdir -p " + words(folders))
+    lines += [f"w {q(f.path)} {q(base64.b64encode(f.content).decode())}" for f in plan.writes]
+    lines += [f"rm -f {q(p)}" for p in plan.removes]
+    if plan.refresh:  # the OS store's own command (OS_STORE), shell by design
+        lines.append(f"{Raw(plan.refresh)} >/dev/null 2>&1 || {{ echo {q(plan.refresh + ' failed')} >&2; exit 1; }}")
     lines.append("set +e +C")
     return lines
 
 
 def restart_script(restart_command: str, *, force: bool) -> str:
-    """Refuse if containers would stop (live-restore off) unless forced; validate; restart; wait."""
+    """Refuse if containers would stop (live-restore off) unless forced; validate; restart; wait.
+
+    ``restart_command`` is the inventory's ``restart_command``: shell, by design (``Raw``).
+    """
     return "\n".join([
         "set -u",
         f"if [ {int(force)} != 1 ]; then",
         "  s=$(docker info --format '{{.LiveRestoreEnabled}} {{.ContainersRunning}}' 2>/dev/null) || s=''",
         "  set -- $s",
-        '  if [ "${1:-true}" = false ] && [ "${2:-0}" -gt 0 ]; then echo "RUNNING $2"; exit 3; fi',
+        '  if [ "${1:-true}" = false ] && [ "${2:-0}" -gt 0 ]; then echo "RUNNING $2"; '
+        f'exit {Exit.RESTART_REFUSED:d}; fi',
         "fi",
         "if dockerd --help 2>/dev/null | grep -q -- '--validate'; then",
-        "  if ! v=$(dockerd --validate 2>&1); then echo \"INVALID $(printf '%s' \"$v\" | tail -n1)\"; exit 4; fi",
+        "  if ! v=$(dockerd --validate 2>&1); then echo \"INVALID $(printf '%s' \"$v\" | tail -n1)\"; "
+        f"exit {Exit.RESTART_INVALID:d}; fi",
         "fi",
-        f"{restart_command} >/dev/null 2>&1 || {{ echo 'RESTARTFAILED'; exit 5; }}",
+        f"{Raw(restart_command)} >/dev/null 2>&1 || {{ echo 'RESTARTFAILED'; exit {Exit.RESTART_FAILED:d}; }}",
         "i=0; while [ $i -lt 300 ]; do docker info >/dev/null 2>&1 && { echo UP; exit 0; }; sleep 0.2; i=$((i+1)); done",
-        "echo TIMEOUT; exit 6",
+        f"echo TIMEOUT; exit {Exit.RESTART_TIMEOUT:d}",
     ])
 
 
 RESTART_ERRORS = {
-    3: "dockerd not restarted: {detail} container(s) running and live-restore is off; "
+    Exit.RESTART_REFUSED: "dockerd not restarted: {detail} container(s) running and live-restore is off; "
        "they would stop (use --force to restart anyway)",
-    4: "dockerd not restarted: its configuration is invalid ({detail})",
-    5: "dockerd restart command failed: {command}",
-    6: "dockerd did not answer within 60s after the restart",
+    Exit.RESTART_INVALID: "dockerd not restarted: its configuration is invalid ({detail})",
+    Exit.RESTART_FAILED: "dockerd restart command failed: {command}",
+    Exit.RESTART_TIMEOUT: "dockerd did not answer within 60s after the restart",
 }
 
 

@@ -9,7 +9,6 @@ shows ``inv status``. The tool itself does not know it runs in a lab.
 from __future__ import annotations
 
 import secrets
-import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from . import deploy as D
 from .lab import Lab
 from .results import Report
 from .session import open_session
+from .sh import q
 from .status import fleet_status
 
 DEMO_USER = "demo"
@@ -48,7 +48,7 @@ def run(root: Path, *, prefix: str = "rtls", subnet: str = "10.213.0.0/24", clie
     start = time.monotonic()
     names = [c.name for c in session.inv.clients]
     ref = f"{session.inv.registry.endpoint}/demo/hello:1"
-    login = f"printf %s {shlex.quote(password)} | docker login -u {DEMO_USER} --password-stdin " \
+    login = f"printf %s {q(password)} | docker login -u {DEMO_USER} --password-stdin " \
             f"{session.inv.registry.endpoint} >/dev/null 2>&1"
     say(f"3/4 push {ref} from {names[0]}, pull it on {', '.join(names[1:])} (TLS + htpasswd login)")
     _must(lab, names[0], f"{login} && docker tag {IMAGE} {ref} && docker push {ref}", "push")

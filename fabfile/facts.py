@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 from dataclasses import dataclass, field
+
+from .sh import q, words
 
 DEBIAN_LIKE = ("debian", "ubuntu")
 RHEL_LIKE = ("rhel", "centos", "fedora", "rocky", "almalinux", "ol")
@@ -74,7 +75,7 @@ _FILE_FN = (
 
 
 def _file_lines(paths) -> list[str]:
-    return [f"f {shlex.quote(p)}" for p in paths]
+    return [f"f {q(p)}" for p in paths]
 
 
 def _parse_file(line: str) -> RemoteFile:
@@ -129,7 +130,7 @@ def _client_file_lines(paths) -> list[str]:
     nl = "\n"
     return [
         "set --",
-        f"for x in {' '.join(shlex.quote(p) for p in paths)}; do "
+        f"for x in {words(paths)}; do "
         'if [ ! -f "$x" ]; then echo "M $x"; elif [ -r "$x" ]; then set -- "$@" "$x"; else echo "U $x"; fi; done',
         'if [ $# -gt 0 ]; then s=$(stat -c \'%a %U %Y\' -- "$@"); h=$(sha256sum -- "$@"); for x; do '
         f'a=${{s%%"{nl}"*}}; s=${{s#*"{nl}"}}; b=${{h%%"{nl}"*}}; h=${{h#*"{nl}"}}; b=${{b#\\\\}}; '
@@ -141,20 +142,20 @@ def verify_script(probe: VerifyProbe | None) -> list[str]:
     """Shell lines printing ``VERIFY ...``: openssl s_client, or curl, against the installed files."""
     if probe is None:
         return []
-    files = " ".join(shlex.quote(p) for p in probe.ca_files)
+    files = words(probe.ca_files)
     host = f"[{probe.name}]" if ":" in probe.name else probe.name
-    check = f"-verify_ip {probe.name}" if probe.is_ip else f"-verify_hostname {shlex.quote(probe.name)}"
+    check = f"-verify_ip {q(probe.name)}" if probe.is_ip else f"-verify_hostname {q(probe.name)}"
     return [
         f"vt=$(mktemp); cat {files} > \"$vt\" 2>/dev/null",
         "if [ ! -s \"$vt\" ]; then echo 'VERIFY fail no CA file installed yet'",   # nothing to check yet
         "elif command -v openssl >/dev/null 2>&1; then",
-        f"  vo=$(timeout 10 openssl s_client -connect {shlex.quote(f'{host}:{probe.port}')} "
-        f"-servername {shlex.quote(probe.name)} {check} -verify_return_error -CAfile \"$vt\" </dev/null 2>&1)",
+        f"  vo=$(timeout 10 openssl s_client -connect {q(f'{host}:{probe.port}')} "
+        f"-servername {q(probe.name)} {check} -verify_return_error -CAfile \"$vt\" </dev/null 2>&1)",
         "  if [ $? -eq 0 ]; then echo 'VERIFY ok openssl'; else",
         "    echo \"VERIFY fail $(printf '%s\\n' \"$vo\" | grep -m1 -E 'verify error|errno|error:|Connection refused|"
         "No route|timed out|unable' | tr -s ' ' | cut -c1-200)\"; fi",
         "elif command -v curl >/dev/null 2>&1; then",
-        f"  vo=$(curl -sS -o /dev/null --max-time 10 --cacert \"$vt\" https://{host}:{probe.port}/v2/ 2>&1)",
+        f"  vo=$(curl -sS -o /dev/null --max-time 10 --cacert \"$vt\" {q(f'https://{host}:{probe.port}/v2/')} 2>&1)",
         "  if [ $? -eq 0 ]; then echo 'VERIFY ok curl'; else echo \"VERIFY fail $vo\"; fi",
         "else echo 'VERIFY skip neither openssl nor curl is installed'; fi",
         "rm -f \"$vt\"",
@@ -177,19 +178,19 @@ def client_script(
         *_client_file_lines(paths),
     ]
     for prefix, suffix in extra_globs:  # (literal prefix, literal suffix) around one '*'
-        lines.append(f'for x in {shlex.quote(prefix)}*{shlex.quote(suffix)}; do [ -f "$x" ] && echo "X $x"; done')
+        lines.append(f'for x in {q(prefix)}*{q(suffix)}; do [ -f "$x" ] && echo "X $x"; done')
     lines.append('p=$(cat /var/run/docker.pid 2>/dev/null) && [ -n "$p" ] && '
                  'echo "DSTART $(stat -c %Y /proc/$p 2>/dev/null)"')
     if contents:  # status: the installed anchors themselves, to report their fingerprints
-        lines += [f"[ -f {shlex.quote(p)} ] && echo \"C $(base64 -w0 < {shlex.quote(p)}) {p}\"" for p in paths]
+        lines += [f"[ -f {q(p)} ] && echo \"C $(base64 -w0 < {q(p)})\" {q(p)}" for p in paths]
     if docker:
         lines.append("if ! command -v docker >/dev/null 2>&1; then echo 'DOCKERD missing'; "
                      "elif v=$(docker version --format '{{.Server.Version}}' 2>/dev/null); then echo \"DOCKERD up $v\"; "
                      "else echo 'DOCKERD down'; fi")
     if buildkit_toml:
-        q = shlex.quote(buildkit_toml)
-        lines.append(f"if [ -f {q} ] && [ ! -r {q} ]; then echo 'U {buildkit_toml}'; "
-                     f"elif [ -f {q} ]; then echo \"B $(base64 -w0 < {q})\"; fi")
+        toml = q(buildkit_toml)
+        lines.append(f"if [ -f {toml} ] && [ ! -r {toml} ]; then echo U {toml}; "
+                     f"elif [ -f {toml} ]; then echo \"B $(base64 -w0 < {toml})\"; fi")
     lines += verify_script(verify)
     lines.append("true")
     return "\n".join(lines)
@@ -288,24 +289,24 @@ class RegistryFacts:
 
 
 def registry_script(engine: str, data_dir: str, container: str, image: str, paths: tuple[str, ...]) -> str:
-    q = shlex.quote
     certs = f"{data_dir}/certs"
+    e = q(engine)
     return "\n".join([
         'echo "TIME $(date -u +%s)"',
         _FILE_FN,
         *_file_lines(paths),
         f"if [ -L {q(certs)} ]; then echo \"LINK $(readlink {q(certs)})\"; "
         f"elif [ -d {q(certs)} ]; then echo 'LINK DIR'; else echo 'LINK NONE'; fi",
-        f"if ! command -v {engine} >/dev/null 2>&1; then echo 'ENGINE missing {engine}: not found'; exit 0; fi",
+        f"if ! command -v {e} >/dev/null 2>&1; then echo {q(f'ENGINE missing {engine}: not found')}; exit 0; fi",
         # `ps` works for docker and for podman (which has no server version); it fails when the daemon is down
-        f"if ! eo=$({engine} ps -q 2>&1 >/dev/null); then "
+        f"if ! eo=$({e} ps -q 2>&1 >/dev/null); then "
         "echo \"ENGINE down $(printf '%s' \"$eo\" | tail -n1)\"; exit 0; fi",
         "echo 'ENGINE up'",
-        f"i=$({engine} inspect --type container --format '{{{{json .}}}}' {q(container)} 2>/dev/null) "
+        f"i=$({e} inspect --type container --format '{{{{json .}}}}' {q(container)} 2>/dev/null) "
         "&& echo \"INSPECT $i\"",
-        f"i=$({engine} inspect --type container --format '{{{{json .}}}}' {q(container + '-previous')} 2>/dev/null) "
+        f"i=$({e} inspect --type container --format '{{{{json .}}}}' {q(container + '-previous')} 2>/dev/null) "
         "&& echo \"PREVIOUS $i\"",
-        f"i=$({engine} image inspect --format '{{{{.Id}}}}' {q(image)} 2>/dev/null) && echo \"IMAGE $i\"",
+        f"i=$({e} image inspect --format '{{{{.Id}}}}' {q(image)} 2>/dev/null) && echo \"IMAGE $i\"",
         "true",
     ])
 

@@ -34,7 +34,6 @@ import functools
 import logging
 import re
 import secrets as _random
-import shlex
 import signal
 import socket
 import sys
@@ -55,6 +54,7 @@ from invoke.watchers import FailingResponder
 from .errors import AuthError, HostKeyError, InputError, RemoteError, SudoError, UnreachableError
 from .inventory import SshTarget, parse_gateway
 from .redact import redact
+from .sh import cmd
 
 log = logging.getLogger("registry_tls.remote")
 
@@ -421,11 +421,11 @@ class Remote:
         """``sudo -n`` without a password; else a random prompt answered on stdin, one attempt.
         LC_ALL=C keeps sudo's messages in English, which the sentinel and _raise_for_sudo match."""
         if self.settings.sudo_password is None:
-            return f"LC_ALL=C sudo -n -- sh -c {shlex.quote(command)}", []
+            return cmd("LC_ALL=C sudo -n -- sh -c {}", command), []
         prompt = f"[registry-tls sudo {_random.token_hex(4)}]"
         responder = FailingResponder(pattern=re.escape(prompt), response=self.settings.sudo_password + "\n",
                                      sentinel="Sorry, try again.")
-        return f"LC_ALL=C sudo -S -p {shlex.quote(prompt)} -- sh -c {shlex.quote(command)}", [responder]
+        return cmd("LC_ALL=C sudo -S -p {} -- sh -c {}", prompt, command), [responder]
 
     def put(self, data: bytes, dest: str, *, mode: int, owner: str = "root", group: str = "root") -> None:
         """Install ``data`` at ``dest`` as root, atomically: SFTP into a 0700 temp dir, install, mv.
@@ -452,15 +452,15 @@ class Remote:
                 parent = dest.rsplit("/", 1)[0] or "/"
                 final_tmp = f"{parent}/.{dest.rsplit('/', 1)[1]}.registry-tls.tmp"
                 script.append(
-                    f"install -m {mode:04o} -o {owner} -g {group} {shlex.quote(staged)} {shlex.quote(final_tmp)}"
-                    f" && mv -f {shlex.quote(final_tmp)} {shlex.quote(dest)} && rm -f {shlex.quote(staged)}"
+                    cmd(f"install -m {mode:04o} -o {{}} -g {{}} {{}} {{}} && mv -f {{}} {{}} && rm -f {{}}",
+                        owner, group, staged, final_tmp, final_tmp, dest, staged)
                 )
             self.run("\n".join(script), sudo=True)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise RemoteError(self.name, f"upload failed: {redact(str(exc)) or type(exc).__name__}") from None
         finally:
             try:
-                self.run(f"rm -rf {shlex.quote(tmpdir)}", check=False)
+                self.run(cmd("rm -rf {}", tmpdir), check=False)
             except RemoteError:
                 pass
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import socket
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from ..inventory import Registry, SshTarget
 from ..pki import Material
 from ..redact import redact
 from ..results import HostResult, Status
+from ..sh import cmd
 from ..transport import Transport
 from .lock import remote_lock
 from .plan import Plan, plan
@@ -43,8 +43,8 @@ def gather(remote: Transport, want: Desired) -> F.RegistryFacts:
 
 def read_htpasswd(remote: Transport, reg: Registry) -> str | None:
     """The registry host's current htpasswd (to adopt its users on first contact), or None."""
-    path = shlex.quote(f"{reg.data_dir}/auth/{HTPASSWD_NAME}")
-    run = remote.run(f"[ -f {path} ] && cat {path}", sudo=True, check=False)
+    path = f"{reg.data_dir}/auth/{HTPASSWD_NAME}"
+    run = remote.run(cmd("[ -f {} ] && cat {}", path, path), sudo=True, check=False)
     return run.stdout if run.ok else None
 
 
@@ -93,8 +93,7 @@ def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result:
     engine = reg.engine
     remote.run(prepare_script(want), sudo=True)
     if todo.previous == "restore":
-        remote.run(f"{engine} rename {shlex.quote(reg.container + '-previous')} {shlex.quote(reg.container)}",
-                   sudo=True)
+        remote.run(cmd("{} rename {} {}", engine, reg.container + "-previous", reg.container), sudo=True)
     uploads = []
     if todo.upload_certs:
         uploads += [(want.key_pem, f"{want.cert_dir}/{KEY_NAME}", 0o600),
@@ -117,7 +116,7 @@ def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result:
             _health_or_fail(job, want, result)
             result.facts["switch_seconds"] = round(time.monotonic() - start, 2)
         elif todo.start:
-            remote.run(f"{engine} start {shlex.quote(reg.container)} >/dev/null", sudo=True)
+            remote.run(cmd("{} start {} >/dev/null", engine, reg.container), sudo=True)
             _health_or_fail(job, want, result)
         elif todo.upload_htpasswd or todo.previous == "remove":
             # htpasswd: the registry re-read the file by itself; 'remove': a run interrupted after

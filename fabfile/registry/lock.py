@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import LockedError, RemoteError
 from ..results import HostResult
+from ..sh import Exit
 from ..transport import Transport
 from .scripts import lock_script, unlock_script
 from .spec import LOCK_STALE_SECONDS
@@ -32,7 +33,7 @@ class remote_lock:
 
     def __enter__(self):
         run = self._take(self.job.break_lock)
-        if run.exited == 7:
+        if run.exited == Exit.LOCKED:
             owner = run.stdout.strip().removeprefix("LOCKED").strip()
             why = _stale(owner)
             if why is None:

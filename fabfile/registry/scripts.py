@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-import shlex
-
+from ..sh import Exit, q
 from .plan import Plan
 from .spec import ContainerSpec, Desired
 
 
 def lock_script(data_dir: str, owner: str, *, take_over: bool) -> str:
-    q = shlex.quote
     lock = f"{data_dir}/.registry-tls.lock"
     return "\n".join([
         f"mkdir -p {q(data_dir)} && chmod go-w {q(data_dir)}",
         f"[ {int(take_over)} = 1 ] && rm -rf {q(lock)}",
-        f"if ! mkdir {q(lock)} 2>/dev/null; then echo \"LOCKED $(cat {q(lock)}/owner 2>/dev/null)\"; exit 7; fi",
+        f"if ! mkdir {q(lock)} 2>/dev/null; then echo \"LOCKED $(cat {q(lock)}/owner 2>/dev/null)\"; exit {Exit.LOCKED:d}; fi",
         f"echo {q(owner)} \"$(date -u +%s)\" > {q(lock)}/owner",
         "echo LOCK",
     ])
 
 
 def unlock_script(data_dir: str) -> str:
-    return f"rm -rf {shlex.quote(data_dir + '/.registry-tls.lock')}"
+    return f"rm -rf {q(data_dir + '/.registry-tls.lock')}"
 
 
 def prepare_script(want: Desired) -> str:
     d = want.registry.data_dir
-    q = shlex.quote
     return "\n".join([
         "set -e", "umask 077",
         f"mkdir -p {q(want.cert_dir)} {q(d + '/auth')} {q(d + '/storage')}",
@@ -38,7 +35,6 @@ def prepare_script(want: Desired) -> str:
 
 def switch_link_script(data_dir: str, target: str, *, legacy: bool) -> str:
     """Point ``certs`` at ``target`` with one rename(2); a plain seed folder is kept as .certs-legacy."""
-    q = shlex.quote
     certs = f"{data_dir}/certs"
     lines = ["set -e"]
     if legacy:
@@ -51,32 +47,30 @@ def switch_link_script(data_dir: str, target: str, *, legacy: bool) -> str:
 def recreate_script(engine: str, spec: ContainerSpec, *, has_old: bool, migrate_from: str | None,
                     data_dir: str) -> str:
     """Stop the old container (kept as <name>-previous), carry images over, run the new one."""
-    q = shlex.quote
     prev = f"{spec.name}-previous"
     lines = ["set -e"]
     if has_old:
-        lines += [f"{engine} rm -f {q(prev)} >/dev/null 2>&1 || true",
-                  f"{engine} rename {q(spec.name)} {q(prev)}",
-                  f"{engine} stop -t 10 {q(prev)} >/dev/null"]
+        lines += [f"{q(engine)} rm -f {q(prev)} >/dev/null 2>&1 || true",
+                  f"{q(engine)} rename {q(spec.name)} {q(prev)}",
+                  f"{q(engine)} stop -t 10 {q(prev)} >/dev/null"]
     if migrate_from:
         lines.append(f"cp -a {q(migrate_from)}/. {q(data_dir + '/storage')}/")
     lines += [
         f"{spec.run_command(engine)} >/dev/null",
         # wait until running and stable (not crash-looping), at most 20 s
         "i=0; while [ $i -lt 100 ]; do",
-        f"  s=$({engine} inspect --format '{{{{.State.Running}}}} {{{{.RestartCount}}}}' {q(spec.name)})",
+        f"  s=$({q(engine)} inspect --format '{{{{.State.Running}}}} {{{{.RestartCount}}}}' {q(spec.name)})",
         '  case "$s" in "true 0") [ $i -ge 5 ] && { echo RUNNING; exit 0; };; "false "*|*" "[1-9]*) break;; esac',
         "  sleep 0.2; i=$((i+1))",
         "done",
-        f"echo \"EXITED $({engine} logs --tail 3 {q(spec.name)} 2>&1 | tr '\\n' ' ' | cut -c1-300)\"",
-        "exit 8",
+        f"echo \"EXITED $({q(engine)} logs --tail 3 {q(spec.name)} 2>&1 | tr '\\n' ' ' | cut -c1-300)\"",
+        f"exit {Exit.CONTAINER_EXITED:d}",
     ]
     return "\n".join(lines)
 
 
 def rollback_script(engine: str, want: Desired, plan_: Plan) -> str:
     """Files first (link, htpasswd), then the previous container back under its name."""
-    q = shlex.quote
     reg = want.registry
     prev = f"{reg.container}-previous"
     d = reg.data_dir
@@ -89,18 +83,18 @@ def rollback_script(engine: str, want: Desired, plan_: Plan) -> str:
     if plan_.upload_htpasswd:
         lines.append(f"if [ -f {q(want.htpasswd_path + '.previous')} ]; then "
                      f"mv -f {q(want.htpasswd_path + '.previous')} {q(want.htpasswd_path)}; fi")
-    lines.append(f"{engine} rm -f {q(reg.container)} >/dev/null 2>&1 || true")
-    lines.append(f"if {engine} inspect --type container {q(prev)} >/dev/null 2>&1; then "
-                 f"{engine} rename {q(prev)} {q(reg.container)} && {engine} start {q(reg.container)} >/dev/null; fi")
+    e = q(engine)
+    lines.append(f"{e} rm -f {q(reg.container)} >/dev/null 2>&1 || true")
+    lines.append(f"if {e} inspect --type container {q(prev)} >/dev/null 2>&1; then "
+                 f"{e} rename {q(prev)} {q(reg.container)} && {e} start {q(reg.container)} >/dev/null; fi")
     return "\n".join(lines)
 
 
 def cleanup_script(want: Desired) -> str:
     """After success: drop <name>-previous and all but the current and one previous cert folder."""
-    q = shlex.quote
     reg = want.registry
     return "\n".join([
-        f"{reg.engine} rm -f {q(reg.container + '-previous')} >/dev/null 2>&1 || true",
+        f"{q(reg.engine)} rm -f {q(reg.container + '-previous')} >/dev/null 2>&1 || true",
         f"rm -f {q(want.htpasswd_path + '.previous')}",
         f"cd {q(reg.data_dir)} && ls -1dt .certs-* 2>/dev/null | grep -v -x -e {q(want.cert_dir_name)} "
         "| grep -v -x .certs-legacy | tail -n +2 | xargs -r rm -rf",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from dataclasses import dataclass
 
 from .. import facts as F
 from ..inventory import Registry
 from ..pki import Material
+from ..sh import join
 
 CERT_NAME = "registry_auth.crt"
 KEY_NAME = "registry_auth.key"
@@ -46,7 +46,7 @@ class ContainerSpec:
         for key, value in self.env:
             args += ["-e", f"{key}={value}"]
         args += ["--label", f"{SPEC_LABEL}={self.digest}", self.image]
-        return shlex.join(args)
+        return join(args)
 
     def differences(self, have: F.ContainerFact) -> list[str]:
         """Readable reasons the running container is not this spec (empty: it is)."""
