@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import CertificateError
@@ -194,7 +195,7 @@ def generate_key(key_type: str) -> PrivateKey:
     raise CertificateError(f"key type {key_type!r} is not one of {', '.join(KEY_TYPES)}")
 
 
-def key_type_of(key) -> str:
+def key_type_of(key: PrivateKeyTypes | PublicKeyTypes) -> str:
     """The inventory name of a key's type, for a private or public key."""
     pub = key.public_key() if hasattr(key, "public_key") else key
     if isinstance(pub, rsa.RSAPublicKey):
@@ -206,11 +207,11 @@ def key_type_of(key) -> str:
     return type(pub).__name__
 
 
-def _hash_for(key) -> hashes.HashAlgorithm | None:
+def _hash_for(key: PrivateKeyTypes) -> hashes.SHA256 | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
-def _key_usage(key, *, ca: bool, server: bool) -> x509.KeyUsage:
+def _key_usage(key: PrivateKeyTypes, *, ca: bool, server: bool) -> x509.KeyUsage:
     rsa_key = isinstance(key, rsa.RSAPrivateKey)
     return x509.KeyUsage(
         digital_signature=server,
@@ -238,7 +239,8 @@ def cert_pem(cert: x509.Certificate) -> bytes:
 # --------------------------------------------------------------------------- builders
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key, now: dt.datetime, not_after: dt.datetime):
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: CertificatePublicKeyTypes, now: dt.datetime,
+             not_after: dt.datetime) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -367,7 +369,7 @@ def fingerprint_pem(pem: bytes) -> str:
 def subject_text(name: x509.Name) -> str:
     """openssl's one-line form, most significant first: ``C = FR, ..., CN = x``."""
     short = {v: k for k, v in SUBJECT_OIDS.items()}
-    parts = [f"{short.get(a.oid, a.oid.dotted_string)}={a.value}" for a in name]
+    parts = [f"{short.get(a.oid, a.oid.dotted_string)}={a.value!s}" for a in name]
     return ", ".join(parts)
 
 

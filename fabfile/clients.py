@@ -227,8 +227,9 @@ def plan(
     wanted_paths = {f.path for f in want}
     writes = tuple(f for f in want if f.path == BUILDKIT_TOML or not _same(facts.files.get(f.path), f))
     removes = tuple(sorted(p for p in facts.extra if p not in wanted_paths))
-    os_dir = OS_STORE[family][0] if family in OS_STORE else None
-    os_changed = bool(os_dir) and any(p.startswith(os_dir + "/") for p in (*(f.path for f in writes), *removes))
+    store = OS_STORE.get(family) if family else None
+    os_dir = store[0] if store else None
+    os_changed = os_dir is not None and any(p.startswith(os_dir + "/") for p in (*(f.path for f in writes), *removes))
     pending = _restart_pending(facts, os_dir, registry) if "os" in client.trust else False
     restart, reason = False, ""
     needs = os_changed or pending
@@ -246,7 +247,7 @@ def plan(
         warnings.append(clock[1])
     return ClientPlan(
         writes=writes, removes=removes,
-        refresh=OS_STORE[family][1] if os_changed else None,
+        refresh=store[1] if store and os_changed else None,
         restart=restart, restart_reason=reason, warnings=tuple(warnings),
     )
 
@@ -309,7 +310,7 @@ def restart_script(restart_command: str, *, force: bool) -> str:
     ])
 
 
-RESTART_ERRORS = {
+RESTART_ERRORS: dict[int, str] = {
     Exit.RESTART_REFUSED: "dockerd not restarted: {detail} container(s) running and live-restore is off; "
        "they would stop (use --force to restart anyway)",
     Exit.RESTART_INVALID: "dockerd not restarted: its configuration is invalid ({detail})",
@@ -438,7 +439,7 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
     result.changes = todo.describe()
     result.status = Status.CHANGED if not todo.empty else Status.OK
     result.message = f"{len(todo.writes) + len(todo.removes)} file(s) changed" if not todo.empty else "trust in place"
-    if verify is not None:
+    if verify is not None and probe is not None:  # no probe: no TLS check ran
         state, detail = verify
         result.facts["verify"] = state
         if state == "fail":

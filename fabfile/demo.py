@@ -18,14 +18,14 @@ from .lab import Lab
 from .results import Report
 from .session import open_session
 from .sh import q
-from .status import fleet_status
+from .status import FleetStatus, fleet_status
 
 DEMO_USER = "demo"
 IMAGE = "lab/hello:1"
 
 
 def run(root: Path, *, prefix: str = "rtls", subnet: str = "10.213.0.0/24", clients: int = 3,
-        say: Callable[[str], None] = print, progress=None) -> tuple[Report, object, dict]:
+        say: Callable[[str], None] = print, progress=None) -> tuple[Report, FleetStatus, dict[str, float]]:
     """Returns the deploy report, the fleet status and the timings (seconds)."""
     timings: dict[str, float] = {}
     lab = Lab(root=root, prefix=prefix)

@@ -74,7 +74,7 @@ _FILE_FN = (
 )
 
 
-def _file_lines(paths) -> list[str]:
+def _file_lines(paths: tuple[str, ...]) -> list[str]:
     return [f"f {q(p)}" for p in paths]
 
 
@@ -120,7 +120,7 @@ class ClientFacts:
         return None
 
 
-def _client_file_lines(paths) -> list[str]:
+def _client_file_lines(paths: tuple[str, ...]) -> list[str]:
     """F/M/U lines for every path with two processes in all (stat, sha256sum), not five per file.
 
     ``U`` marks a file that exists but this user cannot read: the caller probes again with sudo.

@@ -19,7 +19,8 @@ import re
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, get_args, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
@@ -39,6 +40,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+@overload
+def _check_address(value: str) -> str: ...
+@overload
+def _check_address(value: str | None) -> str | None: ...
 def _check_address(value: str | None) -> str | None:
     if value is None:
         return None
@@ -100,7 +105,7 @@ class ClientVars(SshVars):
 
     @field_validator("trust")
     @classmethod
-    def _no_duplicate_targets(cls, v):
+    def _no_duplicate_targets(cls, v: list[TrustTarget] | None) -> list[TrustTarget] | None:
         if v is not None and len(set(v)) != len(v):
             raise ValueError("lists a trust target twice")
         return v
@@ -164,7 +169,7 @@ class CertificateSection(_Strict):
 
     @field_validator("subject")
     @classmethod
-    def _subject_values(cls, v):
+    def _subject_values(cls, v: dict[str, str]) -> dict[str, str]:
         for key, value in v.items():
             if not value:
                 raise ValueError(f"{key} is empty")
@@ -285,7 +290,7 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _suggest(word: str, choices) -> str:
+def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, sorted(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -338,7 +343,7 @@ def _read_yaml(text: str, path: Path) -> Any:
         elif "'\\t'" in problem:
             problem = f"{problem} (use spaces, not tabs, to indent)"
         raise InventoryError(f"{where}: {problem}") from None
-    except Exception as exc:  # ruamel raises a few unmarked errors
+    except Exception as exc:  # noqa: BLE001 - ruamel raises a few unmarked errors
         raise InventoryError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
 
 
@@ -366,8 +371,9 @@ def _line_of(tree: Any, loc: tuple) -> str:
         else:
             break
         try:
-            line, col = position(part)
-            found = f"{line + 1}:{col + 1}"
+            if position is not None:
+                line, col = position(part)
+                found = f"{line + 1}:{col + 1}"
         except (KeyError, TypeError):
             pass
         node = node[part]

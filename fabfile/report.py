@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,6 +14,9 @@ from rich.table import Table
 
 from .certs import CertInfo
 from .results import HostResult, Report, Status
+
+if TYPE_CHECKING:
+    from .status import FleetStatus
 
 STYLE = {
     Status.OK: "green", Status.CHANGED: "yellow", Status.FAILED: "bold red",
@@ -61,7 +65,7 @@ class LiveProgress:
             self._progress.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self._progress.stop()
 
@@ -140,7 +144,7 @@ def cert_details(info: CertInfo, now: dt.datetime, title: str) -> None:
     out.print(table)
 
 
-def status_view(result) -> None:
+def status_view(result: FleetStatus) -> None:
     """``inv status``: certificate line, host table, verdict with reasons."""
     cert = result.certificate
     if cert:

@@ -154,7 +154,10 @@ def rotate_all(
 ) -> Report:
     """Run (or resume) a rotation up to ``until`` ('trusted', 'switched') or to the end."""
     report = Report()
-    fan = dict(parallel=parallel, batch=batch, force=force)
+
+    def trust_all() -> Report:  # the clients trust what the rotation state says (Session.anchors)
+        return trust_clients(s, _current(s), targets, parallel=parallel, batch=batch, force=force)
+
     rotation = load(s)
     if abort:
         if rotation is None:
@@ -162,7 +165,7 @@ def rotate_all(
         rotation = abort_rotation(s, rotation)
         if rotation is None:
             report.notes.append("rotation aborted before the switch: clients drop the new certificate")
-            return report.merge(trust_clients(s, _current(s), targets, **fan))
+            return report.merge(trust_all())
         report.notes.append("rotation aborted after the switch: rotating back to the previous certificate")
     if rotation is None:
         left = days_left(s)
@@ -181,7 +184,7 @@ def rotate_all(
         return report
 
     if rotation.kind == "anchor" and rotation.phase == "generated":
-        phase2 = trust_clients(s, _current(s), targets, **fan)
+        phase2 = trust_all()
         report.merge(phase2)
         missing = unreached(phase2)
         if missing and not force:
@@ -213,7 +216,7 @@ def rotate_all(
             return report
 
     if rotation.kind == "anchor":
-        cleanup = trust_clients(s, _current(s), targets, **fan)
+        cleanup = trust_all()
         report.merge(cleanup)
         if unreached(cleanup):
             report.notes.append("some clients still trust the old certificate too; run `inv rotate` again")

@@ -62,7 +62,9 @@ class TrustState:
 
     @classmethod
     def compare(cls, want: tuple[C.WantFile, ...], found: F.ClientFacts) -> "TrustState":
-        files, targets, fps = {}, {}, {}
+        files: dict[str, str] = {}
+        targets: dict[str, str] = {}
+        fps: dict[str, str] = {}
         for f in want:
             have = found.files.get(f.path)
             state = "missing" if have is None else "match" if have.sha256 == f.sha256 else "drift"
@@ -71,7 +73,7 @@ class TrustState:
                 targets[f.target] = state
             if f.path in found.contents and f.path.endswith(".crt"):
                 fps[f.path] = _fp(found.contents[f.path])
-        overall = max(targets.values(), key=RANK.get, default="match")
+        overall = max(targets.values(), key=RANK.__getitem__, default="match")
         return cls(overall, targets, files, fps)
 
 
@@ -144,8 +146,8 @@ def registry_status(s: Session, material: Material) -> HostResult:
     if served.error:
         problems.append(served.error)
     elif served.fingerprint != material.fingerprint:
-        problems.append(f"serves {served.fingerprint[:23]}..., expected {material.fingerprint[:23]}...")
-    if problems:
+        problems.append(f"serves {(served.fingerprint or '')[:23]}..., expected {material.fingerprint[:23]}...")
+    if problems or container is None:  # no problem means a running container
         result.status, result.message = Status.FAILED, "; ".join(problems)
     else:
         result.message = f"container {container.id[:12]} running, serves the expected certificate ({served.tls_version})"

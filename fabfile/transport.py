@@ -43,7 +43,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from types import FrameType
+from typing import Any, Protocol
 
 import paramiko
 from fabric import Config, Connection
@@ -118,7 +119,7 @@ class _RecordNewKey(paramiko.MissingHostKeyPolicy):
     def __init__(self, path: Path):
         self.path = path
 
-    def missing_host_key(self, client, hostname, key):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         with _known_hosts_lock:
             known = paramiko.HostKeys(str(self.path)) if self.path.exists() else paramiko.HostKeys()
             recorded = known.lookup(hostname) or {}
@@ -149,7 +150,7 @@ class _QuickAckSocket(socket.socket):
     sends two small packets in a row (after auth, before the first channel is served), the second
     waits for our delayed ACK, 40 ms. Quick ACKs remove that stall from every connection."""
 
-    def recv(self, *args):
+    def recv(self, *args: Any) -> bytes:
         data = super().recv(*args)
         try:
             self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
@@ -224,7 +225,7 @@ class Remote:
     def __enter__(self) -> "Remote":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -249,7 +250,7 @@ class Remote:
                                                  port=port, key=self.target.key), config)
         return self._connection(self.target, config, gateway)
 
-    def _connection(self, target: SshTarget, config: Config, gateway=None) -> Connection:
+    def _connection(self, target: SshTarget, config: Config, gateway: Connection | None = None) -> Connection:
         connect_kwargs: dict = {}
         if target.key:
             connect_kwargs.update(key_filename=[target.key], look_for_keys=False, allow_agent=False)
@@ -330,7 +331,7 @@ class Remote:
             sock.settimeout(self.settings.connect_timeout)
         return sock
 
-    def _channel(self, gateway: Connection, cxn: Connection):
+    def _channel(self, gateway: Connection, cxn: Connection) -> paramiko.Channel:
         timeout = self.settings.connect_timeout
         try:
             return gateway.transport.open_channel("direct-tcpip", dest_addr=(cxn.host, int(cxn.port)),
@@ -479,7 +480,7 @@ def uninterrupted(host: str) -> Iterator[None]:
         return
     caught: list[int] = []
 
-    def hold(signum, frame):
+    def hold(signum: int, frame: FrameType | None) -> None:
         if caught:
             raise KeyboardInterrupt
         caught.append(signum)

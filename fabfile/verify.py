@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 
@@ -88,7 +88,7 @@ def probe(
     timeout: float = 5.0,
 ) -> Probe:
     """Handshake + ``/v2/`` checks. Never raises for network or TLS problems: see ``Probe.error``."""
-    base = dict(address=address, port=port, server_name=server_name)
+    base = Probe(address=address, port=port, server_name=server_name)
     ctx = tls_context(anchor_pem)
     try:
         with socket.create_connection((address, port), timeout=timeout) as raw:
@@ -96,20 +96,22 @@ def probe(
                 der = tls.getpeercert(binary_form=True)
                 version = tls.version()
     except ssl.SSLCertVerificationError as exc:
-        return Probe(**base, error=f"TLS verification failed: {exc.verify_message or exc.reason}")
+        return replace(base, error=f"TLS verification failed: {exc.verify_message or exc.reason}")
     except ssl.SSLError as exc:
-        return Probe(**base, error=f"TLS handshake failed: {exc.reason or exc}")
+        return replace(base, error=f"TLS handshake failed: {exc.reason or exc}")
     except (OSError, socket.timeout) as exc:
-        return Probe(**base, error=f"cannot connect to {address}:{port}: {exc.strerror or exc}")
+        return replace(base, error=f"cannot connect to {address}:{port}: {exc.strerror or exc}")
+    if der is None:
+        return replace(base, error="TLS handshake: the server presented no certificate")
     cert = x509.load_der_x509_certificate(der)
-    info = dict(fingerprint=certs.fingerprint(cert), tls_version=version,
-                not_after=cert.not_valid_after_utc, sans=certs.cert_sans(cert))
+    seen = replace(base, fingerprint=certs.fingerprint(cert), tls_version=version,
+                   not_after=cert.not_valid_after_utc, sans=certs.cert_sans(cert))
     try:
         status, header = _get_v2(address, port, server_name, ctx, None, timeout)
         auth_status = _get_v2(address, port, server_name, ctx, credentials, timeout)[0] if credentials else None
     except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
-        return Probe(**base, **info, error=f"GET /v2/ failed: {exc}")
-    return Probe(**base, **info, unauthenticated=status, api_header=header, authenticated=auth_status)
+        return replace(seen, error=f"GET /v2/ failed: {exc}")
+    return replace(seen, unauthenticated=status, api_header=header, authenticated=auth_status)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
@@ -117,16 +119,17 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
     def __init__(self, address: str, server_name: str, port: int, ctx: ssl.SSLContext, timeout: float):
         super().__init__(server_name, port, timeout=timeout, context=ctx)
-        self._address = address
+        self._address, self._ctx = address, ctx
 
     def connect(self) -> None:
         sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
 
 
-def _get_v2(address, port, server_name, ctx, credentials, timeout) -> tuple[int, str | None]:
+def _get_v2(address: str, port: int, server_name: str, ctx: ssl.SSLContext, credentials: tuple[str, str] | None,
+            timeout: float) -> tuple[int, str | None]:
     conn = _PinnedHTTPS(address, server_name, port, ctx, timeout)
-    headers = {}
+    headers: dict[str, str] = {}
     if credentials:
         token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"

@@ -16,7 +16,7 @@ from ..pki import Material
 from ..redact import redact
 from ..results import HostResult, Status
 from ..sh import cmd
-from ..transport import Transport
+from ..transport import Result, Transport
 from .lock import remote_lock
 from .plan import Plan, plan
 from .scripts import cleanup_script, prepare_script, recreate_script, rollback_script, switch_link_script
@@ -137,7 +137,7 @@ def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result:
     result.message = "re-created the registry container" if todo.recreate else "updated"
 
 
-def _recreate_error(run) -> str:
+def _recreate_error(run: Result) -> str:
     out = run.stdout.strip().splitlines()
     last = out[-1] if out else ""
     if last.startswith("EXITED"):

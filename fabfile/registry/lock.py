@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..errors import LockedError, RemoteError
 from ..results import HostResult
 from ..sh import Exit
-from ..transport import Transport
+from ..transport import Result, Transport
 from .scripts import lock_script, unlock_script
 from .spec import LOCK_STALE_SECONDS
 
@@ -27,11 +27,11 @@ class remote_lock:
     def __init__(self, remote: Transport, data_dir: str, job: DeployJob, result: HostResult):
         self.remote, self.data_dir, self.job, self.result = remote, data_dir, job, result
 
-    def _take(self, take_over: bool):
+    def _take(self, take_over: bool) -> Result:
         return self.remote.run(lock_script(self.data_dir, self.job.run_id, take_over=take_over),
                                sudo=True, check=False)
 
-    def __enter__(self):
+    def __enter__(self) -> remote_lock:
         run = self._take(self.job.break_lock)
         if run.exited == Exit.LOCKED:
             owner = run.stdout.strip().removeprefix("LOCKED").strip()
@@ -47,7 +47,7 @@ class remote_lock:
             raise RemoteError(self.remote.name, f"cannot take the lock: {run.tail()}")
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.remote.run(unlock_script(self.data_dir), sudo=True, check=False)
 
 

@@ -231,7 +231,7 @@ def assert_consistent(fleet, fingerprints: set[str]) -> None:
     assert state["served"] in fingerprints, state
     assert state["temp"] == "0", state
     assert state["containers"] == "registry:running", state
-    for folder, cert_key, key_key, fp in state["pairs"]:
+    for folder, cert_key, key_key, _fp in state["pairs"]:
         assert cert_key == key_key, (folder, state)  # the certificate and the key of one folder belong together
     (mounted,) = [p for p in state["pairs"] if p[0] == state["mounted"]]
     assert mounted[3] == state["served"], state
