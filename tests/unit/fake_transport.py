@@ -48,14 +48,17 @@ class FakeHost:
     name: str
     rules: list[tuple[re.Pattern[str], Answer, int | None]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)   # what put_many installed
+    modes: dict[str, int] = field(default_factory=dict)
     strict: bool = False
     connects: int = 0
 
-    def on(self, pattern: str, answer: Answer | str = "", *, exited: int = 0, times: int | None = None) -> FakeHost:
-        """Answer scripts matching ``pattern`` (a regex, searched) with ``answer``; ``times``: only that often."""
+    def on(self, pattern: str, answer: Answer | str = "", *, exited: int = 0, times: int | None = None,
+           first: bool = False) -> FakeHost:
+        """Answer scripts matching ``pattern`` (a regex, searched) with ``answer``; ``times``: only that often;
+        ``first``: before the rules already there."""
         if isinstance(answer, str):
             answer = Result(stdout=answer, stderr="", exited=exited)
-        self.rules.append((re.compile(pattern), answer, times))
+        self.rules.insert(0 if first else len(self.rules), (re.compile(pattern), answer, times))
         return self
 
     def answer(self, command: str) -> Result:
@@ -138,8 +141,8 @@ class FakeTransport:
         self.open()
         self.fleet.record(Call(self.name, "#put_many", True, tuple((dest, mode) for _, dest, mode in files)))
         self.host.answer("#put_many " + " ".join(dest for _, dest, _ in files))
-        for data, dest, _ in files:
-            self.host.files[dest] = data
+        for data, dest, mode in files:
+            self.host.files[dest], self.host.modes[dest] = data, mode
 
 
 def recorded_output(name: str) -> str:

@@ -3,6 +3,7 @@ order, to which host, and what each host's result says. No SSH, no root, no netw
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -12,16 +13,17 @@ from fabfile import verify as V
 from fabfile.errors import SudoError, UnreachableError
 from fabfile.results import Status
 from fabfile.session import Session, open_session
-from fake_transport import FakeFleet
+from fake_registry import RegistryHost, TlsRegistry
+from fake_transport import FakeFleet, FakeHost
 
 MUTATING = r"base64 -d|mv -f|rm -f|ln -sfn|systemctl|docker run|rename|#put_many|\.registry-tls\.lock"
 
 
-def write_inventory(root: Path, clients: int = 3, *, trust: str = "[docker]") -> Path:
+def write_inventory(root: Path, clients: int = 3, *, trust: str = "[docker]", port: int = 5443) -> Path:
     hosts = "\n".join(f"    c{i}: {{address: 192.0.2.{20 + i}}}" for i in range(1, clients + 1))
     path = root / "inventory.yaml"
     path.write_text(
-        "registry: {host: registry.test, address: 127.0.0.1, port: 5443}\n"
+        f"registry: {{host: registry.test, address: 127.0.0.1, port: {port}, health_timeout: 1}}\n"
         f"certificate: {{san: [DNS:registry.test], key_type: ecdsa-p256, pki_dir: {root / 'pki'}}}\n"
         f"state_dir: {root / 'state'}\n"
         f"ssh: {{known_hosts: {root / 'known_hosts'}}}\n"
@@ -130,3 +132,160 @@ def test_verify_client_runs_the_tls_check_on_the_client_with_sudo(tmp_path, flee
         Status.OK, "TLS to registry.test:5443 validates with the installed trust (openssl)")
     (call,) = fleet.calls
     assert call.sudo and "/etc/docker/certs.d/registry.test:5443/ca.crt" in call.command
+
+
+# --------------------------------------------------------------------------- the registry host (fake_registry)
+
+
+class World:
+    """A session whose registry host is a RegistryHost (real TLS on 127.0.0.1) and whose clients are fakes."""
+
+    def __init__(self, tmp_path: Path, clients: int = 3, trust: str = "[docker]", sudo_password: str | None = None):
+        self.fleet = FakeFleet()
+        self.tls = TlsRegistry()
+        path = write_inventory(tmp_path, clients, trust=trust, port=self.tls.port)
+        self.s = open_session(path, sudo_password=sudo_password)
+        self.s.opener = self.fleet.opener
+        self.registry = RegistryHost(self.fleet.host("registry.test"), self.tls)
+        for c in self.s.inv.clients:
+            self.client(c.name)
+
+    def client(self, name: str, os_id: str = "debian") -> FakeHost:
+        host = self.fleet.host(name)
+        host.rules.clear()
+        return host.on(r"echo \"TIME", client_probe(os_id)).on(r"base64 -d", "VERIFY ok openssl\n")
+
+    def mutating(self, host: str | None = None) -> list[str]:
+        return [c.command for c in self.fleet.sent(MUTATING, host)]
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = World(tmp_path)
+    yield w
+    w.tls.close()
+
+
+def steps(world: World) -> list[str]:
+    """The registry host's commands, by what they do."""
+    names = [("#put_many", "upload"), ("echo LOCK", "lock"), ("echo 'LINK NONE'", "probe"), ("umask 077", "prepare"),
+             (" run -d ", "recreate"), ("inspect --type container", "rollback"), ("ln -sfn", "switch"),
+             ("ls -1dt", "cleanup"), ("registry-tls.lock", "unlock"), ("&& cat ", "read users")]
+    return [next((n for pattern, n in names if pattern in c), c) for c in world.fleet.commands("registry.test")]
+
+
+def test_registry_first_deploy_runs_the_plan_in_order_then_a_rerun_changes_nothing(world):
+    material, _ = D.certificate(world.s)
+    first = D.deploy_registry(world.s, material)
+    (result,) = first.results.values()
+    assert (result.status, result.message) == (Status.CHANGED, "re-created the registry container")
+    assert steps(world) == ["read users", "probe", "lock", "probe", "prepare", "upload", "switch", "recreate",
+                            "cleanup", "unlock"]
+    assert result.facts["fingerprint"] == material.fingerprint and result.facts["switch_seconds"] >= 0
+    key = [c for c in world.fleet.calls if c.is_upload][0].uploads[0]
+    assert key[0].endswith("/registry_auth.key") and key[1] == 0o600
+    world.fleet.calls.clear()
+    (again,) = D.deploy_registry(world.s, material).results.values()
+    assert (again.status, again.message) == (Status.OK, "certificate, users and container already as desired")
+    assert steps(world) == ["probe"] and world.mutating() == []
+
+
+@pytest.mark.parametrize("knob, reason", [
+    ("serve_stale", "health check failed: TLS verification failed: self-signed certificate"),
+    ("crash", "new registry container did not stay up: level=fatal"),
+])
+def test_registry_failure_after_the_switch_rolls_back_to_the_serving_container(world, knob, reason):
+    old, _ = D.certificate(world.s)
+    D.deploy_registry(world.s, old)
+    new = world.s.pki.generate(world.s.now, force=True)
+    setattr(world.registry, knob, True)
+    world.fleet.calls.clear()
+    (result,) = D.deploy_registry(world.s, new).results.values()
+    assert result.status == Status.FAILED
+    assert result.message.startswith(reason)
+    assert result.message.endswith(f"; rolled back; the registry serves {old.fingerprint} again")
+    assert steps(world)[-2:] == ["rollback", "unlock"]
+    assert world.registry.link.endswith(old.fingerprint.replace(":", "").lower()[:16])
+
+
+def test_registry_locked_by_a_live_run_elsewhere_fails_without_touching_it(world):
+    material, _ = D.certificate(world.s)
+    world.registry.locked_by = f"other-host pid 4242 {int(time.time())}"
+    (result,) = D.deploy_registry(world.s, material).results.values()
+    assert result.status == Status.FAILED
+    assert result.message.startswith("registry locked by another run (other-host pid 4242, ")
+    assert steps(world) == ["read users", "probe", "lock"]
+
+
+def test_a_failed_registry_skips_every_client(world):
+    world.registry.crash = True
+    report = D.deploy_all(world.s, world.s.inv.clients)
+    statuses = [(r.host, r.status, r.message) for r in report.results.values() if r.role == "client"]
+    assert statuses == [(f"c{i}", Status.SKIPPED, "not attempted: the registry host failed") for i in (1, 2, 3)]
+    assert [c for c in world.fleet.calls if c.host != "registry.test"] == []
+
+
+def test_deploy_dry_run_sends_no_mutating_command_anywhere(world):
+    report = D.deploy_all(world.s, world.s.inv.clients, dry_run=True)
+    assert {r.status for r in report.results.values()} == {Status.CHANGED}
+    assert world.mutating() == []
+    assert not (world.s.pki.root / "registry.key").exists()   # the certificate was made in memory only
+    registry = next(r for r in report.results.values() if r.role == "registry")
+    assert "would re-create container registry: no container yet" in registry.changes
+
+
+def test_deploy_all_then_every_client_trusts_the_registry(world):
+    report = D.deploy_all(world.s, world.s.inv.clients)
+    assert report.exit_code == 0
+    for name in ("c1", "c2", "c3"):
+        (apply,) = world.fleet.sent("base64 -d", name)
+        assert apply.sudo and "/etc/docker/certs.d/registry.test:" in apply.command
+
+
+def test_interrupt_during_the_recreate_rolls_back_then_stops(world):
+    old, _ = D.certificate(world.s)
+    D.deploy_registry(world.s, old)
+    new = world.s.pki.generate(world.s.now, force=True)
+    world.registry.host.on(r"\brun -d\b", KeyboardInterrupt(), first=True)
+    world.fleet.calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        D.deploy_registry(world.s, new)
+    assert steps(world)[-3:] == ["recreate", "rollback", "unlock"]
+
+
+# --------------------------------------------------------------------------- the restart gate
+
+
+def restart_world(tmp_path: Path, exits: dict[str, int]) -> World:
+    w = World(tmp_path, trust="[docker, os]")
+    for name, code in exits.items():
+        w.fleet.host(name).on(r"dockerd --validate", {3: "RUNNING 2\n", 5: "RESTARTFAILED\n"}.get(code, "UP\n"),
+                              exited=code)
+    return w
+
+
+def test_a_failed_restart_stops_later_restarts(tmp_path):
+    w = restart_world(tmp_path, {"c1": 5, "c2": 0, "c3": 0})
+    material, _ = D.certificate(w.s)
+    try:
+        report = D.trust_clients(w.s, material, w.s.inv.clients, parallel=1)
+    finally:
+        w.tls.close()
+    got = [(r.host, r.status, r.message) for r in report.results.values()]
+    assert got == [("c1", Status.FAILED, "dockerd restart command failed: systemctl restart docker"),
+                   ("c2", Status.FAILED, "dockerd restart skipped: the restart on c1 failed"),
+                   ("c3", Status.FAILED, "dockerd restart skipped: the restart on c1 failed")]
+    assert [h for h in ("c1", "c2", "c3") if w.fleet.sent("dockerd --validate", h)] == ["c1"]
+
+
+def test_a_refused_restart_does_not_stop_the_others(tmp_path):
+    w = restart_world(tmp_path, {"c1": 3, "c2": 0, "c3": 0})
+    material, _ = D.certificate(w.s)
+    try:
+        report = D.trust_clients(w.s, material, w.s.inv.clients, parallel=1)
+    finally:
+        w.tls.close()
+    got = [(r.host, r.status) for r in report.results.values()]
+    assert got == [("c1", Status.FAILED), ("c2", Status.CHANGED), ("c3", Status.CHANGED)]
+    assert report.results[("client", "c1")].message.startswith("dockerd not restarted: 2 container(s) running")
+    assert [r.restarted for r in report.results.values()] == [False, True, True]

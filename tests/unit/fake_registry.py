@@ -1,0 +1,239 @@
+"""The registry host, played by the fake transport: what its scripts leave behind, and a real TLS endpoint.
+
+``RegistryHost`` answers the registry scripts on a ``FakeHost`` the way a
+host would end up after running them: files (from uploads), the ``certs``
+link, the container (parsed from the ``docker run`` line: spec label, env,
+mounts, ports, restart policy) and ``<name>-previous``, the lock. It serves,
+on 127.0.0.1, the certificate of the running container's cert folder through
+``TlsRegistry`` (real TLS, so the health gate and the rollback check in
+registry/apply.py run as they do against a real registry).
+
+Knobs for failure tables: ``crash`` (the new container exits: recreate exit 8),
+``serve_stale`` (the new container runs but serves the old certificate: the
+health check fails), ``locked_by`` (another run's lock owner line).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from fabfile.transport import Result
+from fake_transport import FakeHost
+
+
+class _V2(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        ok = self.headers.get("Authorization", "").startswith("Basic ")
+        self.send_response(200 if ok else 401)
+        self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # failed handshakes are what some tests are about
+
+
+class TlsRegistry:
+    """``/v2/`` over TLS on 127.0.0.1 with a certificate that can change, or no answer at all."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="fake-registry-")
+        self._current: ssl.SSLContext | None = None
+        base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        base.sni_callback = self._pick
+        self._server = _Server(("127.0.0.1", 0), _V2)
+        self._server.socket = base.wrap_socket(self._server.socket, server_side=True, do_handshake_on_connect=False)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def _pick(self, sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> int | None:
+        if self._current is None:
+            return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
+        sock.context = self._current
+        return None
+
+    def serve(self, cert_pem: bytes | None, key_pem: bytes | None) -> None:
+        if not cert_pem or not key_pem:
+            self._current = None
+            return
+        stem = hashlib.sha256(cert_pem).hexdigest()[:12]
+        cert, key = Path(self._dir.name) / f"{stem}.crt", Path(self._dir.name) / f"{stem}.key"
+        cert.write_bytes(cert_pem)
+        key.write_bytes(key_pem)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self._current = ctx
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._dir.cleanup()
+
+
+def _inspect(argv: list[str], cid: str, image_id: str) -> dict:
+    """What ``docker inspect`` says about a container started with ``argv`` (a ``docker run`` line)."""
+    env, mounts, labels, ports = [], [], {}, {}
+    name = restart = image = ""
+    i = 3  # docker run -d
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--name":
+            name, i = argv[i + 1], i + 2
+        elif arg.startswith("--restart="):
+            restart, i = arg.split("=", 1)[1], i + 1
+        elif arg == "-p":
+            host, cport = argv[i + 1].split(":")
+            ports[f"{cport}/tcp"] = [{"HostIp": "", "HostPort": host}]
+            i += 2
+        elif arg == "-v":
+            src, dst, *ro = argv[i + 1].split(":")
+            mounts.append({"Type": "bind", "Source": src, "Destination": dst, "RW": not ro})
+            i += 2
+        elif arg == "-e":
+            env.append(argv[i + 1])
+            i += 2
+        elif arg == "--label":
+            key, value = argv[i + 1].split("=", 1)
+            labels[key] = value
+            i += 2
+        else:
+            image, i = arg, i + 1
+    return {"Id": cid, "Name": f"/{name}", "Image": image_id, "RestartCount": 0,
+            "State": {"Running": True}, "Mounts": mounts,
+            "Config": {"Labels": labels, "Env": env, "Image": image},
+            "HostConfig": {"PortBindings": ports, "RestartPolicy": {"Name": restart}}}
+
+
+@dataclass
+class RegistryHost:
+    host: FakeHost
+    tls: TlsRegistry
+    data_dir: str = "/var/lib/docker-registry"
+    image_id: str = "sha256:" + "ab" * 32
+    link: str | None = None
+    container: dict | None = None
+    previous: dict | None = None
+    locked_by: str | None = None
+    crash: bool = False
+    serve_stale: bool = False
+    clock: int | None = None            # the host's clock; None: this machine's
+    log: list[str] = field(default_factory=list)
+    _ids: int = 0
+
+    def __post_init__(self) -> None:
+        h = self.host
+        h.on(r"echo 'LINK NONE'", self._probe)
+        h.on(r"echo LOCK$", self._lock)
+        h.on(r"^rm -rf .*\.registry-tls\.lock'?$", self._unlock)
+        h.on(r"\brun -d\b", self._recreate)
+        h.on(r"inspect --type container .* rename", self._rollback)
+        h.on(r"ls -1dt \.certs-", self._cleanup)
+        h.on(r"^ln -sfn|\nln -sfn", self._switch)
+        h.on(r"\] && cat ", Result("", "", 1))   # no htpasswd on the host yet
+        h.on(r"^\S+ start ", self._start)
+        h.on(r"^\S+ rename ", self._rename)
+
+    # ------------------------------------------------------------------ what the host reports
+
+    def _probe(self, script: str) -> Result:
+        lines = [f"TIME {int(self.clock if self.clock is not None else time.time())}"]
+        for path in re.findall(r"^f (.+)$", script, re.M):
+            path = shlex.split(path)[0]
+            data = self.host.files.get(path)
+            if data is None:
+                lines.append(f"M {path}")
+            else:
+                mode = self.host.modes.get(path, 0o644)
+                lines.append(f"F {hashlib.sha256(data).hexdigest()} {mode:o} root 1700000000 {path}")
+        lines.append(f"LINK {self.link}" if self.link else "LINK NONE")
+        lines.append("ENGINE up")
+        if self.container:
+            lines.append("INSPECT " + json.dumps(self.container))
+        if self.previous:
+            lines.append("PREVIOUS " + json.dumps(self.previous))
+        lines.append(f"IMAGE {self.image_id}")
+        return Result("\n".join(lines) + "\n", "", 0)
+
+    # ------------------------------------------------------------------ what the scripts do
+
+    def _lock(self, script: str) -> Result:
+        take_over = "[ 1 = 1 ]" in script
+        if self.locked_by and not take_over:
+            return Result(f"LOCKED {self.locked_by}\n", "", 7)
+        self.locked_by = "us"
+        self.log.append("lock")
+        return Result("LOCK\n", "", 0)
+
+    def _unlock(self, script: str) -> Result:
+        self.locked_by = None
+        self.log.append("unlock")
+        return Result("", "", 0)
+
+    def _switch(self, script: str) -> Result:
+        target = shlex.split(re.search(r"ln -sfn (\S+)", script)[1])[0]   # type: ignore[index]
+        self.link = target
+        self.log.append(f"link {target}")
+        return Result("", "", 0)
+
+    def _recreate(self, script: str) -> Result:
+        run = next(line for line in script.splitlines() if " run -d " in line)
+        argv = shlex.split(run.removesuffix(" >/dev/null"))
+        if self.container:
+            self.previous = self.container
+        self._ids += 1
+        self.container = _inspect(argv, f"{self._ids:064x}", self.image_id)
+        self.log.append("recreate")
+        if self.crash:
+            self.container["State"]["Running"] = False
+            return Result("EXITED level=fatal msg=\"open /data/certs/registry_auth.crt: no such file\"\n", "", 8)
+        if not self.serve_stale:
+            self._serve(self.container)
+        return Result("RUNNING\n", "", 0)
+
+    def _rollback(self, script: str) -> Result:
+        self.log.append("rollback")
+        m = re.search(r"ln -sfn (\S+)", script)
+        if m:
+            self.link = shlex.split(m[1])[0]
+        self.container, self.previous = self.previous, None
+        self._serve(self.container)
+        return Result("", "", 0)
+
+    def _cleanup(self, script: str) -> Result:
+        self.previous = None
+        self.log.append("cleanup")
+        return Result("", "", 0)
+
+    def _start(self, script: str) -> Result:
+        if self.container:
+            self.container["State"]["Running"] = True
+            self._serve(self.container)
+        return Result("", "", 0)
+
+    def _rename(self, script: str) -> Result:   # restore <name>-previous left by an interrupted run
+        self.container, self.previous = self.previous, None
+        return Result("", "", 0)
+
+    def _serve(self, container: dict | None) -> None:
+        if container is None:
+            self.tls.serve(None, None)
+            return
+        certs = next(m["Source"] for m in container["Mounts"] if m["Destination"] == "/data/certs")
+        self.tls.serve(self.host.files.get(f"{certs}/registry_auth.crt"),
+                       self.host.files.get(f"{certs}/registry_auth.key"))
