@@ -307,6 +307,7 @@ def status(c, inventory=None, hosts=None, groups=None, parallel=10, warn_days=30
     if failure is not None:
         report.error(failure)
         raise Exit(code=int(Level.UNKNOWN))
+    assert result is not None  # set unless the session or the check failed
     if fmt == "json":
         report.print_json(result.to_json())
     elif fmt == "table":

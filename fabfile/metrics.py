@@ -9,15 +9,19 @@ registries. The status of each host is a state set: one series per status, 1 for
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, Info, generate_latest
 
 from .results import Status
 
+if TYPE_CHECKING:
+    from .status import FleetStatus
+
 PREFIX = "registry_tls"
 
 
-def exposition(result, *, registry: str, checked_at: dt.datetime) -> bytes:
+def exposition(result: FleetStatus | None, *, registry: str, checked_at: dt.datetime) -> bytes:
     """The metrics of one ``fleet_status`` result (``result`` None: the check itself failed)."""
     reg = CollectorRegistry(auto_describe=True)
 
