@@ -11,6 +11,9 @@ The package is the logic behind ``tasks.py``. Read it top-down:
 - ``registry``   desired state, plan and apply for the registry host
 - ``clients``    desired state, plan and apply for Docker clients
 - ``verify``     TLS and /v2/ checks from the operator's machine
+- ``metrics``    the status as Prometheus text exposition                (pure)
+- ``export``     cloud-init user-data and a Kubernetes DaemonSet with the trust (pure)
+- ``cli``        the ``registry-tls`` command: thin Invoke tasks
 - ``fleet``      bounded parallel fan-out with per-host results
 - ``results``    the data types every step returns
 - ``report``     rendering of results: tables, progress, JSON

@@ -335,6 +335,46 @@ def _metrics(result, registry: str, checked_at, show: bool, path) -> None:
         report.print_text(data.decode())
 
 
+# --------------------------------------------------------------------------- exports
+
+
+def _export_inputs(c, inventory, group, *, kubernetes=False):
+    s = _session(c, inventory, json=True, command="export")
+    client = s.inv.group(group)
+    if kubernetes and not s.inv.kubernetes.image:
+        raise InputError(f"{s.inv.path}: kubernetes.image: not set; name a pinned image with sh, cmp, cp and mv "
+                         "(e.g. busybox:1.36.1) that every node can pull")
+    material = s.pki.load()
+    if material is None:
+        raise InputError(f"{s.pki.cert_path}: no certificate yet; run `deploy` or `cert.generate` first")
+    anchors = D.anchors(s, material)
+    title = (f"registry-tls: trust for {s.inv.registry.endpoint}"
+             f" ({'group ' + group if group else 'client defaults'}), anchor SHA-256 {material.anchor_fingerprint}")
+    return s, client, anchors, title
+
+
+@task(help={"inventory": COMMON["inventory"],
+            "group": "the client group whose trust targets new machines get (default: clients.defaults)"})
+@cli
+def cloud_init(c, inventory=None, group=None):
+    """Print #cloud-config user-data giving a new machine the trust clients.trust would install."""
+    from .export import cloud_init as render
+
+    s, client, anchors, title = _export_inputs(c, inventory, group)
+    report.print_text(render(client, s.inv.registry, anchors, title=title))
+
+
+@task(help={"inventory": COMMON["inventory"],
+            "group": "the client group whose registry names the nodes use (default: clients.defaults)"})
+@cli
+def kubernetes(c, inventory=None, group=None):
+    """Print a ConfigMap + DaemonSet keeping the anchor in every node's /etc/containerd/certs.d (kubectl apply -f -)."""
+    from .export import kubernetes as render
+
+    s, client, anchors, title = _export_inputs(c, inventory, group, kubernetes=True)
+    report.print_text(render(client, s.inv.registry, anchors, s.inv.kubernetes, title=title))
+
+
 # --------------------------------------------------------------------------- namespaces
 
 cert = Collection("cert", generate, show)
@@ -343,11 +383,12 @@ registry_ns.add_task(registry_deploy, name="deploy")
 users = Collection("users", add, remove)
 users.add_task(list_, name="list")
 clients_ns = Collection("clients", trust)
+export = Collection("export", cloud_init, kubernetes)
 
 
 def collection(*extra) -> Collection:
     """The operator's tasks (plus ``extra`` tasks or collections: the checkout adds the lab)."""
-    ns = Collection(deploy, verify, status, rotate, cert, registry_ns, users, clients_ns, *extra)
+    ns = Collection(deploy, verify, status, rotate, cert, registry_ns, users, clients_ns, export, *extra)
     ns.configure({"inventory": None})
     return ns
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, get_args, overload
@@ -180,6 +180,35 @@ class CertificateSection(_Strict):
         return v
 
 
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*?(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@sha256:[0-9a-f]{64})?$")
+
+
+class KubernetesSection(_Strict):
+    """For ``export.kubernetes``: the DaemonSet's namespace and image (any image with sh, cp, mv, cmp)."""
+
+    image: str | None = None
+    namespace: str = "kube-system"
+
+    @field_validator("image")
+    @classmethod
+    def _pinned_image(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = _IMAGE.match(v)
+        if not m:
+            raise ValueError(f"{v!r} is not an image reference like busybox:1.36.1 or name@sha256:<digest>")
+        if "@" not in v and (m["tag"] in (None, "latest")):
+            raise ValueError(f"{v!r}: pin a version tag or a digest (not 'latest'), so every node runs the same image")
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", v):
+            raise ValueError(f"{v!r} is not a Kubernetes namespace name (lowercase letters, digits, '-')")
+        return v
+
+
 class SshSection(_Strict):
     known_hosts: str = "~/.ssh/known_hosts"
     config: str | None = "~/.ssh/config"
@@ -192,6 +221,7 @@ class InventoryFile(_Strict):
     clients: ClientsSection = ClientsSection()
     ssh: SshSection = SshSection()
     state_dir: str = ".registry-tls"
+    kubernetes: KubernetesSection = KubernetesSection()
 
 
 # --------------------------------------------------------------------------- resolved
@@ -265,6 +295,16 @@ class Inventory:
     ssh_config: Path | None
     connect_timeout: int
     state_dir: Path
+    # What a new client of each group gets (defaults -> group), for the exports; '' is the defaults alone.
+    groups: dict[str, Client] = field(default_factory=dict)
+    kubernetes: KubernetesSection = KubernetesSection()
+
+    def group(self, name: str | None) -> Client:
+        """The settings a new client of group ``name`` (None: of no group) would get."""
+        if (name or "") not in self.groups:
+            raise InventoryError(f"{self.path}: --group {name}: not in clients.groups"
+                                 f"{_suggest(name, [g for g in self.groups if g])}")
+        return self.groups[name or ""]
 
     def select(self, hosts: str | None = None, groups: str | None = None) -> tuple[Client, ...]:
         """Clients filtered by comma-separated host names and/or groups; unknown names are errors."""
@@ -485,6 +525,25 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
         s.partition(":")[2] for s in spec.san_texts
         if s.partition(":")[2] not in ("localhost",) and not s.startswith("IP:127.") and s != "IP:::1"
     )
+    def resolve(name: str, groups: list[str], layers: list[ClientVars], loc: tuple) -> Client:
+        merged = _merge(layers)
+        names = tuple(merged.get("registry_names") or default_names)
+        for i, n in enumerate(names):
+            if not certs.covers(spec.san_texts, n):
+                raise fail((*loc, "registry_names", i),
+                           f"{n!r} is not in certificate.san; docker would fail with 'certificate is valid for'")
+        return Client(
+            ssh=SshTarget(name=name, address=merged.get("address") or name, user=merged.get("ssh_user"),
+                          port=merged.get("ssh_port"), key=_expand(merged.get("ssh_key"), base),
+                          gateway=merged.get("gateway")),
+            groups=tuple(groups),
+            trust=tuple(merged.get("trust") or DEFAULT_TRUST),
+            restart=merged.get("restart") or "auto",
+            restart_command=merged.get("restart_command") or DEFAULT_RESTART_COMMAND,
+            registry_names=names,
+            verify=merged.get("verify", True),
+        )
+
     clients = []
     for name, host in model.clients.hosts.items():
         host = host or ClientHostVars()
@@ -492,23 +551,12 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
             if group not in model.clients.groups:
                 raise fail(("clients", "hosts", name, "groups", i),
                            f"group {group!r} is not defined in clients.groups{_suggest(group, model.clients.groups)}")
-        merged = _merge([model.clients.defaults, *(model.clients.groups[g] for g in host.groups), host])
-        names = tuple(merged.get("registry_names") or default_names)
-        for i, n in enumerate(names):
-            if not certs.covers(spec.san_texts, n):
-                raise fail(("clients", "hosts", name, "registry_names", i),
-                           f"{n!r} is not in certificate.san; docker would fail with 'certificate is valid for'")
-        clients.append(Client(
-            ssh=SshTarget(name=name, address=merged.get("address") or name, user=merged.get("ssh_user"),
-                          port=merged.get("ssh_port"), key=_expand(merged.get("ssh_key"), base),
-                          gateway=merged.get("gateway")),
-            groups=tuple(host.groups),
-            trust=tuple(merged.get("trust") or DEFAULT_TRUST),
-            restart=merged.get("restart") or "auto",
-            restart_command=merged.get("restart_command") or DEFAULT_RESTART_COMMAND,
-            registry_names=names,
-            verify=merged.get("verify", True),
-        ))
+        clients.append(resolve(name, host.groups, [model.clients.defaults, *(model.clients.groups[g] for g in
+                                                                            host.groups), host],
+                               ("clients", "hosts", name)))
+    groups = {"": resolve("defaults", [], [model.clients.defaults], ("clients", "defaults"))}
+    groups.update({g: resolve(g, [g], [model.clients.defaults, layer], ("clients", "groups", g))
+                   for g, layer in model.clients.groups.items()})
     return Inventory(
         path=path,
         registry=registry,
@@ -519,6 +567,8 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
         ssh_config=_expand_path(model.ssh.config, base) if model.ssh.config else None,
         connect_timeout=model.ssh.connect_timeout,
         state_dir=_expand_path(model.state_dir, base),
+        groups=groups,
+        kubernetes=model.kubernetes,
     )
 
 
