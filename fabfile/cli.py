@@ -347,7 +347,7 @@ def _export_inputs(c, inventory, group, *, kubernetes=False):
     material = s.pki.load()
     if material is None:
         raise InputError(f"{s.pki.cert_path}: no certificate yet; run `deploy` or `cert.generate` first")
-    anchors = D.anchors(s, material)
+    anchors = s.anchors(material)
     title = (f"registry-tls: trust for {s.inv.registry.endpoint}"
              f" ({'group ' + group if group else 'client defaults'}), anchor SHA-256 {material.anchor_fingerprint}")
     return s, client, anchors, title

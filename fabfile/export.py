@@ -24,7 +24,7 @@ from .certs import fingerprint_pem
 from .inventory import Client, KubernetesSection, Registry
 
 
-def _yaml(*documents) -> str:
+def _yaml(*documents: dict) -> str:
     y = YAML()
     y.default_flow_style = False
     y.width = 4096

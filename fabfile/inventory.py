@@ -303,7 +303,7 @@ class Inventory:
         """The settings a new client of group ``name`` (None: of no group) would get."""
         if (name or "") not in self.groups:
             raise InventoryError(f"{self.path}: --group {name}: not in clients.groups"
-                                 f"{_suggest(name, [g for g in self.groups if g])}")
+                                 f"{_suggest(name or '', [g for g in self.groups if g])}")
         return self.groups[name or ""]
 
     def select(self, hosts: str | None = None, groups: str | None = None) -> tuple[Client, ...]:
