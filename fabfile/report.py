@@ -1,16 +1,29 @@
-"""Rendering only: progress while hosts run, a table at the end, JSON for machines, one-line errors."""
+"""Rendering only: the one way anything reaches the screen.
+
+Every value (from the inventory, a file, a remote host, an exception) goes
+through ``literal``: control characters are escaped (``\\x1b``), nothing is
+interpreted. Rich draws tables on a terminal with markup and emoji codes off,
+so ``[bold]``, ``[/`` and a fingerprint's ``:CD:`` print as they are.
+
+Not a terminal (a pipe, cron, a log): no colour, no wrapping, no live
+progress; one record per line, fields separated by a tab, so ``grep`` and log
+readers see whole values. ``--json`` (``print_json``) is the machine interface.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 import threading
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from .certs import CertInfo
 from .results import HostResult, Report, Status
@@ -22,21 +35,103 @@ STYLE = {
     Status.OK: "green", Status.CHANGED: "yellow", Status.FAILED: "bold red",
     Status.UNREACHABLE: "bold red", Status.SKIPPED: "dim",
 }
-
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+LEVEL_STYLE = {0: "green", 1: "yellow", 2: "bold red", 3: "magenta"}
 
 
-def error(message: str) -> None:
-    """The one format for every user-facing failure."""
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
-def note(message: str) -> None:
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
+out = _console()
+err = _console(stderr=True)
+
+# C0/C1 controls, DEL, line/paragraph separators and bidi overrides: never sent to a terminal raw
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def literal(value: object) -> str:
+    """``value`` as text that shows exactly what it is: control characters escaped, nothing interpreted."""
+    return CONTROL.sub(lambda m: _NAMED.get(m[0]) or (f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100
+                                                       else f"\\u{ord(m[0]):04x}"), str(value))
+
+
+def _lines(cell) -> list[str]:
+    if isinstance(cell, Text):
+        return [literal(cell.plain)]
+    if isinstance(cell, str):
+        return [literal(cell)]
+    return [literal(part) for part in cell] or ["-"]
+
+
+# --------------------------------------------------------------------------- the primitives
+
+
+def line(text: object = "", *, style: str | None = None, console: Console | None = None) -> None:
+    """One record: one line, the value literal (styled only on a terminal)."""
+    console = console or out
+    if console.is_terminal:
+        console.print(Text(literal(text), style=style or ""), soft_wrap=True)
+    else:
+        console.file.write(literal(text) + "\n")
+        console.file.flush()
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence], *, status_column: int | None = None) -> None:
+    """A table on a terminal; on a pipe a title line, a header line and one tab-separated line per row.
+
+    A cell is a string or a list of strings (shown one per line on a terminal, joined by '; ' on a pipe).
+    """
+    rows = [[_lines(cell) for cell in row] for row in rows]
+    if not out.is_terminal:
+        line(title)
+        out.file.write("\t".join(columns) + "\n")
+        for row in rows:
+            out.file.write("\t".join("; ".join(cell) for cell in row) + "\n")
+        out.file.flush()
+        return
+    grid = Table(title=Text(literal(title)), title_justify="left")
+    for col in columns:
+        grid.add_column(col, overflow="fold")
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            cells.append(Text("\n".join(cell), style=STYLE.get(cell[0], "") if i == status_column else ""))
+        grid.add_row(*cells)
+    out.print(grid)
+
+
+def fields(title: str, pairs: Sequence[tuple[str, object]], styles: dict[str, str] | None = None) -> None:
+    """``key value`` lines, each value whole on its line (never folded): certificates and the like."""
+    styles = styles or {}
+    if not out.is_terminal:
+        line(title)
+        for key, value in pairs:
+            out.file.write(f"{key}\t{literal(value)}\n")
+        out.file.flush()
+        return
+    line(title, style="bold")
+    width = max((len(k) for k, _ in pairs), default=0)
+    for key, value in pairs:
+        out.print(Text.assemble("  ", (key.ljust(width), "bold"), "  ", (literal(value), styles.get(key, ""))),
+                  soft_wrap=True)
+
+
+def error(message: object) -> None:
+    """The one format for every user-facing failure: one line on stderr."""
+    if err.is_terminal:
+        err.print(Text.assemble(("error:", "bold red"), " ", literal(message)), soft_wrap=True)
+    else:
+        err.file.write(f"error: {literal(message)}\n")
+        err.file.flush()
+
+
+def note(message: object) -> None:
+    line(message, console=err)
 
 
 def print_json(data: dict) -> None:
+    """The machine interface (schema in README, 'JSON output'): one object, ASCII, controls escaped."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
@@ -55,10 +150,10 @@ class LiveProgress:
         self._lock = threading.Lock()
         self._running: list[str] = []
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[hosts]}"), TimeElapsedColumn(), console=err, transient=True,
+            TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[hosts]}", markup=False), TimeElapsedColumn(), console=err, transient=True,
         )
-        self._task = self._progress.add_task(title, total=total, hosts="")
+        self._task = self._progress.add_task(literal(title), total=total, hosts="")
 
     def __enter__(self) -> "LiveProgress":
         if self.enabled:
@@ -70,7 +165,7 @@ class LiveProgress:
             self._progress.stop()
 
     def _hosts(self) -> str:
-        shown = ", ".join(self._running[:4])
+        shown = ", ".join(literal(h) for h in self._running[:4])
         return shown + (f" +{len(self._running) - 4}" if len(self._running) > 4 else "")
 
     def started(self, host: str) -> None:
@@ -85,12 +180,15 @@ class LiveProgress:
             self._progress.update(self._task, advance=1, hosts=self._hosts())
 
 
+# --------------------------------------------------------------------------- views
+
+
 def compact(changes: list[str]) -> list[str]:
     """'write /etc/docker/certs.d/a/ca.crt' x4 -> 'write 4 files under /etc/docker/certs.d'."""
     groups: dict[tuple[str, str], list[str]] = {}
     lines: list[str | tuple[str, str]] = []
-    for line in changes:
-        verb, _, path = line.rpartition(" ")
+    for change in changes:
+        verb, _, path = change.rpartition(" ")
         if verb.endswith(("write", "remove")) and path.count("/") >= 4:
             key = (verb, "/".join(path.split("/")[:4]))
             if key not in groups:
@@ -98,7 +196,7 @@ def compact(changes: list[str]) -> list[str]:
                 lines.append(key)
             groups[key].append(path)
         else:
-            lines.append(line)
+            lines.append(change)
     out_lines = []
     for item in lines:
         if isinstance(item, tuple):
@@ -110,55 +208,45 @@ def compact(changes: list[str]) -> list[str]:
     return out_lines
 
 
+def _message(r: HostResult) -> list[str]:
+    return [r.message, *(f"warning: {w}" for w in r.warnings)] if r.message or r.warnings else ["-"]
+
+
 def summary(report: Report, title: str, *, dry_run: bool = False) -> None:
-    table = Table(title=title, title_justify="left", show_lines=False)
-    for col in ("host", "role", "status", "changes", "message"):
-        table.add_column(col, overflow="fold")
-    for r in report.results.values():
-        changes = "\n".join(compact(r.changes)) if r.changes else "-"
-        message = r.message + "".join(f"\n[yellow]warning:[/] {w}" for w in r.warnings)
-        table.add_row(r.host, r.role, f"[{STYLE[r.status]}]{r.status}[/]", changes, message)
-    out.print(table)
+    table(title, ("host", "role", "status", "changes", "message"),
+          ([r.host, r.role, str(r.status), compact(r.changes) or ["-"], _message(r)]
+           for r in report.results.values()), status_column=2)
     counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n)
     verdict = "dry run, nothing changed" if dry_run else report.verdict()
-    out.print(f"{counts or 'no hosts'}: {verdict}")
-    for line in report.notes:
-        out.print(line)
+    line(f"{counts or 'no hosts'}: {verdict}")
+    for note_ in report.notes:
+        line(note_)
 
 
 def cert_details(info: CertInfo, now: dt.datetime, title: str) -> None:
-    table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
     left = info.days_left(now)
-    rows = [
+    fields(title, [
         ("subject", info.subject), ("issuer", info.issuer + (" (self-signed)" if info.self_signed else "")),
         ("SANs", ", ".join(info.sans) or "none"),
         ("valid", f"{info.not_before:%Y-%m-%d %H:%M} -> {info.not_after:%Y-%m-%d %H:%M} UTC"),
-        ("days left", f"[{'red' if left < 0 else 'yellow' if left < 30 else 'green'}]{left}[/]"),
-        ("SHA-256", info.sha256), ("key", info.key_type), ("signature", info.signature),
+        ("days left", left), ("SHA-256", info.sha256), ("key", info.key_type), ("signature", info.signature),
         ("CA", "yes" if info.is_ca else "no"), ("serial", f"{info.serial:x}"),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    out.print(table)
+    ], styles={"days left": "red" if left < 0 else "yellow" if left < 30 else "green"})
 
 
 def status_view(result: FleetStatus) -> None:
     """``inv status``: certificate line, host table, verdict with reasons."""
     cert = result.certificate
     if cert:
-        out.print(f"certificate {cert['subject']}  SANs {', '.join(cert['sans'])}")
-        out.print(f"  not after {cert['not_after']}  ({cert['days_left']} days left)  SHA-256 {cert['sha256']}")
-    table = Table(title="fleet", title_justify="left")
-    for col in ("host", "role", "status", "trust / container", "message"):
-        table.add_column(col, overflow="fold")
-    for r in result.report.results.values():
-        what = r.facts.get("trust") or ("running" if (r.facts.get("container") or {}).get("running") else "-")
-        message = r.message + "".join(f"\n[yellow]warning:[/] {w}" for w in r.warnings)
-        table.add_row(r.host, r.role, f"[{STYLE[r.status]}]{r.status}[/]", str(what), message)
-    out.print(table)
-    colour = {0: "green", 1: "yellow", 2: "bold red", 3: "magenta"}[int(result.level)]
-    out.print(f"status: [{colour}]{str(result.level).upper()}[/]")
+        line(f"certificate {cert['subject']}  SANs {', '.join(cert['sans'])}")
+        line(f"  not after {cert['not_after']}  ({cert['days_left']} days left)  SHA-256 {cert['sha256']}")
+
+    def what(r: HostResult) -> str:
+        return str(r.facts.get("trust") or ("running" if (r.facts.get("container") or {}).get("running") else "-"))
+
+    table("fleet", ("host", "role", "status", "trust / container", "message"),
+          ([r.host, r.role, str(r.status), what(r), _message(r)] for r in result.report.results.values()),
+          status_column=2)
+    line(f"status: {str(result.level).upper()}", style=LEVEL_STYLE[int(result.level)])
     for reason in result.reasons:
-        out.print(f"  - {reason}")
+        line(f"  - {reason}")
