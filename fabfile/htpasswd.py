@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import bcrypt
 
@@ -62,6 +63,26 @@ class Htpasswd:
                 register(hashed.strip())
         return cls(tuple(entries))
 
+    @classmethod
+    def load(cls, data: bytes, path: Path) -> "Htpasswd":
+        """The local htpasswd, validated: UTF-8 text of ``user:hash`` lines, each user once."""
+        recover = "fix or delete it (deleted, the next deploy adopts the registry host's users)"
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not an htpasswd file (not UTF-8 text); {recover}") from None
+        seen: set[str] = set()
+        for number, line in enumerate(text.split("\n"), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            user, sep, hashed = line.partition(":")
+            if not sep or not user.strip() or not hashed.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in line):
+                raise InputError(f"{path}:{number}: not a 'user:hash' line; {recover}")
+            if user.strip() in seen:
+                raise InputError(f"{path}:{number}: user {user.strip()!r} appears twice; {recover}")
+            seen.add(user.strip())
+        return cls.parse(text)
+
     def render(self) -> bytes:
         return "".join(f"{u}:{h}\n" for u, h in self.entries).encode("ascii")
 
@@ -79,6 +100,12 @@ class Htpasswd:
         if user in self:
             return Htpasswd(tuple((u, hashed if u == user else h) for u, h in self.entries))
         return Htpasswd(others + ((user, hashed),))
+
+    def with_hash(self, user: str, hashed: str) -> "Htpasswd":
+        """``user`` set to an already computed hash (idempotent: applying it twice changes nothing)."""
+        if user in self:
+            return Htpasswd(tuple((u, hashed if u == user else h) for u, h in self.entries))
+        return Htpasswd(self.entries + ((user, hashed),))
 
     def without(self, user: str) -> "Htpasswd":
         return Htpasswd(tuple(e for e in self.entries if e[0] != user))

@@ -1,9 +1,35 @@
-"""Local file writes on the operator's machine: atomic, with the mode set before any byte lands."""
+"""Local file writes on the operator's machine: atomic, with the mode set before any byte lands.
+
+A folder that is a file, a file that is a folder, a permission refused: each is
+an ``InputError`` naming the path (exit 2), never a traceback.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from .errors import InputError
+
+
+def _refused(path: Path, action: str, exc: OSError) -> InputError:
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, (NotADirectoryError, FileExistsError)):
+        reason = "a parent folder is a file" if isinstance(exc, NotADirectoryError) else "exists and is not a folder"
+    return InputError(f"{path}: cannot {action}: {reason}")
+
+
+def ensure_dir(path: Path, mode: int = 0o700) -> Path:
+    """``path`` as an existing, writable folder (made with ``mode`` when missing)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as exc:
+        raise _refused(path, "create folder", exc) from None
+    if not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder; move it away or point the inventory elsewhere")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: folder is not writable by this user")
+    return path
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -13,9 +39,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     is never readable by others, not even for a moment; a crash leaves either
     the old file or the new one, never a truncated one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        raise _refused(path, "write", exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -23,6 +52,9 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)  # umask may have narrowed it; never widened
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _refused(path, "write", exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -34,7 +66,10 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def read_optional(path: Path) -> bytes | None:
+    """The file's bytes, None when it does not exist; any other failure names the file."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise _refused(path, "read", exc) from None

@@ -13,16 +13,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import LockedError
+from .errors import InputError, LockedError
 from .htpasswd import HEALTH_USER, Htpasswd
 from .inventory import Inventory
-from .localfs import atomic_write, read_optional
+from .localfs import atomic_write, ensure_dir, read_optional
 from .redact import Secret, register
 from .results import Report
 
@@ -46,11 +47,18 @@ class Rotation:
         return self.new_anchor_pem.encode()
 
 
+HEALTH_PASSWORD = re.compile(r"[\x21-\x7e]{16,128}")
+
+
 class LocalState:
+    """Every file here is validated when read: a corrupt or foreign one is an InputError naming it and the fix."""
+
     def __init__(self, inv: Inventory):
         self.inv = inv
         self.pki_dir = inv.certificate.pki_dir
         self.root = inv.state_dir
+        self._edit: Callable[[Htpasswd], Htpasswd] | None = None  # see htpasswd_edit()
+        self._base: Htpasswd | None = None
 
     # ------------------------------------------------------------------ users
 
@@ -63,11 +71,36 @@ class LocalState:
         return self.pki_dir / "health.password"
 
     def htpasswd(self) -> Htpasswd:
+        """The local users (with a pending edit applied: see ``htpasswd_edit``)."""
+        base = self._base if self._base is not None else self._read_htpasswd()
+        return self._edit(base) if self._edit else base
+
+    def _read_htpasswd(self) -> Htpasswd:
         data = read_optional(self.htpasswd_path)
-        return Htpasswd.parse(data.decode("utf-8")) if data else Htpasswd()
+        return Htpasswd.load(data, self.htpasswd_path) if data else Htpasswd()
 
     def save_htpasswd(self, table: Htpasswd) -> None:
+        if self._edit is not None:  # inside htpasswd_edit: kept in memory until the body succeeds
+            self._base = table
+            return
         atomic_write(self.htpasswd_path, table.render(), 0o600)
+
+    @contextmanager
+    def htpasswd_edit(self, edit: Callable[[Htpasswd], Htpasswd]) -> Iterator[None]:
+        """Within the block every reader sees the edited users; the file is written only if the block succeeds.
+
+        ``edit`` must be idempotent (a user set to a given hash, a user removed):
+        it is applied to whatever the block reads or saves (e.g. users adopted
+        from the registry host), so a failed or interrupted push leaves the
+        local htpasswd exactly as it was.
+        """
+        self._edit, self._base = edit, None
+        try:
+            yield
+            table = self.htpasswd()
+        finally:
+            self._edit, self._base = None, None
+        self.save_htpasswd(table)
 
     def health_credentials(self) -> tuple[str, Secret]:
         """The health-check user and its password; created (and added to htpasswd) when missing.
@@ -77,7 +110,7 @@ class LocalState:
         """
         table = self.htpasswd()
         data = read_optional(self.health_path)
-        password = Secret(data.decode().strip()) if data else None
+        password = Secret(self._health_password(data)) if data else None
         if password is None or not table.verify(HEALTH_USER, password.reveal()):
             password = Secret(secrets.token_urlsafe(32))
             register(password.reveal())
@@ -85,6 +118,13 @@ class LocalState:
             self.save_htpasswd(table.with_user(HEALTH_USER, password.reveal(), self.inv.registry.bcrypt_cost))
         register(password.reveal())
         return HEALTH_USER, password
+
+    def _health_password(self, data: bytes) -> str:
+        text = data.decode("ascii", "replace").removesuffix("\n")
+        if not HEALTH_PASSWORD.fullmatch(text):
+            raise InputError(f"{self.health_path}: not a registry-tls health password (one line of 16-128 "
+                             "printable ASCII characters); delete it: the next deploy makes a new one")
+        return text
 
     # ------------------------------------------------------------------ runs
 
@@ -100,8 +140,16 @@ class LocalState:
         data = read_optional(self.last_run_path)
         if not data:
             return []
-        hosts = json.loads(data).get("hosts", {})
-        return [h for h, r in hosts.items() if r.get("status") in ("failed", "unreachable")]
+        try:
+            hosts = json.loads(data)["hosts"]
+            statuses = {h: r["status"] for h, r in hosts.items()}
+            if not all(isinstance(h, str) and isinstance(v, str) for h, v in statuses.items()):
+                raise TypeError("a host or status is not a string")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            why = "not valid JSON" if isinstance(exc, ValueError) else "not the expected layout"
+            raise InputError(f"{self.last_run_path}: not a registry-tls last-run file ({why}); delete it "
+                             "(only --failed-only reads it; the next run writes a new one)") from None
+        return [h for h, status in statuses.items() if status in ("failed", "unreachable")]
 
     # ------------------------------------------------------------------ rotation
 
@@ -110,8 +158,22 @@ class LocalState:
         return self.root / "rotation.json"
 
     def rotation(self) -> Rotation | None:
+        """The rotation in progress, or None; a corrupt or foreign file is an InputError naming it."""
         data = read_optional(self.rotation_path)
-        return Rotation(**json.loads(data)) if data else None
+        if not data:
+            return None
+        try:
+            rotation = Rotation(**json.loads(data))
+            if not all(isinstance(v, str) for v in asdict(rotation).values()):
+                raise TypeError("a value is not a string")
+            if rotation.kind not in ("anchor", "server") or rotation.phase not in ("generated", "trusted", "switched"):
+                raise TypeError(f"kind {rotation.kind!r} / phase {rotation.phase!r}")
+        except (ValueError, TypeError) as exc:
+            why = "not valid JSON" if isinstance(exc, ValueError) else "not the expected fields"
+            raise InputError(f"{self.rotation_path}: not a registry-tls rotation state ({why}); restore it from a "
+                             "backup, or delete it and run `inv rotate` again (a new rotation starts from the "
+                             "certificate in use)") from None
+        return rotation
 
     def save_rotation(self, rotation: Rotation) -> None:
         atomic_write(self.rotation_path, json.dumps(asdict(rotation), indent=2).encode(), 0o600)
@@ -122,9 +184,11 @@ class LocalState:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """One changing run per inventory on this machine; released by the kernel if we die."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.root / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        path = ensure_dir(self.root) / "lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot open the lock file: {exc.strerror or exc}") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -78,7 +78,7 @@ def test_F24_a_crash_during_the_write_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(InputError, match=r"registry\.key: cannot write: No space left"):  # one line, exit 2
         localfs.atomic_write(target, b"new", 0o600)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["registry.key"]  # no temp file left behind
