@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -491,6 +492,29 @@ def covers(sans: tuple[str, ...], name: str) -> bool:
         if pattern.startswith("*.") and name.count(".") == pattern.count(".") and name.split(".", 1)[1] == pattern[2:]:
             return True
     return False
+
+
+def coverage(sans: tuple[str, ...]) -> Callable[[str], bool]:
+    """``covers`` for many names against one SAN list: O(1) per name instead of O(len(sans))."""
+    ips = set()
+    for s in sans:
+        if s.startswith("IP:"):
+            try:
+                ips.add(ipaddress.ip_address(s[3:]))
+            except ValueError:
+                pass
+    dns = {s[4:].lower() for s in sans if s.startswith("DNS:")}
+
+    def covered(name: str) -> bool:
+        if _looks_like_ip(name):
+            try:
+                return ipaddress.ip_address(name) in ips
+            except ValueError:
+                return False
+        name = name.lower()
+        return name in dns or ("." in name and "*." + name.split(".", 1)[1] in dns)
+
+    return covered
 
 
 def spec_differences(cert: x509.Certificate, spec: CertSpec) -> list[str]:

@@ -10,6 +10,11 @@ Two layers:
 
 Every error is an ``InventoryError`` naming file, line and key path, e.g.
 ``inventory.yaml:7:5: clients.hosts.web1.hots: unknown key; did you mean 'host'?``.
+
+The YAML is plain data only: anchors/aliases, merge keys (``<<``), tags,
+directives and more than one document are refused (they hide or multiply
+meaning), and so are control characters in any value; size, nesting and
+value length are bounded. Loading is linear in the file's size.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal, get_args, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from ruamel.yaml import YAML
+from ruamel.yaml import YAML, events
 from ruamel.yaml.error import MarkedYAMLError
 
 from . import certs
 from .errors import CertificateError, InventoryError
+from .report import CONTROL, literal
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 TrustTarget = Literal["docker", "containerd", "podman", "os", "buildkit"]
@@ -338,10 +344,17 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- loading
 
 
+MAX_BYTES = 1 << 20    # 1 MiB: far above any real fleet (2,000 hosts are ~100 KiB)
+MAX_DEPTH = 12         # the schema nests 5 deep
+MAX_VALUE = 4096       # characters in one key or value
+
+
 def load(path: str | Path) -> Inventory:
     """Read, validate and resolve an inventory file. Raises InventoryError."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise InventoryError(f"{path}: larger than {MAX_BYTES // 1024} KiB; is this an inventory file?")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InventoryError(f"{path}: no such inventory file (give --inventory PATH or set INVOKE_INVENTORY)") from None
@@ -361,11 +374,74 @@ def parse(text: str, path: Path) -> Inventory:
     return _resolve(model, path, tree)
 
 
+def _check_events(text: str, path: Path) -> None:
+    """One pass over the YAML events: refuse what can hide or multiply meaning, and control characters."""
+    if len(text) > MAX_BYTES:
+        raise InventoryError(f"{path}: larger than {MAX_BYTES // 1024} KiB; is this an inventory file?")
+    # one frame per open mapping/sequence: [is_mapping, key or index, expecting a key]
+    frames: list[list] = []
+    documents = 0
+
+    def fail(event, problem: str) -> InventoryError:
+        mark = event.start_mark
+        keys = ".".join(str(f[1]) for f in frames if f[1] is not None and not (f[0] and f[2]))
+        return InventoryError(f"{path}:{mark.line + 1}:{mark.column + 1}: {keys + ': ' if keys else ''}{problem}")
+
+    def done_value() -> None:
+        if frames:
+            frame = frames[-1]
+            if frame[0]:
+                frame[2] = True
+            else:
+                frame[1] += 1
+
+    for event in YAML(typ="rt").parse(text):
+        if isinstance(event, events.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise fail(event, "more than one YAML document ('---'); an inventory is one document")
+            if event.version or event.tags:
+                raise fail(event, "YAML directives (%YAML, %TAG) are not allowed")
+            continue
+        if isinstance(event, events.AliasEvent):
+            raise fail(event, f"alias *{event.anchor}: anchors and aliases are not allowed; write the value out")
+        if not isinstance(event, (events.ScalarEvent, events.CollectionStartEvent, events.CollectionEndEvent)):
+            continue
+        if isinstance(event, events.CollectionEndEvent):
+            frames.pop()
+            done_value()
+            continue
+        if event.anchor is not None:
+            raise fail(event, f"anchor &{event.anchor}: anchors and aliases are not allowed; write the value out")
+        if event.tag is not None:
+            raise fail(event, f"tag {str(event.tag).replace('tag:yaml.org,2002:', '!!')}: tags are not allowed; write a plain value")
+        if isinstance(event, events.CollectionStartEvent):
+            if len(frames) >= MAX_DEPTH:
+                raise fail(event, f"nested more than {MAX_DEPTH} levels deep")
+            frames.append([isinstance(event, events.MappingStartEvent), None if isinstance(
+                event, events.MappingStartEvent) else 0, True])
+            continue
+        value, in_key = event.value, bool(frames and frames[-1][0] and frames[-1][2])
+        if in_key and value == "<<" and event.style is None:
+            raise fail(event, "merge keys (<<) are not allowed; write the keys out")
+        if len(value) > MAX_VALUE:
+            raise fail(event, f"a {'key' if in_key else 'value'} longer than {MAX_VALUE} characters")
+        bad = CONTROL.search(value)
+        if bad:
+            raise fail(event, f"control character {literal(bad[0])} in {'key' if in_key else 'value'} "
+                              f"'{literal(value[:60])}': not allowed")
+        if in_key:
+            frames[-1][1], frames[-1][2] = value, False
+        else:
+            done_value()
+
+
 def _read_yaml(text: str, path: Path) -> Any:
     yaml = YAML(typ="rt")
     yaml.version = (1, 2)
     yaml.allow_duplicate_keys = False
     try:
+        _check_events(text, path)
         return yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -383,6 +459,8 @@ def _read_yaml(text: str, path: Path) -> Any:
         elif "'\\t'" in problem:
             problem = f"{problem} (use spaces, not tabs, to indent)"
         raise InventoryError(f"{where}: {problem}") from None
+    except InventoryError:
+        raise
     except Exception as exc:  # noqa: BLE001 - ruamel raises a few unmarked errors
         raise InventoryError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
 
@@ -509,7 +587,9 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
         spec = certs.CertSpec(subject=subject, sans=tuple(unique), days=cert.days, key_type=cert.key_type)
     except CertificateError as exc:
         raise fail(("certificate",), str(exc)) from None
-    if not certs.covers(spec.san_texts, reg.host):
+    san_texts = spec.san_texts
+    covered = certs.coverage(san_texts)
+    if not covered(reg.host):
         raise fail(("registry", "host"),
                    f"{reg.host!r} is not in certificate.san; clients reaching it by that name would "
                    "fail with 'certificate is valid for ..., not ...'")
@@ -522,14 +602,14 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
         bcrypt_cost=reg.bcrypt_cost, env=tuple(sorted(reg.env.items())), health_timeout=reg.health_timeout,
     )
     default_names = tuple(
-        s.partition(":")[2] for s in spec.san_texts
+        s.partition(":")[2] for s in san_texts
         if s.partition(":")[2] not in ("localhost",) and not s.startswith("IP:127.") and s != "IP:::1"
     )
     def resolve(name: str, groups: list[str], layers: list[ClientVars], loc: tuple) -> Client:
         merged = _merge(layers)
         names = tuple(merged.get("registry_names") or default_names)
-        for i, n in enumerate(names):
-            if not certs.covers(spec.san_texts, n):
+        for i, n in enumerate(merged.get("registry_names") or ()):  # the default names are the SANs themselves
+            if not covered(n):
                 raise fail((*loc, "registry_names", i),
                            f"{n!r} is not in certificate.san; docker would fail with 'certificate is valid for'")
         return Client(
