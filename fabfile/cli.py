@@ -5,27 +5,28 @@ checkout, ``tasks.py`` re-exports this collection for ``inv`` and adds the lab.
 
 Each task only parses flags, calls fabfile, renders the result and sets the
 exit code: 0 all ok, 1 some hosts failed or were unreachable, 2 invalid input
-(nothing touched). The inventory comes from --inventory, else the Invoke
+(nothing touched), 130 interrupted; ``status``: 0/1/2/3 monitoring codes
+(flags, exit codes and error lines: fabfile/commandline.py). The inventory comes from --inventory, else the Invoke
 config key ``inventory`` (so INVOKE_INVENTORY=path works), else ./inventory.yaml.
 """
 
 from __future__ import annotations
 
-import functools
 import getpass
-import signal
 import sys
-
 from importlib import metadata
 
-from invoke import Collection, Exit, Program, task
+from invoke import Collection, Exit, Program
 
 from . import deploy as D
 from . import logs, report
 from . import rotate as ROT
 from . import verify as V
+from .commandline import cli, exit_2_on_parse_errors, integer, task
 from .errors import ExitCode, InputError, RegistryTlsError
 from .session import open_session
+
+exit_2_on_parse_errors()  # Invoke's own parse errors: one line, exit 2 (status 3), for inv and registry-tls
 
 COMMON = {
     "inventory": "inventory file (default: config 'inventory' / INVOKE_INVENTORY, else ./inventory.yaml)",
@@ -44,24 +45,6 @@ FLEET = {
 }
 
 
-def cli(fn):
-    """Turn expected errors into one line on stderr and the right exit code; no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(c, *args, **kwargs):
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C (docs/FAULTS.md F24)
-        try:
-            return fn(c, *args, **kwargs)
-        except RegistryTlsError as exc:
-            report.error(str(exc))
-            raise Exit(code=int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            report.error("interrupted; every host is either as it was or in the new state; run again to finish")
-            raise Exit(code=130) from None
-
-    return wrapper
-
-
 def _session(c, inventory, *, verbose=False, accept_new_host_keys=False, json=False, command=""):
     path = inventory or c.config.get("inventory") or "inventory.yaml"
     session = open_session(
@@ -69,6 +52,7 @@ def _session(c, inventory, *, verbose=False, accept_new_host_keys=False, json=Fa
         progress=lambda title, total: report.LiveProgress(title, total, enabled=not json),
     )
     logs.setup(session.inv.state_dir, verbose=verbose, command=command or " ".join(sys.argv))
+    ROT.load(session)  # a corrupt rotation state stops every task here, before any host is asked
     return session
 
 
@@ -93,7 +77,7 @@ def generate(c, inventory=None, force=False, new_ca=False):
     """Generate the registry certificate and key locally (key 0600, never uploaded unasked)."""
     s = _session(c, inventory, command="cert.generate")
     material = s.pki.generate(s.now, force=force, new_ca=new_ca)
-    report.out.print(f"wrote {s.pki.cert_path} and {s.pki.key_path} (0600)")
+    report.line(f"wrote {s.pki.cert_path} and {s.pki.key_path} (0600)")
     for warning in s.pki.warnings:
         report.note(f"warning: {warning}")
     report.cert_details(D.describe(material.leaf), s.now, "certificate")
@@ -133,13 +117,37 @@ def registry_deploy(c, inventory=None, dry_run=False, renew=False, break_lock=Fa
 # --------------------------------------------------------------------------- users
 
 
+PASSWORD_MAX = 72  # bcrypt uses the first 72 bytes; check_password says so
+
+
 def _read_password(name: str) -> str:
+    """From a prompt (twice), or exactly one line of stdin: more lines, or a CR, are errors."""
     if sys.stdin.isatty():
         first = getpass.getpass(f"password for {name}: ")
         if getpass.getpass("again: ") != first:
             raise InputError("the two passwords differ")
         return first
-    return sys.stdin.readline().rstrip("\n")
+    data = sys.stdin.buffer.read(4 * PASSWORD_MAX + 2)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("password on stdin: not UTF-8 text") from None
+    text = text.removesuffix("\n")
+    if "\n" in text:
+        raise InputError("password on stdin: more than one line; give exactly one line")
+    if "\r" in text:
+        raise InputError("password on stdin: contains a carriage return (a Windows line ending?); "
+                         "give one line ending in \\n only")
+    return text
+
+
+def _material_for_push(s):
+    """The certificate the registry serves, checked before anything is asked or written."""
+    if s.pki.load() is None:
+        raise InputError(f"{s.pki.cert_path}: no certificate yet, so no registry to push users to; "
+                         "run `inv deploy` first, or pass --no-deploy")
+    material, _ = D.certificate(s)  # existing material: never writes; an unfit one is an InputError
+    return material
 
 
 @task(help={"inventory": COMMON["inventory"], "update": "change the password of an existing user",
@@ -147,36 +155,50 @@ def _read_password(name: str) -> str:
             "verbose": COMMON["verbose"], "accept_new_host_keys": COMMON["accept_new_host_keys"]})
 @cli
 def add(c, name, inventory=None, update=False, no_deploy=False, verbose=False, accept_new_host_keys=False):
-    """Add a registry user; the password is read from a prompt or stdin, never from the command line."""
-    from .htpasswd import check_user
+    """Add a registry user; the password is read from a prompt or stdin, never from the command line.
+
+    The local htpasswd changes only together with a successful push to the registry (or with --no-deploy).
+    """
+    from .htpasswd import check_user, hash_password
 
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys)
     check_user(name)
     table = s.state.htpasswd()
     if name in table and not update:
         raise InputError(f"user {name!r} exists in {s.state.htpasswd_path}; pass --update to change its password")
-    password = _read_password(name)
-    with s.state.lock():
-        s.state.save_htpasswd(table.with_user(name, password, s.inv.registry.bcrypt_cost))
-        report.out.print(f"{'updated' if name in table else 'added'} {name} in {s.state.htpasswd_path}")
-        if not no_deploy:
-            _push_users(s)
+    material = None if no_deploy else _material_for_push(s)
+    hashed = hash_password(_read_password(name), s.inv.registry.bcrypt_cost)
+    _change_users(s, lambda t: t.with_hash(name, hashed), material,
+                  f"{'updated' if name in table else 'added'} {name} in {s.state.htpasswd_path}")
 
 
 @task(help={"inventory": COMMON["inventory"], "no_deploy": "only update the local htpasswd",
             "verbose": COMMON["verbose"], "accept_new_host_keys": COMMON["accept_new_host_keys"]})
 @cli
 def remove(c, name, inventory=None, no_deploy=False, verbose=False, accept_new_host_keys=False):
-    """Remove a registry user."""
+    """Remove a registry user (locally only together with a successful push, or with --no-deploy)."""
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys)
     table = s.state.htpasswd()
     if name not in table:
         raise InputError(f"no user {name!r} in {s.state.htpasswd_path}")
+    material = None if no_deploy else _material_for_push(s)
+    _change_users(s, lambda t: t.without(name), material, f"removed {name} from {s.state.htpasswd_path}")
+
+
+def _change_users(s, edit, material, done: str) -> None:
+    """Apply ``edit`` to the local htpasswd: at once without ``material`` (--no-deploy), else only if the push works."""
     with s.state.lock():
-        s.state.save_htpasswd(table.without(name))
-        report.out.print(f"removed {name} from {s.state.htpasswd_path}")
-        if not no_deploy:
-            _push_users(s)
+        if material is None:
+            s.state.save_htpasswd(edit(s.state.htpasswd()))
+        else:
+            with s.state.htpasswd_edit(edit):
+                rep = D.deploy_registry(s, material)
+                report.summary(rep, "registry")
+                if rep.exit_code != ExitCode.OK:
+                    report.note(f"{s.state.htpasswd_path} is unchanged: a users change is kept only with a "
+                                "successful push (or --no-deploy)")
+                    raise Exit(code=int(rep.exit_code))
+    report.line(done)
 
 
 @task(help={"inventory": COMMON["inventory"], "json": COMMON["json"]})
@@ -191,15 +213,7 @@ def list_(c, inventory=None, json=False):
         return
     for user in table.users:
         flag = " (not bcrypt: the registry ignores it)" if user in ignored else " (bcrypt cost < 10)" if user in weak else ""
-        report.out.print(f"{user}{flag}")
-
-
-def _push_users(s):
-    material, _ = D.certificate(s)
-    rep = D.deploy_registry(s, material)
-    report.summary(rep, "registry")
-    if rep.exit_code != ExitCode.OK:
-        raise Exit(code=int(rep.exit_code))
+        report.line(f"{user}{flag}")
 
 
 # --------------------------------------------------------------------------- clients
@@ -210,6 +224,7 @@ def _push_users(s):
 def trust(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, force=False, failed_only=False,
           dry_run=False, json=False, verbose=False, accept_new_host_keys=False):
     """Install the registry's trust on every client (in parallel); restart dockerd only when needed."""
+    parallel, batch = integer(parallel, "parallel"), integer(batch, "batch")
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
     targets = D.select_clients(s, hosts=hosts, groups=groups, failed_only=failed_only)
     material = s.pki.load()
@@ -217,7 +232,7 @@ def trust(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, forc
         raise InputError(f"{s.pki.cert_path}: no certificate yet; run `inv deploy` or `inv cert.generate`")
     with s.state.lock():
         rep = D.trust_clients(s, material, targets, dry_run=dry_run, force=force,
-                              parallel=int(parallel), batch=int(batch))
+                              parallel=parallel, batch=batch)
     _finish(s, rep, json=json, title="clients", command="clients.trust", dry_run=dry_run)
 
 
@@ -231,11 +246,12 @@ def trust(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, forc
 def deploy(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, force=False, failed_only=False,
            renew=False, dry_run=False, break_lock=False, json=False, verbose=False, accept_new_host_keys=False):
     """The whole job: certificate -> registry host -> every client -> verify."""
+    parallel, batch = integer(parallel, "parallel"), integer(batch, "batch")
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
     targets = D.select_clients(s, hosts=hosts, groups=groups, failed_only=failed_only)
     with s.state.lock():
-        rep = D.deploy_all(s, targets, renew=renew, dry_run=dry_run, force=force, parallel=int(parallel),
-                           batch=int(batch), break_lock=break_lock)
+        rep = D.deploy_all(s, targets, renew=renew, dry_run=dry_run, force=force, parallel=parallel,
+                           batch=batch, break_lock=break_lock)
     _finish(s, rep, json=json, title="deploy", command="deploy", dry_run=dry_run)
 
 
@@ -245,8 +261,9 @@ def deploy(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, for
 def verify(c, inventory=None, hosts=None, groups=None, parallel=10, json=False, verbose=False,
            accept_new_host_keys=False):
     """Check what the seed checks with openssl s_client, from here and from every client."""
+    parallel = integer(parallel, "parallel")
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
-    rep = V.verify_all(s, D.select_clients(s, hosts=hosts, groups=groups), parallel=int(parallel))
+    rep = V.verify_all(s, D.select_clients(s, hosts=hosts, groups=groups), parallel=parallel)
     _finish(s, rep, json=json, title="verify", command="verify", save=False)
 
 
@@ -262,16 +279,18 @@ def rotate(c, inventory=None, if_expiring_within=None, dry_run=False, force=Fals
     """Rotate the certificate with no window of distrust; resumable; safe to run from cron daily."""
     if until not in (None, "trusted", "switched"):
         raise InputError(f"--until {until!r}: expected 'trusted' or 'switched'")
+    parallel, batch = integer(parallel, "parallel"), integer(batch, "batch")
+    if_expiring_within = integer(if_expiring_within, "if_expiring_within", minimum=0, maximum=3650)
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
     with s.state.lock():
         rep = ROT.rotate_all(s, s.inv.clients, dry_run=dry_run, force=force, abort=abort, renew_ca=ca, until=until,
-                             if_expiring_within=None if if_expiring_within is None else int(if_expiring_within),
-                             parallel=int(parallel), batch=int(batch))
+                             if_expiring_within=if_expiring_within, parallel=parallel, batch=batch)
     if not rep.results:  # nothing touched (not expiring, dry run): one line
         if json:
             report.print_json(rep.to_json())
         else:
-            report.out.print("\n".join(rep.notes))
+            for line in rep.notes:
+                report.line(line)
         return
     _finish(s, rep, json=json, title="rotate", command="rotate", dry_run=dry_run)
 
@@ -281,7 +300,8 @@ def rotate(c, inventory=None, if_expiring_within=None, dry_run=False, force=Fals
             "warn_days": "warn when the certificate expires within this many days (default 30)",
             "format": "table (default), json, or prometheus (text exposition format)",
             "metrics_file": "also write the metrics atomically to PATH (*.prom, for node_exporter's textfile "
-                            "collector), even when the check fails"})
+                            "collector), even when the check fails"}, monitoring=True)
+@cli(monitoring=True)
 def status(c, inventory=None, hosts=None, groups=None, parallel=10, warn_days=30, json=False, verbose=False,
            accept_new_host_keys=False, format="table", metrics_file=None):
     """The fleet at a glance; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (for monitoring)."""
@@ -296,10 +316,12 @@ def status(c, inventory=None, hosts=None, groups=None, parallel=10, warn_days=30
         raise Exit(code=int(Level.UNKNOWN))
     result, registry, failure = None, "", None
     try:
+        parallel = integer(parallel, "parallel")
+        warn_days = integer(warn_days, "warn_days", minimum=0, maximum=3650)
         s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=fmt != "table")
         registry, checked_at = s.inv.registry.host, s.now
-        result = fleet_status(s, D.select_clients(s, hosts=hosts, groups=groups), warn_days=int(warn_days),
-                              parallel=int(parallel))
+        result = fleet_status(s, D.select_clients(s, hosts=hosts, groups=groups), warn_days=warn_days,
+                              parallel=parallel)
     except RegistryTlsError as exc:
         failure, checked_at = str(exc), dt.datetime.now(dt.timezone.utc)
     if fmt == "prometheus" or metrics_file:
@@ -328,8 +350,8 @@ def _metrics(result, registry: str, checked_at, show: bool, path) -> None:
     if path:
         try:
             atomic_write(Path(path), data, mode=0o644)
-        except OSError as exc:
-            report.error(f"--metrics-file {path}: {exc.strerror}")
+        except InputError as exc:  # names the file and why (a folder that is a file, not writable)
+            report.error(f"--metrics-file: {exc}")
             raise Exit(code=3) from None
     if show:
         report.print_text(data.decode())

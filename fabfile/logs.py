@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import InputError
+from .localfs import ensure_dir
 from .redact import RedactingFilter
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
@@ -21,11 +23,12 @@ def setup(state_dir: Path, *, verbose: bool = False, command: str = "") -> Path:
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    log_dir = state_dir / "log"
-    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_dir = ensure_dir(state_dir / "log")
     path = log_dir / "registry-tls.log"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.close(fd)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open the log file: {exc.strerror or exc}") from None
     file_handler = logging.FileHandler(path, encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(FORMAT))
     file_handler.addFilter(RedactingFilter())
@@ -38,3 +41,14 @@ def setup(state_dir: Path, *, verbose: bool = False, command: str = "") -> Path:
     root.propagate = False
     root.info("run: %s (pid %d)", command, os.getpid())
     return path
+
+
+def crash(exc: BaseException) -> Path | None:
+    """Write ``exc``'s traceback to the log file only (never to the terminal); its path, or None without one."""
+    root = logging.getLogger("registry_tls")
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    record = root.makeRecord(root.name, logging.ERROR, __file__, 0, "crash: %s: %s", (type(exc).__name__, exc),
+                             (type(exc), exc, exc.__traceback__))
+    for handler in files:
+        handler.handle(record)
+    return Path(files[0].baseFilename) if files else None

@@ -7,9 +7,10 @@ import time
 from functools import wraps
 from pathlib import Path
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
+from ..commandline import task
 from . import DEFAULT_SUBNET, Lab, LabError
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / ".lab"

@@ -1,0 +1,169 @@
+"""The command line's contract, shared by every task (fabfile/cli.py, tasks.py, the lab): flags, exit codes, errors.
+
+- Short flags have one meaning across all tasks (``SHORT_FLAGS``) and never
+  reuse a letter of Invoke's own core flags (``-h`` stays help).
+- Exit codes: 0 ok, 1 some hosts failed, 2 invalid input (a bad inventory,
+  file or flag value, and Invoke's own parse errors), 130 interrupted.
+  ``inv status`` uses monitoring codes everywhere: 3 UNKNOWN for its own bad
+  input, a parse error, an interrupt or a crash.
+- Every expected failure is one line on stderr; an unexpected one too, its
+  traceback going only to the log file. Never a traceback on the terminal.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import signal
+
+import invoke
+from invoke import Exit
+from invoke.exceptions import ParseError
+from invoke.parser import Argument
+from invoke.program import Program
+
+from . import logs, report
+from .errors import ExitCode, InputError, RegistryTlsError
+
+INTERRUPTED = 130
+UNKNOWN = 3  # monitoring: the check itself could not run
+
+# one letter, one meaning, in every task (the rest are long flags only: --force, --abort, --renew ...)
+SHORT_FLAGS = {
+    "inventory": "i", "verbose": "v", "json": "j", "dry_run": "n",
+    "hosts": "H", "groups": "g", "parallel": "P", "batch": "b",
+}
+# Invoke's core flags (inv --help): a task flag must not look like one of them
+CORE_SHORT_FLAGS = frozenset("cdDefFhlprRTVw")
+# flags whose value is a whole number (kind int even when the default is None)
+INTEGER_FLAGS = frozenset({"parallel", "batch", "warn_days", "if_expiring_within", "clients"})
+
+assert not CORE_SHORT_FLAGS & set(SHORT_FLAGS.values())
+assert len(set(SHORT_FLAGS.values())) == len(SHORT_FLAGS)
+
+
+class FlagValueError(ParseError):
+    """A flag value Invoke could not convert (``--parallel x``)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Argument(Argument):
+    """An Argument whose bad value is a parse error naming the flag, not a ValueError traceback."""
+
+    exit_code: int = ExitCode.INVALID_INPUT
+
+    def set_value(self, value, cast: bool = True) -> None:
+        try:
+            super().set_value(value, cast)
+        except ValueError:
+            raise FlagValueError(f"--{self.names[0]} {value!r}: expected a whole number", self.exit_code) from None
+
+
+class Task(invoke.Task):
+    """An Invoke task with the shared short flags (no automatic ones) and typed integer flags."""
+
+    def __init__(self, body, *args, monitoring: bool = False, **kwargs):
+        kwargs["auto_shortflags"] = False
+        super().__init__(body, *args, **kwargs)
+        self.parse_exit_code = UNKNOWN if monitoring else int(ExitCode.INVALID_INPUT)
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        short = SHORT_FLAGS.get(name.rstrip("_"))
+        if short and short not in taken_names:
+            opts["names"].append(short)
+        if name in INTEGER_FLAGS:
+            opts["kind"] = int
+        return opts
+
+    def get_arguments(self, *args, **kwargs):
+        arguments = super().get_arguments(*args, **kwargs)
+        for argument in arguments:
+            argument.__class__ = _Argument
+            argument.exit_code = self.parse_exit_code
+        return arguments
+
+
+def task(*args, **kwargs):
+    """``invoke.task`` with this module's ``Task`` (``monitoring=True``: status exit codes)."""
+    return invoke.task(*args, klass=Task, **kwargs)
+
+
+def integer(value: int | None, flag: str, *, minimum: int = 1, maximum: int = 10_000) -> int | None:
+    """A whole-number flag in range, else an InputError naming it (no silent clamping)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InputError(f"--{flag.replace('_', '-')} {value!r}: expected a whole number from {minimum} to {maximum}")
+    return value
+
+
+def cli(fn=None, *, monitoring: bool = False):
+    """Turn every failure into one line on stderr and the documented exit code; no traceback.
+
+    ``monitoring``: every failure of the task itself is 3 UNKNOWN (``inv status``).
+    """
+    if fn is None:
+        return functools.partial(cli, monitoring=monitoring)
+
+    @functools.wraps(fn)
+    def wrapper(c, *args, **kwargs):
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C (FAULTS F24)
+        try:
+            return fn(c, *args, **kwargs)
+        except Exit:
+            raise
+        except RegistryTlsError as exc:
+            report.error(str(exc))
+            code = int(exc.exit_code)
+        except KeyboardInterrupt:
+            report.error("interrupted" if monitoring else
+                         "interrupted; every host is either as it was or in the new state; run again to finish")
+            code = INTERRUPTED
+        except Exception as exc:  # a bug: one line here, the traceback in the log file
+            log = logs.crash(exc)
+            report.error(f"internal error: {type(exc).__name__}: {exc} "
+                         + (f"(traceback in {log})" if log else "(no log file yet)"))
+            code = int(ExitCode.HOSTS_FAILED)
+        raise Exit(code=UNKNOWN if monitoring else code)
+
+    return wrapper
+
+
+def _tidy(message: str) -> str:
+    """Invoke's ``Flag <Argument: hosts (H)> needed value...`` -> ``flag --hosts needed value...``."""
+    return re.sub(r"[Ff]lag <\w*Argument: ([\w-]+)[^>]*>", lambda m: f"flag --{m[1].replace('_', '-')}", message)
+
+
+def exit_2_on_parse_errors() -> None:
+    """Invoke's own parse errors (unknown flag, missing or bad value) exit 2 (3 for status), in one line.
+
+    Invoke prints them and exits 1, which docs/FAULTS.md reserves for host
+    failures. This wraps ``Program.parse_tasks`` once; fabfile/cli.py calls it
+    on import, which happens before task flags are parsed (``inv`` loads
+    tasks.py first; ``registry-tls`` is that module), so it applies to both.
+    """
+    if getattr(Program.parse_tasks, "registry_tls", False):
+        return
+    original = Program.parse_tasks
+
+    def parse_tasks(self):
+        try:
+            original(self)
+        except ParseError as exc:
+            name = getattr(exc.context, "name", None)
+            code = getattr(exc, "exit_code", None)
+            if code is None:
+                try:
+                    task_ = self.collection[name] if name and self.collection is not None else None
+                except (KeyError, ValueError):
+                    task_ = None
+                code = getattr(task_, "parse_exit_code", int(ExitCode.INVALID_INPUT))
+            hint = f" (see `inv --help {name}`)" if name else ""
+            raise Exit(f"error: {report.literal(_tidy(str(exc)))}{hint}", code=code) from None
+
+    parse_tasks.registry_tls = True  # type: ignore[attr-defined]
+    Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
