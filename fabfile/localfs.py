@@ -13,10 +13,11 @@ from .errors import InputError
 
 
 def _refused(path: Path, action: str, exc: OSError) -> InputError:
-    reason = exc.strerror or str(exc)
     if isinstance(exc, (NotADirectoryError, FileExistsError)):
-        reason = "a parent folder is a file" if isinstance(exc, NotADirectoryError) else "exists and is not a folder"
-    return InputError(f"{path}: cannot {action}: {reason}")
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        return InputError(f"{blocker}: exists and is not a folder (needed for {path}); "
+                          "move it away or point the inventory elsewhere")
+    return InputError(f"{path}: cannot {action}: {exc.strerror or exc}")
 
 
 def ensure_dir(path: Path, mode: int = 0o700) -> Path:

@@ -1,0 +1,309 @@
+"""Every bad input a clear error: a table of bad inventories, bad flags, corrupt state files and hostile
+values, each with its exit code, the words its one-line message must contain, and a check that nothing
+was written. Runs the real command line (``registry-tls``'s Invoke Program) in-process; no network: the
+inventory's hosts are 127.0.0.1:1, and no case gets as far as a host.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from fabfile import commandline
+from fabfile.cli import ns, program
+
+INVENTORY = """\
+registry:
+  host: registry.test
+  address: 127.0.0.1
+  ssh_port: 1
+certificate:
+  subject: {O: tests, CN: registry.test}
+  san: [DNS:registry.test, DNS:localhost]
+  key_type: ecdsa-p256
+ssh:
+  known_hosts: known_hosts
+  config: null
+  connect_timeout: 1
+clients:
+  hosts:
+    c1: {address: 127.0.0.1, ssh_port: 1}
+"""
+BCRYPT = "$2b$10$" + "a" * 53
+
+
+@dataclass
+class Case:
+    name: str
+    argv: list[str]
+    code: int
+    words: list[str]
+    inventory: Callable[[str], str] = lambda text: text
+    files: dict[str, bytes | None] = field(default_factory=dict)  # relative path -> content (None: a folder)
+    stdin: bytes | None = None
+    certificate: bool = False
+
+
+def _sub(old: str, new: str) -> Callable[[str], str]:
+    def edit(text: str) -> str:
+        assert old in text
+        return text.replace(old, new)
+    return edit
+
+
+HTPASSWD = {"pki/htpasswd": f"alice:{BCRYPT}\n".encode()}
+
+CASES = [
+    # ------------------------------------------------------------------ inventories
+    Case("anchor and alias", ["users.list"], 2, ["inventory.yaml:14:", "anchor &d", "not allowed"],
+         _sub("clients:\n", "clients:\n  defaults: &d {ssh_user: u}\n  groups: {g: *d}\n")),
+    Case("merge key", ["users.list"], 2, ["inventory.yaml:", "merge keys (<<)"],
+         _sub("clients:\n", "clients:\n  groups: {g: {<<: {ssh_user: u}}}\n")),
+    Case("tag", ["users.list"], 2, ["certificate.key_type", "tag !!str"],
+         _sub("key_type: ecdsa-p256", "key_type: !!str ecdsa-p256")),
+    Case("custom tag", ["users.list"], 2, ["tag !env"], _sub("key_type: ecdsa-p256", "key_type: !env X")),
+    Case("directive", ["users.list"], 2, ["directives"], lambda t: "%YAML 1.2\n---\n" + t),
+    Case("two documents", ["users.list"], 2, ["more than one YAML document"], lambda t: t + "---\n{}\n"),
+    Case("escape in a value", ["users.list"], 2, ["certificate.subject.CN", "control character \\x1b"],
+         _sub("CN: registry.test}", 'CN: "a\\e[2Jb"}')),
+    Case("bidi override in a value", ["users.list"], 2, ["control character \\u202e"],
+         _sub("CN: registry.test}", 'CN: "a\\u202Eb"}')),
+    Case("newline in a key", ["users.list"], 2, ["clients.hosts", "control character \\n"],
+         _sub("    c1: {", '    "c\\n1": {')),
+    Case("very long value", ["users.list"], 2, ["registry.container", "longer than 4096"],
+         _sub("  ssh_port: 1\n", "  ssh_port: 1\n  container: " + "x" * 5000 + "\n")),
+    Case("nesting", ["users.list"], 2, ["nested more than 12"], lambda t: t + "env: " + "[" * 20 + "]" * 20 + "\n"),
+    Case("huge file", ["users.list"], 2, ["larger than 1024 KiB"], lambda t: t + "#" * (1 << 20) + "\n"),
+    Case("status: bad inventory is UNKNOWN", ["status"], 3, ["anchor &d"],
+         _sub("clients:\n", "clients:\n  defaults: &d {ssh_user: u}\n")),
+    # ------------------------------------------------------------------ flags
+    Case("parallel 0", ["deploy", "--parallel", "0"], 2, ["--parallel 0", "from 1"]),
+    Case("parallel not a number", ["deploy", "-P", "abc"], 2, ["--parallel 'abc'", "whole number"]),
+    Case("batch negative", ["clients.trust", "--batch=-1"], 2, ["--batch -1"]),
+    Case("parallel huge", ["verify", "--parallel", "100000"], 2, ["--parallel 100000"]),
+    Case("if-expiring-within text", ["rotate", "--if-expiring-within", "soon"], 2, ["--if-expiring-within 'soon'"]),
+    Case("until unknown", ["rotate", "--until", "later"], 2, ["--until 'later'"]),
+    Case("unknown flag", ["deploy", "--bogus"], 2, ["--bogus", "inv --help deploy"]),
+    Case("flag without its value", ["deploy", "--hosts"], 2, ["flag --hosts needed value"]),
+    Case("unknown client", ["deploy", "-H", "nope"], 2, ["--hosts nope", "no such client"]),
+    Case("status: bad warn-days is UNKNOWN", ["status", "--warn-days", "x"], 3, ["--warn-days 'x'"]),
+    Case("status: parallel 0 is UNKNOWN", ["status", "--parallel", "0"], 3, ["--parallel 0"]),
+    Case("status: unknown flag is UNKNOWN", ["status", "--bogus"], 3, ["--bogus"]),
+    # ------------------------------------------------------------------ local state
+    Case("state_dir is a file", ["users.list"], 2, ["state", "not a folder"],
+         _sub("ssh:\n", "state_dir: state\nssh:\n"), files={"state": b"x"}),
+    Case("pki_dir is a file", ["cert.generate"], 2, ["pki", "not a folder"], files={"pki": b"x"}),
+    Case("last run not JSON", ["deploy", "--failed-only"], 2, ["last-run.json", "not valid JSON", "delete it"],
+         files={".registry-tls/last-run.json": b"{bad"}),
+    Case("last run foreign", ["deploy", "--failed-only"], 2, ["last-run.json", "expected layout"],
+         files={".registry-tls/last-run.json": b"[1, 2]"}),
+    Case("rotation state corrupt", ["cert.show"], 2, ["rotation.json", "not a registry-tls rotation state"],
+         files={".registry-tls/rotation.json": b"phase: generated"}),
+    Case("rotation state foreign", ["cert.show"], 2, ["rotation.json", "expected fields"],
+         files={".registry-tls/rotation.json": b'{"kind": "x"}'}),
+    Case("status: rotation state corrupt is UNKNOWN", ["status"], 3, ["rotation.json"],
+         files={".registry-tls/rotation.json": b"\x00\x01"}),
+    Case("htpasswd not UTF-8", ["users.list"], 2, ["pki/htpasswd", "not UTF-8"], files={"pki/htpasswd": b"\xff:\xfe\n"}),
+    Case("htpasswd foreign", ["users.list"], 2, ["pki/htpasswd:1", "'user:hash'", "delete it"],
+         files={"pki/htpasswd": b"-----BEGIN CERTIFICATE-----\nMIIB\n"}),
+    Case("htpasswd user twice", ["users.list"], 2, ["pki/htpasswd:2", "'alice' appears twice"],
+         files={"pki/htpasswd": f"alice:{BCRYPT}\nalice:{BCRYPT}\n".encode()}),
+    Case("htpasswd with CR", ["users.list"], 2, ["pki/htpasswd:1"], files={"pki/htpasswd": f"alice:{BCRYPT}\r\n".encode()}),
+    Case("health password corrupt", ["registry.deploy"], 2, ["health.password", "delete it"], certificate=True,
+         files={**HTPASSWD, "pki/health.password": b"two\nlines\n"}),
+    # ------------------------------------------------------------------ users
+    Case("password of two lines", ["users.add", "bob", "--no-deploy"], 2, ["more than one line"],
+         files=HTPASSWD, stdin=b"secret-one\nsecret-two\n"),
+    Case("password with CR", ["users.add", "bob", "--no-deploy"], 2, ["carriage return"],
+         files=HTPASSWD, stdin=b"secret-one\r\n"),
+    Case("password empty", ["users.add", "bob", "--no-deploy"], 2, ["password is empty"], files=HTPASSWD, stdin=b"\n"),
+    Case("push without a certificate", ["users.add", "bob"], 2, ["no certificate yet", "--no-deploy"],
+         files=HTPASSWD, stdin=b"secret-one\n"),
+    Case("remove: push without a certificate", ["users.remove", "alice"], 2, ["no certificate yet"], files=HTPASSWD),
+    Case("user name with markup", ["users.add", "[bold]x", "--no-deploy"], 2, ["'[bold]x'"], files=HTPASSWD,
+         stdin=b"secret-one\n"),
+]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INVOKE_INVENTORY", raising=False)
+    handler = signal.getsignal(signal.SIGTERM)
+    yield tmp_path
+    signal.signal(signal.SIGTERM, handler)
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under root with its content (None: folder); the audit log and the lock file (with their folder) are left out."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes())
+            for p in sorted(root.rglob("*"))
+            if "log" not in p.relative_to(root).parts
+            and str(p.relative_to(root)) not in (".registry-tls", ".registry-tls/lock")}
+
+
+def run(argv: list[str], stdin: bytes | None, capsys, monkeypatch) -> tuple[int, str, str]:
+    fake = io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", fake)
+    code = 0
+    try:
+        program.run(["registry-tls", *argv])
+    except SystemExit as exit_:
+        code = 0 if exit_.code is None else int(exit_.code)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def prepare(root: Path, case: Case) -> None:
+    (root / "inventory.yaml").write_text(case.inventory(INVENTORY), encoding="utf-8")
+    for rel, content in case.files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            path.mkdir()
+        else:
+            path.write_bytes(content)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line_with_its_exit_code_and_writes_nothing(case, workdir, capsys, monkeypatch):
+    prepare(workdir, case)
+    if case.certificate:
+        assert run(["cert.generate"], None, capsys, monkeypatch)[0] == 0
+    before = snapshot(workdir)
+    code, out, err = run(case.argv, case.stdin, capsys, monkeypatch)
+    lines = err.strip().splitlines()
+    assert code == case.code, (out, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in out + err
+    for word in case.words:
+        assert word in lines[0], (word, lines[0])
+    assert snapshot(workdir) == before
+
+
+def test_the_table_covers_each_kind_and_both_exit_code_schemes():
+    assert {c.code for c in CASES} == {2, 3}
+    assert all(c.code == 3 for c in CASES if c.argv[0] == "status")
+
+
+def test_a_crash_is_one_line_and_its_traceback_goes_only_to_the_log(workdir, capsys, monkeypatch):
+    prepare(workdir, Case("", [], 0, []))
+
+    def boom(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("fabfile.deploy.verify_all", boom)
+    for argv, expected in ((["verify"], 1), (["verify", "-v"], 1)):
+        code, out, err = run(argv, None, capsys, monkeypatch)
+        assert code == expected and "Traceback" not in out + err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]  # -v also shows the run's log lines
+        assert len(errors) == 1 and "internal error: ZeroDivisionError: a bug (traceback in " in errors[0]
+    log = (workdir / ".registry-tls/log/registry-tls.log").read_text()
+    assert "Traceback" in log and "ZeroDivisionError: a bug" in log
+    monkeypatch.setattr("fabfile.status.fleet_status", boom)
+    code, out, err = run(["status"], None, capsys, monkeypatch)
+    assert code == 3 and "Traceback" not in err  # monitoring: the check itself failed -> UNKNOWN
+
+
+def test_an_interrupt_is_130_and_status_3(workdir, capsys, monkeypatch):
+    prepare(workdir, Case("", [], 0, []))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fabfile.deploy.show_certificate", interrupted)
+    assert run(["cert.show"], None, capsys, monkeypatch)[0] == 130
+    monkeypatch.setattr("fabfile.status.fleet_status", interrupted)
+    code, _, err = run(["status"], None, capsys, monkeypatch)
+    assert code == 3 and err.strip() == "error: interrupted"
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def _tasks(collection, prefix=""):
+    for name, task in collection.tasks.items():
+        yield prefix + name, task
+    for name, sub in collection.collections.items():
+        yield from _tasks(sub, f"{prefix}{name}.")
+
+
+def test_one_meaning_per_short_flag_and_none_shadows_invoke():
+    import tasks as checkout
+
+    meaning: dict[str, str] = {}
+    for name, task in _tasks(checkout.ns):
+        for argument in task.get_arguments():
+            long, shorts = argument.names[0], [n for n in argument.names if len(n) == 1]
+            for short in shorts:
+                assert short not in commandline.CORE_SHORT_FLAGS, (name, short)
+                assert meaning.setdefault(short, long) == long, (name, short, long, meaning[short])
+    assert meaning == {s: n.replace("_", "-") for n, s in commandline.SHORT_FLAGS.items()}
+
+
+def test_dash_h_after_a_task_is_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        program.run(["registry-tls", "deploy", "-h"])
+    assert exit_.value.code in (None, 0)
+    assert "--dry-run" in capsys.readouterr().out
+
+
+def test_every_integer_flag_is_typed_and_range_checked():
+    for name, task in _tasks(ns):
+        for argument in task.get_arguments():
+            if (argument.attr_name or argument.name) in commandline.INTEGER_FLAGS:
+                assert argument.kind is int, (name, argument.name)
+    with pytest.raises(Exception, match="from 1 to 10000"):
+        commandline.integer(0, "parallel")
+    assert commandline.integer(None, "parallel") is None and commandline.integer(5, "parallel") == 5
+
+
+# --------------------------------------------------------------------------- users: local change only with the push
+
+
+def test_users_change_the_local_htpasswd_only_with_a_successful_push(workdir, capsys, monkeypatch):
+    from fabfile.results import HostResult, Report, Status
+
+    prepare(workdir, Case("", [], 0, [], files=HTPASSWD))
+    assert run(["cert.generate"], None, capsys, monkeypatch)[0] == 0
+    htpasswd = workdir / "pki/htpasswd"
+    pushed: list[tuple[str, ...]] = []
+
+    def push(outcome):
+        def deploy_registry(s, material, **kwargs):
+            s.state.health_credentials()  # as the real push does: may add the health user (in memory)
+            pushed.append(s.state.htpasswd().users)
+            if outcome == "interrupt":
+                raise KeyboardInterrupt
+            rep = Report()
+            rep.add(HostResult(host="registry.test", role="registry", status=outcome, message="pushed"))
+            return rep
+        monkeypatch.setattr("fabfile.deploy.deploy_registry", deploy_registry)
+
+    before = htpasswd.read_bytes()
+    for outcome, code in ((Status.FAILED, 1), ("interrupt", 130)):
+        push(outcome)
+        got, out, err = run(["users.add", "bob"], b"secret-one\n", capsys, monkeypatch)
+        assert got == code, err
+        assert pushed[-1] == ("alice", "bob", "registry-tls-health")  # the push carried the new user ...
+        assert htpasswd.read_bytes() == before  # ... the local file did not change
+        got, out, err = run(["users.remove", "alice"], None, capsys, monkeypatch)
+        assert got == code and pushed[-1] == ("registry-tls-health",) and htpasswd.read_bytes() == before
+    push(Status.CHANGED)
+    assert run(["users.add", "bob"], b"secret-one\n", capsys, monkeypatch)[0] == 0
+    assert run(["users.list"], None, capsys, monkeypatch)[1].split() == ["alice", "bob", "registry-tls-health"]
+    assert run(["users.remove", "alice"], None, capsys, monkeypatch)[0] == 0
+    assert run(["users.list"], None, capsys, monkeypatch)[1].split() == ["bob", "registry-tls-health"]
+
+
+def test_no_deploy_writes_at_once_and_stdin_may_end_without_newline(workdir, capsys, monkeypatch):
+    prepare(workdir, Case("", [], 0, [], files=HTPASSWD))
+    code, out, err = run(["users.add", "bob", "--no-deploy"], b"secret-one", capsys, monkeypatch)
+    assert code == 0, err
+    assert run(["users.list"], None, capsys, monkeypatch)[1].split() == ["alice", "bob"]
