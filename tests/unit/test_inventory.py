@@ -313,3 +313,38 @@ def test_F01_loading_opens_no_network_connection(monkeypatch, tmp_path):
     bad.write_text(apply_edit("  port: 443 ", "\tport: 443 "))
     with pytest.raises(InventoryError):
         inventory.load(bad)
+
+
+# --------------------------------------------------------------------------- linear loading (issue 15)
+
+
+def test_loading_is_linear_in_sans_and_clients(monkeypatch):
+    """2,000 SANs took 8 s: each client re-built the SAN list and scanned it per name (O(clients x SANs^2)).
+    Counted, not timed: SAN texts are built a bounded number of times per SAN, whatever the client count."""
+    from fabfile import certs
+
+    calls = {"san_text": 0}
+    real = certs.san_text
+
+    def counting(name):
+        calls["san_text"] += 1
+        return real(name)
+
+    monkeypatch.setattr(certs, "san_text", counting)
+    sans = "\n".join(f"    - DNS:h{i}.example.test" for i in range(2000))
+    hosts = "\n".join(f"    c{i}: {{address: 10.0.0.{i + 1}}}" for i in range(50))
+    text = (f"registry: {{host: h0.example.test}}\ncertificate:\n  san:\n{sans}\n"
+            f"clients:\n  hosts:\n{hosts}\n    named: {{registry_names: [h1999.example.test]}}\n")
+    inv = inventory.parse(text, Path("inventory.yaml"))
+    assert len(inv.clients) == 51 and len(inv.clients[0].registry_names) == 2000
+    assert calls["san_text"] <= 3 * 2000
+
+
+def test_coverage_agrees_with_covers():
+    from fabfile import certs
+
+    sans = ("DNS:registry.test", "DNS:*.apps.test", "DNS:UPPER.test", "IP:10.0.0.1", "IP:::1")
+    names = ["registry.test", "REGISTRY.test", "x.apps.test", "apps.test", "a.b.apps.test", "upper.test",
+             "10.0.0.1", "10.0.0.2", "::1", "0:0::1", "999.1.1.1", "*.apps.test", "other.test", ".apps.test"]
+    covered = certs.coverage(sans)
+    assert [covered(n) for n in names] == [certs.covers(sans, n) for n in names]
