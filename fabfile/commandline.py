@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import re
 import signal
+from collections.abc import Callable
+from typing import Any
 
 import invoke
 from invoke import Exit
@@ -45,7 +47,7 @@ assert len(set(SHORT_FLAGS.values())) == len(SHORT_FLAGS)
 class FlagValueError(ParseError):
     """A flag value Invoke could not convert (``--parallel x``)."""
 
-    def __init__(self, message: str, exit_code: int):
+    def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -55,7 +57,7 @@ class _Argument(Argument):
 
     exit_code: int = ExitCode.INVALID_INPUT
 
-    def set_value(self, value, cast: bool = True) -> None:
+    def set_value(self, value: Any, cast: bool = True) -> None:
         try:
             super().set_value(value, cast)
         except ValueError:
@@ -65,12 +67,12 @@ class _Argument(Argument):
 class Task(invoke.Task):
     """An Invoke task with the shared short flags (no automatic ones) and typed integer flags."""
 
-    def __init__(self, body, *args, monitoring: bool = False, **kwargs):
+    def __init__(self, body: Callable, *args: Any, monitoring: bool = False, **kwargs: Any) -> None:
         kwargs["auto_shortflags"] = False
         super().__init__(body, *args, **kwargs)
         self.parse_exit_code = UNKNOWN if monitoring else int(ExitCode.INVALID_INPUT)
 
-    def arg_opts(self, name, default, taken_names):
+    def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
         opts = super().arg_opts(name, default, taken_names)
         short = SHORT_FLAGS.get(name.rstrip("_"))
         if short and short not in taken_names:
@@ -79,15 +81,15 @@ class Task(invoke.Task):
             opts["kind"] = int
         return opts
 
-    def get_arguments(self, *args, **kwargs):
+    def get_arguments(self, *args: Any, **kwargs: Any) -> list[Argument]:
         arguments = super().get_arguments(*args, **kwargs)
         for argument in arguments:
             argument.__class__ = _Argument
-            argument.exit_code = self.parse_exit_code
+            argument.exit_code = self.parse_exit_code  # type: ignore[attr-defined]
         return arguments
 
 
-def task(*args, **kwargs):
+def task(*args: Any, **kwargs: Any) -> Any:
     """``invoke.task`` with this module's ``Task`` (``monitoring=True``: status exit codes)."""
     return invoke.task(*args, klass=Task, **kwargs)
 
@@ -101,7 +103,7 @@ def integer(value: int | None, flag: str, *, minimum: int = 1, maximum: int = 10
     return value
 
 
-def cli(fn=None, *, monitoring: bool = False):
+def cli(fn: Callable | None = None, *, monitoring: bool = False) -> Any:
     """Turn every failure into one line on stderr and the documented exit code; no traceback.
 
     ``monitoring``: every failure of the task itself is 3 UNKNOWN (``inv status``).
@@ -110,7 +112,7 @@ def cli(fn=None, *, monitoring: bool = False):
         return functools.partial(cli, monitoring=monitoring)
 
     @functools.wraps(fn)
-    def wrapper(c, *args, **kwargs):
+    def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C (FAULTS F24)
         try:
             return fn(c, *args, **kwargs)
@@ -123,7 +125,7 @@ def cli(fn=None, *, monitoring: bool = False):
             report.error("interrupted" if monitoring else
                          "interrupted; every host is either as it was or in the new state; run again to finish")
             code = INTERRUPTED
-        except Exception as exc:  # a bug: one line here, the traceback in the log file
+        except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in the log file
             log = logs.crash(exc)
             report.error(f"internal error: {type(exc).__name__}: {exc} "
                          + (f"(traceback in {log})" if log else "(no log file yet)"))
@@ -150,7 +152,7 @@ def exit_2_on_parse_errors() -> None:
         return
     original = Program.parse_tasks
 
-    def parse_tasks(self):
+    def parse_tasks(self: Program) -> None:
         try:
             original(self)
         except ParseError as exc:

@@ -382,7 +382,7 @@ def _check_events(text: str, path: Path) -> None:
     frames: list[list] = []
     documents = 0
 
-    def fail(event, problem: str) -> InventoryError:
+    def fail(event: events.Event, problem: str) -> InventoryError:
         mark = event.start_mark
         keys = ".".join(str(f[1]) for f in frames if f[1] is not None and not (f[0] and f[2]))
         return InventoryError(f"{path}:{mark.line + 1}:{mark.column + 1}: {keys + ': ' if keys else ''}{problem}")

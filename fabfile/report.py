@@ -56,7 +56,7 @@ def literal(value: object) -> str:
                                                        else f"\\u{ord(m[0]):04x}"), str(value))
 
 
-def _lines(cell) -> list[str]:
+def _lines(cell: str | Sequence[str] | Text) -> list[str]:
     if isinstance(cell, Text):
         return [literal(cell.plain)]
     if isinstance(cell, str):
@@ -77,7 +77,8 @@ def line(text: object = "", *, style: str | None = None, console: Console | None
         console.file.flush()
 
 
-def table(title: str, columns: Sequence[str], rows: Iterable[Sequence], *, status_column: int | None = None) -> None:
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence], *,
+          status_column: int | None = None) -> None:
     """A table on a terminal; on a pipe a title line, a header line and one tab-separated line per row.
 
     A cell is a string or a list of strings (shown one per line on a terminal, joined by '; ' on a pipe).

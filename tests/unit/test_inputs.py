@@ -198,7 +198,7 @@ def test_a_crash_is_one_line_and_its_traceback_goes_only_to_the_log(workdir, cap
     def boom(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("fabfile.deploy.verify_all", boom)
+    monkeypatch.setattr("fabfile.verify.verify_all", boom)
     for argv, expected in ((["verify"], 1), (["verify", "-v"], 1)):
         code, out, err = run(argv, None, capsys, monkeypatch)
         assert code == expected and "Traceback" not in out + err

@@ -72,7 +72,7 @@ def _whole(text: str, expected: str, screen) -> None:
 
 
 def test_line_note_error(screen):
-    for value, expected in values():
+    for value, _ in values():
         report.line(value)
         report.note(value)
         report.error(value)
