@@ -13,8 +13,16 @@ from pathlib import Path
 from .errors import InputError
 from .localfs import ensure_dir
 from .redact import RedactingFilter
+from .report import literal
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
+
+
+class LiteralFormatter(logging.Formatter):
+    """-v on the terminal: each record one line, control characters (e.g. in remote output) escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return literal(super().format(record))
 
 
 def setup(state_dir: Path, *, verbose: bool = False, command: str = "") -> Path:
@@ -35,7 +43,7 @@ def setup(state_dir: Path, *, verbose: bool = False, command: str = "") -> Path:
     root.addHandler(file_handler)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setFormatter(LiteralFormatter("%(message)s"))
     console.addFilter(RedactingFilter())
     root.addHandler(console)
     root.propagate = False

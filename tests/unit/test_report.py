@@ -138,3 +138,14 @@ def test_json_escapes_controls(capsys):
     report.print_json({"v": "\x1b[2J:CD:[b]"})
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\u001b[2J:CD:[b]" in out
+
+
+def test_verbose_log_lines_on_the_terminal_are_literal(tmp_path, capsys):
+    import logging
+
+    from fabfile import logs
+
+    logs.setup(tmp_path, verbose=True, command="test")
+    logging.getLogger("registry_tls.test").info("remote said: %s", "\x1b[2Jgone\nnext :CD: [b]")
+    err = capsys.readouterr().err
+    assert "remote said: \\x1b[2Jgone\\nnext :CD: [b]" in err and "\x1b" not in err
