@@ -141,18 +141,23 @@ def _tidy(message: str) -> str:
 
 
 def exit_2_on_parse_errors() -> None:
-    """Invoke's own parse errors (unknown flag, missing or bad value) exit 2 (3 for status), in one line.
+    """Invoke's own parse errors (unknown task or flag, missing or bad value) exit 2 (3 for status), in one line.
 
     Invoke prints them and exits 1, which docs/FAULTS.md reserves for host
-    failures. This wraps ``Program.parse_tasks`` once; fabfile/cli.py calls it
-    on import, which happens before task flags are parsed (``inv`` loads
-    tasks.py first; ``registry-tls`` is that module), so it applies to both.
+    failures. This wraps ``Program.parse_tasks`` and ``parse_cleanup`` (``--help
+    TASK``) once; fabfile/cli.py calls it on import, which happens before task
+    flags are parsed (``inv`` loads tasks.py first; ``registry-tls`` is that
+    module), so it applies to both.
     """
-    if getattr(Program.parse_tasks, "registry_tls", False):
-        return
-    original = Program.parse_tasks
+    for method in ("parse_tasks", "parse_cleanup"):
+        original = getattr(Program, method)
+        if not getattr(original, "registry_tls", False):
+            setattr(Program, method, _one_line_parse_errors(original))
 
-    def parse_tasks(self: Program) -> None:
+
+def _one_line_parse_errors(original: Callable[[Program], None]) -> Callable[[Program], None]:
+    @functools.wraps(original)
+    def parse(self: Program) -> None:
         try:
             original(self)
         except ParseError as exc:
@@ -164,8 +169,10 @@ def exit_2_on_parse_errors() -> None:
                 except (KeyError, ValueError):
                     task_ = None
                 code = getattr(task_, "parse_exit_code", int(ExitCode.INVALID_INPUT))
-            hint = f" (see `inv --help {name}`)" if name else ""
+            me = getattr(self, "called_as", None) or "inv"
+            hint = (f" (see `{me} --help {name}`)" if name else "" if isinstance(exc, FlagValueError)
+                    else f" (see `{me} --list`)")
             raise Exit(f"error: {report.literal(_tidy(str(exc)))}{hint}", code=code) from None
 
-    parse_tasks.registry_tls = True  # type: ignore[attr-defined]
-    Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
+    parse.registry_tls = True  # type: ignore[attr-defined]
+    return parse
