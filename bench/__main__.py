@@ -22,6 +22,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,9 @@ OUR_PY = REPO / ".venv" / "bin" / "python"
 OUR_INV = REPO / ".venv" / "bin" / "inv"
 BENCH_PY = BENCH / ".venv" / "bin" / "python"
 ANSIBLE_PLAYBOOK = BENCH / ".venv" / "bin" / "ansible-playbook"
+PYINFRA = BENCH / ".venv" / "bin" / "pyinfra"
 
+P10_N = 50                 # ours with the default --parallel 10 is also measured at this N
 FLEET_LAB = dict(root=WORK / "lab", prefix="rtlsb", subnet="10.213.9.0/24")
 DOCKER_LAB = dict(root=WORK / "lab-docker", prefix="rtlsc", subnet="10.213.10.0/24")
 KEY_TYPES = ("rsa-2048", "rsa-4096", "ecdsa-p256", "ed25519")
@@ -49,10 +52,12 @@ RESET_CLIENT = ("rm -rf /etc/docker/certs.d; imgs=$(docker images --format '{{.R
 OURS_FIRST, OURS_NOOP = "ours_first", "ours_noop"
 ANSIBLE, FLOOR_JOB, FLOOR_CONNECT1 = "ansible_first", "asyncssh_job", "asyncssh_connect1"
 OURS_P10 = "ours_first_parallel10"
+PYINFRA_FIRST = "pyinfra_first"
 LABELS = {
     OURS_FIRST: "ours: clients.trust, first run",
     OURS_NOOP: "ours: clients.trust, no-op rerun",
     ANSIBLE: "ansible-core playbook, first run (forks=N, pipelining)",
+    PYINFRA_FIRST: "pyinfra deploy, first run (--parallel N)",
     FLOOR_JOB: "asyncssh floor: connect + bare job (one command)",
     FLOOR_CONNECT1: "asyncssh floor: connect + one command",
     OURS_P10: "ours: clients.trust, first run, --parallel 10 (default)",
@@ -60,6 +65,7 @@ LABELS = {
 
 
 SHORT = {OURS_FIRST: "ours first run", OURS_NOOP: "ours no-op", ANSIBLE: "ansible first run",
+         PYINFRA_FIRST: "pyinfra first run",
          FLOOR_JOB: "floor bare job", FLOOR_CONNECT1: "floor connect + one command", OURS_P10: "ours --parallel 10"}
 
 
@@ -96,17 +102,34 @@ class Sample:
     extra: dict = field(default_factory=dict)
 
 
-def run_timed(argv: list[str], *, env: dict | None = None, cwd: Path = REPO, timeout: float = 300) -> tuple[subprocess.CompletedProcess, float, float, float]:
-    before = os.times()
+def run_timed(argv: list[str], *, env: dict | None = None, cwd: Path = REPO,
+              timeout: float = 600) -> tuple[subprocess.CompletedProcess, float, float, float]:
+    """Run argv; its wall time, its CPU (with its waited-for children) and the machine's busy CPU
+    meanwhile. The peak RSS of the command (its largest process) is ``proc.maxrss_mb``."""
     busy = machine_busy()
     start = time.monotonic()
-    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    popen = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    outputs: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda k, f: outputs.__setitem__(k, f.read()), args=(k, f))
+               for k, f in (("out", popen.stdout), ("err", popen.stderr))]
+    for t in readers:
+        t.start()
+    killer = threading.Timer(timeout, popen.kill)
+    killer.start()
+    try:
+        _, status, usage = os.wait4(popen.pid, 0)    # wait4: this command's own rusage, exactly
+    finally:
+        killer.cancel()
     wall = time.monotonic() - start
     busy = machine_busy() - busy
-    after = os.times()
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    return proc, wall, cpu, busy
+    for t in readers:
+        t.join()
+    popen.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.CompletedProcess(argv, popen.returncode, outputs["out"].decode(errors="replace"),
+                                       outputs["err"].decode(errors="replace"))
+    proc.maxrss_mb = usage.ru_maxrss / 1024   # type: ignore[attr-defined]
+    return proc, wall, usage.ru_utime + usage.ru_stime, busy
 
 
 def summary(values: list[float]) -> dict:
@@ -214,7 +237,8 @@ class Fleet:
         if proc.returncode != 0 or wrong or len(hosts) != n:
             raise BenchError(f"inv clients.trust (N={n}, want {expect}) exit {proc.returncode}: {wrong[:3]} "
                              f"{proc.stderr[-300:]}")
-        return wall, cpu, busy, {"hosts": {h: {"seconds": r["seconds"], "phases": r["facts"].get("phase_seconds", {})}
+        return wall, cpu, busy, {"maxrss_mb": proc.maxrss_mb,
+                                 "hosts": {h: {"seconds": r["seconds"], "phases": r["facts"].get("phase_seconds", {})}
                                            for h, r in hosts.items()}}
 
     def floor(self, n: int, mode: str) -> tuple[float, float, float, dict]:
@@ -239,7 +263,7 @@ class Fleet:
                     bad.append(f"{host}: sha256 output differs")
         if proc.returncode != 0 or bad:
             raise BenchError(f"asyncssh floor {mode} (N={n}): {bad[:3]}")
-        return wall, cpu, busy, {"in_process_seconds": out["seconds"]}
+        return wall, cpu, busy, {"in_process_seconds": out["seconds"], "maxrss_mb": proc.maxrss_mb}
 
     def floor_spec(self, n: int, mode: str) -> dict:
         hosts = []
@@ -324,7 +348,45 @@ class Fleet:
             raise BenchError(f"ansible-playbook (N={n}) exit {proc.returncode}: {failed[:3]} "
                              f"{(proc.stdout + proc.stderr)[-800:]}")
         changed = sum(1 for line in recap if "changed=0" not in line)
-        return wall, cpu, busy, {"changed_hosts": changed}
+        return wall, cpu, busy, {"changed_hosts": changed, "maxrss_mb": proc.maxrss_mb}
+
+    # -- pyinfra ---------------------------------------------------------------------------
+    def pyinfra_setup(self) -> None:
+        d = WORK / "pyinfra"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        self.pyinfra_dir = d
+        hosts = []
+        for name in self.names:
+            c, probe = self.client_objs[name], self.probe[name]
+            data = {"ssh_hostname": c.ssh.address, "ssh_user": c.ssh.user, "ssh_key": c.ssh.key,
+                    "ssh_known_hosts_file": str(self.lab.known_hosts_path), "ssh_strict_host_key_checking": "yes",
+                    "ssh_allow_agent": False, "ssh_look_for_keys": False,
+                    "certs_d_dirs": [f"/etc/docker/certs.d/{x}" for x in self.dirs[name]],
+                    "ca_file": str(self.ca_file), "verify_name": probe.name, "verify_port": probe.port,
+                    "verify_ca": probe.ca_files[0]}
+            if name == "client2":
+                data["_sudo_password"] = self.lab.sudo_password
+            hosts.append((name, data))
+        self.pyinfra_hosts = hosts
+
+    def pyinfra(self, n: int) -> tuple[float, float, float, dict]:
+        inventory = self.pyinfra_dir / f"inventory_{n}.py"        # the first n clients only
+        if not inventory.exists():
+            fd = os.open(inventory, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # the lab's sudo password
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"clients = {self.pyinfra_hosts[:n]!r}\n")
+        argv = [str(PYINFRA), "-y", "--parallel", str(n), "--no-wait", str(inventory),
+                str(BENCH / "pyinfra_deploy.py")]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "INVOKE_"))}
+        env.update(HOME=str(self.pyinfra_dir), NO_COLOR="1", TERM="dumb")
+        proc, wall, cpu, busy = run_timed(argv, env=env, cwd=self.pyinfra_dir)
+        text = proc.stdout + proc.stderr
+        total = next((line.split() for line in text.splitlines() if line.strip().startswith("Grand total")), [])
+        # columns: operation, hosts, success, error, no change (one count per host and operation)
+        if proc.returncode != 0 or len(total) < 6 or total[-2] not in ("-", "0") or total[-3] != total[-4]:
+            raise BenchError(f"pyinfra (N={n}) exit {proc.returncode}: {text[-800:]}")
+        return wall, cpu, busy, {"maxrss_mb": proc.maxrss_mb}
 
 
 def close_control_masters(cp: Path) -> None:
@@ -349,45 +411,82 @@ def write_inventory_copy(lab, dest: Path, run_dir: Path) -> None:
 # --------------------------------------------------------------------------- phases
 
 
-def fanout(fleet: Fleet, ns: list[int], reps: int, ansible_reps: dict[int, int], p10_reps: int,
+def first_runs(fleet: Fleet, n: int, rep: int, tools: list[str], samples: list[Sample], suffix: str = "") -> None:
+    """One repetition at N=n: the first-run tools take turns (the order rotates with rep), the
+    installed trust is removed before each; ours is followed by its no-op rerun, the floor's
+    connect + one command comes last (files in place). Every run is checked on every host."""
+    order = tools[rep % len(tools):] + tools[:rep % len(tools)]
+
+    def record(tool: str, result: tuple[float, float, float, dict]) -> None:
+        samples.append(Sample(tool + suffix, n, rep, *result))
+
+    for tool in order:
+        fleet.clean(n)
+        if tool == OURS_FIRST:
+            record(OURS_FIRST, fleet.ours(n, n, expect="changed"))
+            fleet.check(n, f"ours first run{suffix}")
+            record(OURS_NOOP, fleet.ours(n, n, expect="ok"))
+            fleet.check(n, f"ours no-op rerun{suffix}")
+        elif tool == ANSIBLE:
+            result = fleet.ansible(n, f"n{n}-r{rep}{suffix.replace('@', '-')}")
+            fleet.check(n, f"ansible-playbook{suffix}")
+            if result[3]["changed_hosts"] != n:
+                raise BenchError(f"ansible changed {result[3]['changed_hosts']} of {n} hosts on a first run")
+            record(ANSIBLE, result)
+        elif tool == PYINFRA_FIRST:
+            record(PYINFRA_FIRST, fleet.pyinfra(n))
+            fleet.check(n, f"pyinfra{suffix}")
+        else:
+            record(FLOOR_JOB, fleet.floor(n, "job"))
+            fleet.check(n, f"asyncssh bare job{suffix}")
+    record(FLOOR_CONNECT1, fleet.floor(n, "connect1"))
+    line = ", ".join(f"{x.tool.split('@')[0]} {x.seconds:.2f}s" for x in samples
+                     if x.n == n and x.rep == rep and x.tool.endswith(suffix) and ("@" in x.tool) == bool(suffix))
+    say(f"N={n}{suffix} rep {rep + 1}: {line}")
+
+
+def fanout(fleet: Fleet, ns: list[int], reps: int, peer_reps: dict[int, int], peer_max_n: int, p10_reps: int,
            samples: list[Sample]) -> None:
-    first_tools = [OURS_FIRST, ANSIBLE, FLOOR_JOB]
     for n in ns:
         fleet.clean(fleet.clients)
         for rep in range(reps):
-            order = first_tools[rep % 3:] + first_tools[:rep % 3]      # rotate who goes first
-            for tool in order:
-                if tool == ANSIBLE and rep >= ansible_reps.get(n, reps):
-                    continue
+            peers = [ANSIBLE, PYINFRA_FIRST] if n <= peer_max_n and rep < peer_reps.get(n, reps) else []
+            first_runs(fleet, n, rep, [OURS_FIRST, *peers, FLOOR_JOB], samples)
+            if n == P10_N and rep < p10_reps:
                 fleet.clean(n)
-                if tool == OURS_FIRST:
-                    wall, cpu, busy, extra = fleet.ours(n, n, expect="changed")
-                    fleet.check(n, "ours first run")
-                    samples.append(Sample(OURS_FIRST, n, rep, wall, cpu, busy, extra))
-                    wall, cpu, busy, extra = fleet.ours(n, n, expect="ok")
-                    fleet.check(n, "ours no-op rerun")
-                    samples.append(Sample(OURS_NOOP, n, rep, wall, cpu, busy, extra))
-                elif tool == ANSIBLE:
-                    wall, cpu, busy, extra = fleet.ansible(n, f"n{n}-r{rep}")
-                    fleet.check(n, "ansible-playbook")
-                    if extra["changed_hosts"] != n:
-                        raise BenchError(f"ansible changed {extra['changed_hosts']} of {n} hosts on a first run")
-                    samples.append(Sample(ANSIBLE, n, rep, wall, cpu, busy, extra))
-                else:
-                    wall, cpu, busy, extra = fleet.floor(n, "job")
-                    fleet.check(n, "asyncssh bare job")
-                    samples.append(Sample(FLOOR_JOB, n, rep, wall, cpu, busy, extra))
-            # the files are in place now: the no-op comparison floor
-            wall, cpu, busy, extra = fleet.floor(n, "connect1")
-            samples.append(Sample(FLOOR_CONNECT1, n, rep, wall, cpu, busy, extra))
-            if n == max(ns) and rep < p10_reps and n > 10:
-                fleet.clean(n)
-                wall, cpu, busy, extra = fleet.ours(n, 10, expect="changed")
+                samples.append(Sample(OURS_P10, n, rep, *fleet.ours(n, 10, expect="changed")))
                 fleet.check(n, "ours first run --parallel 10")
-                samples.append(Sample(OURS_P10, n, rep, wall, cpu, busy, extra))
-            line = ", ".join(f"{t} {s.seconds:.2f}s" for t in LABELS for s in samples
-                             if s.n == n and s.rep == rep and s.tool == t)
-            say(f"N={n} rep {rep + 1}/{reps}: {line}")
+
+
+REDIRECT = "iptables -w -t nat {op} PREROUTING -i eth0 -p tcp --dport 22 -j REDIRECT --to-ports 2222"
+
+
+def latency(fleet: Fleet, n: int, rtts: list[int], reps: int, peer_reps: int, samples: list[Sample]) -> dict:
+    """Every tool at N=n through bench/relay.py (a fixed delay each way in each client's namespace)
+    at each RTT; rows TOOL@rttMS. The relay and the REDIRECT rules are removed afterwards."""
+    names = fleet.names[:n]
+    state = fleet.lab._state()
+    netns = [state.host(h).netns for h in names]
+    added = fleet.on_hosts(names, REDIRECT.format(op="-A"))
+    try:
+        bad = [h for h, r in added.items() if r.returncode != 0]
+        if bad:
+            raise BenchError(f"iptables REDIRECT in {bad[:3]}: {added[bad[0]].stderr.strip()}")
+        for rtt in rtts:
+            relay = subprocess.Popen([sys.executable, str(BENCH / "relay.py"), str(rtt), *netns],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                if relay.stdout.readline().strip() != "READY":
+                    raise BenchError(f"relay at {rtt} ms did not start: {relay.stderr.read()[-500:]}")
+                for rep in range(reps):
+                    peers = [ANSIBLE, PYINFRA_FIRST] if rep < peer_reps else []
+                    first_runs(fleet, n, rep, [OURS_FIRST, *peers, FLOOR_JOB], samples, suffix=f"@rtt{rtt}")
+            finally:
+                relay.terminate()
+                relay.wait(timeout=10)
+    finally:
+        fleet.on_hosts(names, REDIRECT.format(op="-D"))
+    return {"n": n, "rtts": rtts, "reps": reps, "peer_reps": peer_reps}
 
 
 def cert_generation(reps: int) -> dict:
@@ -462,11 +561,42 @@ def docker_deploy(reps: int) -> dict:
                 if got != [digest]:
                     raise BenchError(f"inv deploy: {h} has no/wrong ca.crt ({got})")
             say(f"inv deploy rep {rep + 1}/{reps}: first {first[-1]['seconds']:.2f}s, no-op {noop[-1]['seconds']:.2f}s")
+        dead = dead_peer(lab, run_dir / "inventory.yaml", env)
+        say(f"dead peer: client1 reported unreachable after {dead['seconds']:.1f}s (run {dead['wall']:.1f}s)")
     finally:
         down(lab)
     return {"lab_up_seconds": up_seconds, "clients": 3,
             "first": {"runs": first, **summary([r["seconds"] for r in first])},
-            "noop": {"runs": noop, **summary([r["seconds"] for r in noop])}}
+            "noop": {"runs": noop, **summary([r["seconds"] for r in noop])}, "dead_peer": dead}
+
+
+def dead_peer(lab, inventory: Path, env: dict) -> dict:
+    """client1 vanishes mid-command (its restart command takes its link down, so its answer never
+    comes back): how long `inv clients.trust` takes to report it unreachable while the others finish."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    data = yaml.load(inventory.read_text())
+    data["clients"]["hosts"]["client1"].update(restart="always", restart_command="ip link set eth0 down")
+    with open(inventory, "w") as fh:
+        yaml.dump(data, fh)
+    clients = [h for h in lab.hosts if h != "registry"]
+    for h in clients:      # trust removed, so every client writes; client1 then restarts and vanishes
+        lab.run(h, CLEAN_TRUST, timeout=60)
+    try:
+        proc, wall, _, _ = run_timed([str(OUR_INV), "clients.trust", "--json"], env=env)
+    finally:
+        lab.run("client1", "ip link set eth0 up", timeout=60)
+    try:
+        hosts = json.loads(proc.stdout)["hosts"]
+    except ValueError:
+        raise BenchError(f"dead peer run: exit {proc.returncode}, no JSON: {proc.stderr[-500:]}") from None
+    lost = hosts["client1"]
+    others = {h: r["status"] for h, r in hosts.items() if h != "client1"}
+    if proc.returncode != 1 or lost["status"] != "unreachable" or set(others.values()) != {"changed"}:
+        raise BenchError(f"dead peer run: exit {proc.returncode}, client1 {lost['status']} {lost['message']!r}, "
+                         f"others {others}")
+    return {"seconds": lost["seconds"], "wall": wall, "message": lost["message"], "others": others}
 
 
 def profile(fleet: Fleet, hosts: int = 10) -> dict:
@@ -607,6 +737,7 @@ def aggregate(samples: list[Sample]) -> dict:
             out[tool][n] = {"seconds": summary([s.seconds for s in ss]),
                             "client_cpu": summary([s.client_cpu for s in ss]),
                             "machine_cpu": summary([s.machine_cpu for s in ss]),
+                            "maxrss_mb": summary([s.extra.get("maxrss_mb", 0.0) for s in ss]),
                             "runs": [round(s.seconds, 4) for s in ss]}
     return out
 
@@ -643,78 +774,115 @@ def fmt(x: float | None, unit: str = "s", digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}{unit}"
 
 
+def cell(c: dict | None) -> str:
+    if c is None:
+        return "-"
+    x = c["seconds"]
+    return f"{x['median']:.2f} ({x['min']:.2f}–{x['max']:.2f}) ×{x['n']}"
+
+
 def write_markdown(data: dict) -> str:
     agg, ns = data["fanout"], data["config"]["ns"]
-    r = data["ratios"]
+    r, env = data["ratios"], data["env"]
+    n, big = (GOAL_N if GOAL_N in ns else max(ns)), max(ns)
     lines = [
         "# registry-tls benchmark",
         "",
-        f"Generated by `bench/run` on {data['env']['date']} ({data['env']['cpus']} CPUs, {data['env']['cpu_model']}, "
-        f"kernel {data['env']['kernel']}; Python {data['env']['python']}, paramiko {data['env']['paramiko']}, "
-        f"fabric {data['env']['fabric']}, ansible-core {data['env']['ansible_core']}, asyncssh {data['env']['asyncssh']}, "
-        f"{data['env']['openssh']}). Total run {data['total_seconds']:.0f} s. "
-        f"Code measured: {data['env'].get('measured_tree', '?')}.",
+        f"Generated by `bench/run` on {env['date']} ({env['cpus']} CPUs, {env['cpu_model']}, "
+        f"kernel {env['kernel']}; Python {env['python']}, paramiko {env['paramiko']}, "
+        f"fabric {env['fabric']}, ansible-core {env['ansible_core']}, pyinfra {env.get('pyinfra', '?')}, "
+        f"asyncssh {env['asyncssh']}, {env['openssh']}). Total run {data['total_seconds']:.0f} s. "
+        f"Code measured: {env.get('measured_tree', '?')}; load average before the run: {env.get('loadavg', '?')}.",
         "",
         "All hosts are network namespaces on this one machine (sshd-only clients; the registry runs docker): "
         "every tool's SSH client, every client's sshd/sudo/openssl and the registry share the same "
-        f"{data['env']['cpus']} cores, so at N=50 every tool is CPU-bound (see the CPU columns).",
+        f"{env['cpus']} cores, so from N=50 on every tool is CPU-bound (see the CPU columns).",
         "Times are wall seconds of the whole command (process start to exit), median of the runs and min–max; "
         "tools alternate within each repetition; the installed trust is removed on the N hosts before every first run; "
         "every run is checked afterwards on every host (each certs.d file present, right sha256, 0644 root).",
         "",
-        "## Fan-out: wall time vs number of clients (`--parallel N`, ansible forks = N)",
+        "## Goals (issue 17), this run",
         "",
-        "| tool | " + " | ".join(f"N={n}" for n in ns) + " | client CPU at N=" + str(max(ns)) + " | machine CPU at N=" + str(max(ns)) + " |",
-        "|---|" + "---|" * (len(ns) + 2),
+        "| comparison | value | goal | met |",
+        "|---|---|---|---|",
+    ]
+    for label, value, goal, met in r["table"]:
+        lines.append(f"| {label} | {value} | {goal} | {'-' if met is None else 'yes' if met else 'NO'} |")
+    lines += [
+        "",
+        "## Fan-out: wall time vs number of clients (`--parallel N`, ansible forks = N, pyinfra --parallel N)",
+        "",
+        "| tool | " + " | ".join(f"N={m}" for m in ns) + f" | client CPU at N={n} | machine CPU at N={n} "
+        f"| client CPU at N={big} | peak RSS at N={big} |",
+        "|---|" + "---|" * (len(ns) + 4),
     ]
     for tool, label in LABELS.items():
         if tool not in agg:
             continue
-        cells = []
-        for n in ns:
-            c = agg[tool].get(n)
-            cells.append("-" if c is None else
-                         f"{c['seconds']['median']:.2f} ({c['seconds']['min']:.2f}–{c['seconds']['max']:.2f}) ×{c['seconds']['n']}")
-        top = agg[tool].get(max(ns))
-        lines.append(f"| {label} | " + " | ".join(cells) + " | "
-                     + (f"{top['client_cpu']['median']:.2f} cpu-s | {top['machine_cpu']['median']:.2f} cpu-s |" if top else "- | - |"))
-    top = max(ns)
-    per_host = {t: agg[t][top]["machine_cpu"]["median"] / top for t in (OURS_FIRST, OURS_NOOP, FLOOR_JOB, FLOOR_CONNECT1, ANSIBLE)
-                if t in agg and top in agg[t]}
+        mid, top = agg[tool].get(n), agg[tool].get(big)
+        lines.append(f"| {label} | " + " | ".join(cell(agg[tool].get(m)) for m in ns) + " | "
+                     + (f"{mid['client_cpu']['median']:.2f} cpu-s | {mid['machine_cpu']['median']:.2f} cpu-s | " if mid else "- | - | ")
+                     + (f"{top['client_cpu']['median']:.2f} cpu-s | {top['maxrss_mb']['median']:.0f} MB |" if top else "- | - |"))
+    per_host = {t: agg[t][n]["machine_cpu"]["median"] / n for t in LABELS if t in agg and n in agg[t] and t != OURS_P10}
     if per_host:
-        lines += ["", f"Machine CPU per host at N={top} (all processes of the run, on every lab host, ÷ N): "
+        lines += ["", f"Machine CPU per host at N={n} (all processes of the run, on every lab host, ÷ N): "
                   + ", ".join(f"{SHORT[t]} {v * 1000:.0f} ms" for t, v in per_host.items()) + "."]
-    lines += [
-        "",
-        "## Ratios (same run, medians)",
-        "",
-        "| comparison | ratio | goal | met |",
-        "|---|---|---|---|",
-    ]
-    for key, goal, ok in r["table"]:
-        lines.append(f"| {key} | {fmt(goal[0], 'x')} | {goal[1]} | {'yes' if ok else 'NO'} |")
+    mem = agg.get(OURS_FIRST, {}).get(big)
+    if mem:
+        lines += ["", f"Peak memory of our process (`inv clients.trust`, max RSS from wait4) at N={big}: "
+                      f"{mem['maxrss_mb']['median']:.0f} MB first run, "
+                      f"{agg[OURS_NOOP][big]['maxrss_mb']['median']:.0f} MB no-op "
+                      f"(asyncssh floor: {agg.get(FLOOR_JOB, {}).get(big, {}).get('maxrss_mb', {}).get('median', 0):.0f} MB)."]
     g = r["growth"]
+    pairs = [f"{lo}→{hi}" for lo, hi in zip(ns, ns[1:])]
     lines += [
         "",
         "### Growth with N",
         "",
-        "With `--parallel N`, ceil(N/parallel) = 1 for every N: a tool whose time followed ceil(N/parallel) would stay flat. "
-        "t(N)/t(1) per tool, and the marginal cost per added host between N=10 and N=50:",
+        "With `--parallel N` every host runs at once (ceil(N/parallel) = 1): a tool whose time followed ceil(N/parallel) "
+        "would stay flat; on one 2-core machine time follows total CPU instead. t(N)/t(1) per tool, and the cost "
+        "per added host (seconds) between successive N:",
         "",
-        "| tool | " + " | ".join(f"t({n})/t(1)" for n in ns) + " | seconds per added host (10→50) |",
-        "|---|" + "---|" * (len(ns) + 1),
+        "| tool | " + " | ".join(f"t({m})/t(1)" for m in ns) + " | " + " | ".join(f"s/host {p}" for p in pairs) + " |",
+        "|---|" + "---|" * (len(ns) + len(pairs)),
     ]
-    for tool, row in g["per_tool"].items():
-        lines.append(f"| {LABELS[tool]} | " + " | ".join(fmt(row['ratios'].get(str(n)), 'x') for n in ns)
-                     + f" | {fmt(row['per_host'], ' s', 3)} |")
-    if g.get("parallel10"):
-        p = g["parallel10"]
+    for tool, row in g.items():
+        lines.append(f"| {LABELS[tool]} | " + " | ".join(fmt(row["ratios"].get(str(m)), "x") for m in ns) + " | "
+                     + " | ".join(fmt(row["per_host"].get(f"{lo}-{hi}"), "", 3) for lo, hi in zip(ns, ns[1:])) + " |")
+    if r.get("parallel10"):
+        p = r["parallel10"]
         lines += ["", f"Ours at N={p['n']} with the default `--parallel 10` (ceil(N/parallel) = {p['waves']}): "
                       f"{p['seconds']:.2f} s vs {p['seconds_parallel_n']:.2f} s with `--parallel {p['n']}` "
-                      f"({p['ratio']:.2f}x; {p['waves']}x would mean time followed ceil(N/parallel))"
-                      + (f"; with `--parallel 10` the {p['n']} hosts take {p['ratio_vs_n10']:.2f}x the N=10 time."
-                         if p["ratio_vs_n10"] else ".")]
-    lines += ["", g["verdict"], ""]
+                      f"({p['ratio']:.2f}x)."]
+    lat = data.get("latency")
+    if lat:
+        rtts, ln = lat["rtts"], lat["n"]
+        trips = r["round_trips"]
+        lines += [
+            "",
+            f"## Latency: N={ln} through a relay with a fixed delay each way (`bench/relay.py`)",
+            "",
+            "No netem in this kernel, so a user-space relay in each client's namespace (iptables REDIRECT of port 22) "
+            "forwards SSH with RTT/2 each way, after one RTT for the TCP handshake; no bandwidth limit; every tool "
+            "goes through it, RTT 0 included. Round trips per host = (t(RTT) − t(0)) / RTT.",
+            "",
+            "| tool | " + " | ".join(f"RTT {x} ms" for x in rtts) + " | " + " | ".join(
+                f"round trips/host @{x} ms" for x in rtts if x) + " |",
+            "|---|" + "---|" * (len(rtts) + len([x for x in rtts if x])),
+        ]
+        for tool, label in LABELS.items():
+            if f"{tool}@rtt{rtts[0]}" not in agg:
+                continue
+            lines.append(f"| {label} | " + " | ".join(cell(agg.get(f"{tool}@rtt{x}", {}).get(ln)) for x in rtts) + " | "
+                         + " | ".join(fmt(trips.get(tool, {}).get(str(x)), "", 1) for x in rtts if x) + " |")
+    dp = (data.get("docker_deploy") or {}).get("dead_peer")
+    if dp:
+        lines += ["", "## Dead peer", "",
+                  f"On the docker lab, client1's restart command takes its link down mid-command (its answer never comes "
+                  f"back). `inv clients.trust` reported it `unreachable` after {dp['seconds']:.1f} s "
+                  f"(whole run {dp['wall']:.1f} s; the others: {', '.join(f'{h} {st}' for h, st in dp['others'].items())}). "
+                  f"Message: \"{dp['message']}\"."]
+    lines.append("")
 
     # where the time goes
     pp, prof = data["phases"], data["profile"]
@@ -776,49 +944,81 @@ def write_markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
-def compute_ratios(agg: dict, ns: list[int], p10: bool) -> dict:
-    top = max(ns)
-    rows = [
-        (f"ours first run / ansible-core first run, N={top}", (ratio(agg, OURS_FIRST, ANSIBLE, top), "≤ 0.10 (10x faster)"),
-         lambda x: x is not None and x <= 0.10),
-        (f"ours first run / asyncssh floor (bare job), N={top}", (ratio(agg, OURS_FIRST, FLOOR_JOB, top), "≤ 2.0"),
-         lambda x: x is not None and x <= 2.0),
-        (f"ours no-op rerun / floor connect + one command, N={top}", (ratio(agg, OURS_NOOP, FLOOR_CONNECT1, top), "≤ 1.3"),
-         lambda x: x is not None and x <= 1.3),
-    ]
-    table = [(k, goal, check(goal[0])) for k, goal, check in rows]
-    extra = {f"ansible / ours first, N={n}": ratio(agg, ANSIBLE, OURS_FIRST, n) for n in ns}
-    extra.update({f"ours first / floor job, N={n}": ratio(agg, OURS_FIRST, FLOOR_JOB, n) for n in ns})
-    extra.update({f"ours no-op / floor connect1, N={n}": ratio(agg, OURS_NOOP, FLOOR_CONNECT1, n) for n in ns})
-    per_tool = {}
-    for tool in (OURS_FIRST, OURS_NOOP, ANSIBLE, FLOOR_JOB, FLOOR_CONNECT1):
-        if tool not in agg or min(ns) not in agg[tool]:
-            continue
-        base = agg[tool][min(ns)]["seconds"]["median"]
-        ratios = {str(n): agg[tool][n]["seconds"]["median"] / base for n in ns if n in agg[tool]}
-        per_host = None
-        if 10 in agg[tool] and top in agg[tool] and top > 10:
-            per_host = (agg[tool][top]["seconds"]["median"] - agg[tool][10]["seconds"]["median"]) / (top - 10)
-        per_tool[tool] = {"ratios": ratios, "per_host": per_host}
-    growth = {"per_tool": per_tool}
-    if p10 and OURS_P10 in agg and top in agg[OURS_P10]:
-        s10 = agg[OURS_P10][top]["seconds"]["median"]
-        sN = agg[OURS_FIRST][top]["seconds"]["median"]
-        growth["parallel10"] = {"n": top, "waves": math.ceil(top / 10), "seconds": s10, "seconds_parallel_n": sN,
-                                "ratio": s10 / sN,
-                                "ratio_vs_n10": s10 / agg[OURS_FIRST][10]["seconds"]["median"] if 10 in agg[OURS_FIRST] else None}
-    ours = per_tool.get(OURS_FIRST, {}).get("ratios", {})
-    flat = ours and ours.get(str(top), 99) <= 1.5
-    floor = per_tool.get(FLOOR_JOB, {}).get("ratios", {})
-    growth["verdict"] = (
-        f"Verdict: ours first run grows {ours.get(str(top), float('nan')):.2f}x from N=1 to N={top} at ceil(N/parallel)=1 "
-        + ("— close to flat, i.e. it follows ceil(N/parallel)." if flat else
-           f"— not flat: on this 2-core all-in-one lab time follows N, not ceil(N/parallel), because the run is "
-           f"CPU-bound (every host's sshd handshake, sudo, scripts, openssl and the registry's TLS share the cores "
-           f"with our client). The asyncssh floor is not flat either ({floor.get(str(top), float('nan')):.2f}x), "
-           f"but its cost per added host is lower (see the last column and the CPU per host above)."))
-    growth["goal_met"] = bool(flat)
-    return {"table": table, "more": extra, "growth": growth}
+GOAL_N = 50     # the issue's goals are stated at N=50
+
+
+def median_of(agg: dict, tool: str, n: int) -> float | None:
+    cell = agg.get(tool, {}).get(n)
+    return cell["seconds"]["median"] if cell else None
+
+
+def per_added_host(agg: dict, tool: str, lo: int, hi: int) -> float | None:
+    a, b = median_of(agg, tool, lo), median_of(agg, tool, hi)
+    return None if a is None or b is None or hi <= lo else (b - a) / (hi - lo)
+
+
+def round_trips(agg: dict, n: int, rtts: list[int]) -> dict:
+    """(t(RTT) − t(0)) / RTT per tool: how many round trips each host's work waits for."""
+    out: dict = {}
+    for tool in LABELS:
+        base = median_of(agg, f"{tool}@rtt0", n)
+        for rtt in rtts:
+            t = median_of(agg, f"{tool}@rtt{rtt}", n)
+            if rtt and base is not None and t is not None:
+                out.setdefault(tool, {})[str(rtt)] = (t - base) / (rtt / 1000)
+    return out
+
+
+def compute_ratios(agg: dict, ns: list[int], rtts: list[int], latency_n: int | None,
+                   dead_peer: float | None) -> dict:
+    """The issue's goals, each computed from this run's medians: [label, value, goal, met]."""
+    n, big = (GOAL_N if GOAL_N in ns else max(ns)), max(ns)
+    table: list = []
+
+    def row(label: str, value: float | None, goal: str, met: bool | None, unit: str = "x", digits: int = 2) -> None:
+        table.append([label, fmt(value, unit, digits), goal, None if value is None else bool(met)])
+
+    x = ratio(agg, OURS_FIRST, FLOOR_JOB, n)
+    row(f"ours first run / asyncssh floor bare job, N={n}", x, "≤ 1.3", x is not None and x <= 1.3)
+    x = ratio(agg, OURS_NOOP, FLOOR_CONNECT1, n)
+    row(f"ours no-op rerun / floor connect + one command, N={n}", x, "≤ 1.2", x is not None and x <= 1.2)
+    for peer in (ANSIBLE, PYINFRA_FIRST):
+        x = ratio(agg, OURS_FIRST, peer, n)
+        row(f"ours first run / {SHORT[peer]}, N={n}", x, "< 1 (faster)", x is not None and x < 1)
+    scale = {}
+    if big > n:
+        for ours, floor in ((OURS_FIRST, FLOOR_JOB), (OURS_NOOP, FLOOR_CONNECT1)):
+            a, b = per_added_host(agg, ours, n, big), per_added_host(agg, floor, n, big)
+            scale[ours], scale[floor] = a, b
+            x = a / b if a is not None and b else None
+            row(f"{SHORT[ours]} / {SHORT[floor]}: seconds per added host, N={n}→{big}", x, "≤ 1.3",
+                x is not None and x <= 1.3)
+    trips = round_trips(agg, latency_n, rtts) if latency_n else {}
+    top_rtt = max(rtts) if rtts else 0
+    if top_rtt and latency_n:
+        x = ratio(agg, f"{OURS_FIRST}@rtt{top_rtt}", f"{FLOOR_JOB}@rtt{top_rtt}", latency_n)
+        row(f"ours first run / floor bare job at {top_rtt} ms RTT, N={latency_n}", x, "≤ 1.2",
+            x is not None and x <= 1.2)
+        first_run_tools = (OURS_FIRST, ANSIBLE, PYINFRA_FIRST, FLOOR_JOB)
+        ours = trips.get(OURS_FIRST, {}).get(str(top_rtt))
+        others = {t: trips[t][str(top_rtt)] for t in first_run_tools if t != OURS_FIRST and str(top_rtt) in trips.get(t, {})}
+        if others:
+            fewest = min(others, key=others.get)
+            row(f"round trips per host, first run at {top_rtt} ms: ours vs the fewest of the others "
+                f"({SHORT[fewest]} {others[fewest]:.1f})", ours, "fewer than every other tool",
+                ours is not None and ours < others[fewest], unit="", digits=1)
+    row("dead peer: a client vanishing mid-command reported unreachable after", dead_peer, "≤ 20 s",
+        dead_peer is not None and dead_peer <= 20, unit=" s", digits=1)
+    growth = {tool: {"ratios": {str(m): median_of(agg, tool, m) / median_of(agg, tool, min(ns))
+                                for m in ns if median_of(agg, tool, m) is not None},
+                     "per_host": {f"{lo}-{hi}": per_added_host(agg, tool, lo, hi) for lo, hi in zip(ns, ns[1:])}}
+              for tool in (OURS_FIRST, OURS_NOOP, ANSIBLE, PYINFRA_FIRST, FLOOR_JOB, FLOOR_CONNECT1)
+              if median_of(agg, tool, min(ns)) is not None}
+    p10 = None
+    if median_of(agg, OURS_P10, P10_N) is not None and median_of(agg, OURS_FIRST, P10_N):
+        s10, sN = median_of(agg, OURS_P10, P10_N), median_of(agg, OURS_FIRST, P10_N)
+        p10 = {"n": P10_N, "waves": math.ceil(P10_N / 10), "seconds": s10, "seconds_parallel_n": sN, "ratio": s10 / sN}
+    return {"table": table, "growth": growth, "parallel10": p10, "scale_per_host": scale, "round_trips": trips}
 
 
 def environment() -> dict:
@@ -836,15 +1036,17 @@ def environment() -> dict:
     except OSError:
         pass
     ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "fabfile", "tasks.py"],
                            capture_output=True, text=True)
     return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpus": os.cpu_count(),
             "cpu_model": model, "kernel": platform.release(), "python": platform.python_version(),
             "paramiko": version("paramiko", OUR_PY), "fabric": version("fabric", OUR_PY),
             "ansible_core": version("ansible-core", BENCH_PY), "asyncssh": version("asyncssh", BENCH_PY),
+            "pyinfra": version("pyinfra", BENCH_PY), "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+            "commit": commit.stdout.strip() or None, "dirty": bool(dirty.stdout.strip()),
             "openssh": (ssh.stderr or ssh.stdout).strip().split(",")[0],
-            "measured_tree": f"commit {commit.stdout.strip() or '?'}"
+            "measured_tree": f"commit {commit.stdout.strip()[:10] or '?'}"
                              + (" + uncommitted changes in fabfile/tasks.py" if dirty.stdout.strip() else "")}
 
 
@@ -886,9 +1088,18 @@ def on_signal(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=5, help="repetitions per tool and N (default 5)")
-    ap.add_argument("--ansible-reps", type=int, default=3,
-                    help="repetitions of the ansible runs at N>1, the slow cells (default 3; N=1 gets --reps)")
-    ap.add_argument("--ns", default="1,10,50", help="client counts (default 1,10,50)")
+    ap.add_argument("--ansible-reps", "--peer-reps", type=int, default=3,
+                    help="repetitions of the ansible-core and pyinfra runs at N>1, the slow cells "
+                         "(default 3; N=1 gets --reps)")
+    ap.add_argument("--ns", default="1,10,50,200", help="client counts (default 1,10,50,200)")
+    ap.add_argument("--peer-max-n", type=int, default=50,
+                    help="largest N for ansible-core and pyinfra (default 50: they are slow)")
+    ap.add_argument("--rtts", default="0,20,50",
+                    help="RTTs in ms for the latency runs through bench/relay.py (default 0,20,50; '' to skip)")
+    ap.add_argument("--latency-n", type=int, default=50, help="clients in the latency runs (default 50)")
+    ap.add_argument("--latency-reps", type=int, default=3, help="repetitions per RTT (default 3)")
+    ap.add_argument("--latency-peer-reps", type=int, default=1,
+                    help="ansible-core/pyinfra repetitions per RTT (default 1)")
     ap.add_argument("--cert-reps", type=int, default=7, help="repetitions per key type (default 7)")
     ap.add_argument("--deploy-reps", type=int, default=3, help="inv deploy repetitions on the docker lab (default 3)")
     ap.add_argument("--no-docker-lab", action="store_true", help="skip the inv deploy part")
@@ -902,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: the lab needs root", file=sys.stderr)
         return 2
-    for tool in (OUR_INV, BENCH_PY, ANSIBLE_PLAYBOOK):
+    for tool in (OUR_INV, BENCH_PY, ANSIBLE_PLAYBOOK, PYINFRA):
         if not tool.exists():
             print(f"bench: {tool} missing; run ./script/setup, then bench/run (it makes bench/.venv)", file=sys.stderr)
             return 2
@@ -913,7 +1124,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     samples: list[Sample] = []
     ansible_reps = {n: (args.reps if n == 1 else min(args.reps, args.ansible_reps)) for n in ns}
-    data: dict = {"config": {"ns": ns, "reps": args.reps, "ansible_reps": ansible_reps,
+    rtts = [int(x) for x in args.rtts.split(",") if x.strip()]
+    data: dict = {"config": {"ns": ns, "reps": args.reps, "ansible_reps": ansible_reps, "peer_reps": ansible_reps,
+                             "peer_max_n": args.peer_max_n, "rtts": rtts, "latency_n": args.latency_n,
                              "cert_reps": args.cert_reps, "deploy_reps": args.deploy_reps,
                              "fleet_lab": {k: str(v) for k, v in FLEET_LAB.items()},
                              "docker_lab": {k: str(v) for k, v in DOCKER_LAB.items()}}}
@@ -937,14 +1150,20 @@ def main(argv: list[str] | None = None) -> int:
         say(f"registry deployed in {wall:.2f}s")
         fleet.load_expectations()
         fleet.ansible_setup()
+        fleet.pyinfra_setup()
 
-        fanout(fleet, ns, args.reps, ansible_reps, p10_reps=3, samples=samples)
+        fanout(fleet, ns, args.reps, ansible_reps, args.peer_max_n, p10_reps=3, samples=samples)
+        if rtts:
+            say(f"latency: every tool at N={args.latency_n} through the relay at RTT {rtts} ms")
+            data["latency"] = latency(fleet, min(args.latency_n, max(ns)), rtts, args.latency_reps,
+                                      args.latency_peer_reps, samples)
         say("profile")
         data["profile"] = profile(fleet)
         data["evidence"] = evidence(fleet)
         down(lab)
 
         data["docker_deploy"] = None if args.no_docker_lab else docker_deploy(args.deploy_reps)
+        data["dead_peer_seconds"] = data["docker_deploy"]["dead_peer"]["seconds"] if data["docker_deploy"] else None
     except KeyboardInterrupt:
         print("bench: interrupted; tearing the labs down", file=sys.stderr)
         return 130
@@ -964,7 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
     agg = aggregate(samples)
     data["fanout"] = agg
     data["phases"] = phase_profile(samples)
-    data["ratios"] = compute_ratios(agg, ns, p10=True)
+    data["ratios"] = compute_ratios(agg, ns, rtts, (data.get("latency") or {}).get("n"), data.get("dead_peer_seconds"))
     data["samples"] = [asdict(s) for s in samples]
     data["total_seconds"] = time.monotonic() - T0
     out.mkdir(parents=True, exist_ok=True)
