@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import facts as F
-from .errors import RemoteError, UnreachableError
+from .errors import RemoteError, SudoError, UnreachableError
 from .inventory import Client, Registry, SshTarget
 from .results import HostResult, Status
 from .sh import Exit, Raw, q, words
-from .transport import Transport
+from .transport import Result, Transport
 
 CERTS_D = {
     "docker": "/etc/docker/certs.d",
@@ -345,11 +345,44 @@ class RestartGate:
                 raise
 
 
-def sudo_check(client: Client, job: "TrustJob") -> HostResult:
-    """The canary: one ``sudo true`` (a wrong password fails here once, not on every host)."""
-    with job.connect(client.ssh) as remote:
-        remote.run("true", sudo=True)
-    return HostResult(host=client.name, message="sudo works")
+class SudoCanary:
+    """With a sudo password and several hosts, the first host runs one ``sudo true`` as soon as it
+    is connected, and every other host waits for that verdict before its own first sudo: a wrong
+    password fails once, not on every host (lockouts). The others' connections and read-only
+    probes overlap with the check, so it costs no serial round of its own."""
+
+    def __init__(self, host: str | None = None):
+        self.host = host
+        self.rejected_on: str | None = None
+        self._done = threading.Event()
+        if host is None:
+            self._done.set()
+
+    def check(self, remote: Transport) -> None:
+        """On the canary host: ``sudo true``; a wrong password stops every other host's sudo."""
+        try:
+            remote.run("true", sudo=True)
+        except SudoError as exc:
+            if exc.reason.startswith("sudo: wrong password"):
+                self.rejected_on = remote.name
+            raise
+        finally:
+            self._done.set()
+
+    def release(self) -> None:
+        """The canary host ended before its check (e.g. unreachable): the others go on."""
+        self._done.set()
+
+    def wait(self, host: str) -> None:
+        """Before ``host``'s first sudo: raise CanaryRejected when the password was refused."""
+        if host != self.host:
+            self._done.wait()
+            if self.rejected_on:
+                raise CanaryRejected(f"not attempted: the sudo password was rejected on {self.rejected_on}")
+
+
+class CanaryRejected(Exception):
+    """This host's sudo was not tried: the canary host refused the password (reported as skipped)."""
 
 
 @dataclass
@@ -362,6 +395,7 @@ class TrustJob:
     dry_run: bool = False
     force: bool = False
     gate: RestartGate = field(default_factory=lambda: RestartGate(1))
+    canary: SudoCanary = field(default_factory=SudoCanary)
 
 
 def trust(client: Client, job: TrustJob) -> HostResult:
@@ -373,10 +407,15 @@ def trust(client: Client, job: TrustJob) -> HostResult:
     known = ["nothing changed"]     # the host's state as far as we know, should the connection drop
     try:
         return _trust(client, job, known)
+    except CanaryRejected as exc:
+        return HostResult(host=client.name, status=Status.SKIPPED, message=str(exc))
     except UnreachableError as exc:
         if "mid-command" not in exc.reason:
             raise                   # could not connect: nothing was done
         raise UnreachableError(client.name, f"{exc.reason}; state: {known[0]}") from None
+    finally:
+        if client.name == job.canary.host:
+            job.canary.release()
 
 
 def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
@@ -395,13 +434,21 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
     with job.connect(client.ssh) as remote:
         remote.open()
         lap("connect")
+        if client.name == job.canary.host:
+            job.canary.check(remote)
+            lap("sudo check")
+
+        def as_root(command: str, *, check: bool = True, timeout: int | None = None) -> Result:
+            job.canary.wait(client.name)
+            return remote.run(command, sudo=True, check=check, timeout=timeout)
+
         # Read-only, so no sudo unless a file is unreadable; no TLS check either: the trust is
         # checked when it is installed, and `inv verify` checks it on demand.
         script = F.client_script(paths, extra_globs(client, registry),
                                  buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None)
         found = F.parse_client(remote.run(script).stdout, paths)
         if found.unreadable:
-            found = F.parse_client(remote.run(script, sudo=True).stdout, paths)
+            found = F.parse_client(as_root(script).stdout, paths)
         lap("probe")
         todo = plan(client, registry, anchors, found, now=time.time())
         result = HostResult(host=client.name, warnings=list(todo.warnings),
@@ -415,7 +462,7 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
         if todo.writes or todo.removes:
             known[0] = (f"{len(todo.writes) + len(todo.removes)} trust file change(s) sent, outcome unknown "
                         "(each file is the old or the new one: writes are atomic)")
-            out = remote.run("\n".join(apply_script(todo) + F.verify_script(probe)), sudo=True).stdout
+            out = as_root("\n".join(apply_script(todo) + F.verify_script(probe))).stdout
             verify = F.parse_client(out).verify
             lap("apply")
             known[0] = f"{len(todo.writes) + len(todo.removes)} trust file(s) changed"
@@ -423,8 +470,7 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
             files = known[0] if todo.writes or todo.removes else "trust files in place"
             known[0] = f"{files}; dockerd restart started, outcome unknown"
             with job.gate.slot(client.name):
-                run = remote.run(restart_script(client.restart_command, force=job.force), sudo=True,
-                                 check=False, timeout=120)
+                run = as_root(restart_script(client.restart_command, force=job.force), check=False, timeout=120)
                 if run.exited != 0:
                     detail = run.stdout.split()[-1] if run.stdout.split() else ""
                     template = RESTART_ERRORS.get(run.exited, "dockerd restart failed: {detail}")
@@ -434,7 +480,7 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
             lap("restart")
             known[0] = f"{files}; dockerd restarted; TLS check not done"
             if probe is not None:
-                verify = F.parse_client(remote.run("\n".join(F.verify_script(probe)), sudo=True).stdout).verify
+                verify = F.parse_client(as_root("\n".join(F.verify_script(probe))).stdout).verify
                 lap("verify")
     result.changes = todo.describe()
     result.status = Status.CHANGED if not todo.empty else Status.OK

@@ -103,22 +103,15 @@ def trust_clients(
     parallel: int = 10,
     batch: int = 1,
 ) -> Report:
-    """Fan out over clients. With a sudo password and several hosts, one ``sudo true`` on the first
-    host goes first (a canary): a wrong password then fails once, not on every host (lockouts)."""
+    """Fan out over clients. With a sudo password and several hosts, the first host's ``sudo true``
+    is a canary (clients.SudoCanary): a wrong password fails once, not on every host (lockouts)."""
+    canary = C.SudoCanary(targets[0].name if s.settings.sudo_password and len(targets) > 1 else None)
     job = C.TrustJob(registry=s.inv.registry, anchors=s.anchors(material), connect=s.connect,
-                     dry_run=dry_run, force=force, gate=C.RestartGate(batch))
+                     dry_run=dry_run, force=force, gate=C.RestartGate(batch), canary=canary)
     report = Report()
     if not targets:
         return report
     with s.progress("clients", len(targets)) as progress:
-        if s.settings.sudo_password and len(targets) > 1:   # one host: nothing to protect
-            canary = fleet.guarded(targets[0].name, "client", lambda: C.sudo_check(targets[0], job))
-            if canary.message.startswith("sudo: wrong password"):
-                report.add(canary)
-                for c in targets[1:]:
-                    report.add(HostResult(host=c.name, status=Status.SKIPPED,
-                                          message=f"not attempted: the sudo password was rejected on {canary.host}"))
-                return report
         for result in fleet.fan_out(targets, lambda c: C.trust(c, job), name=lambda c: c.name,
                                     parallel=parallel, progress=progress):
             report.add(result)

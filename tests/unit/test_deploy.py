@@ -95,7 +95,9 @@ def test_sudo_canary_stops_a_wrong_password_after_one_host(tmp_path, fleet):
     assert results[0].message == "sudo: wrong password (stopped after one attempt)"
     assert [(r.status, r.message) for r in results[1:]] == [
         (Status.SKIPPED, "not attempted: the sudo password was rejected on c1")] * 2
-    assert fleet.commands() == ["true"]   # one `sudo true`, nothing else, nowhere else
+    # one `sudo true` on c1 and no other sudo anywhere; the others only probed (read-only) meanwhile
+    assert [(c.host, c.command) for c in fleet.calls if c.sudo] == [("c1", "true")]
+    assert fleet.commands("c1") == ["true"] and fleet.sent(MUTATING) == []
 
 
 def test_sudo_canary_passes_then_every_host_is_handled(tmp_path, fleet):
