@@ -13,24 +13,8 @@ from fabfile import verify as V
 from fabfile.errors import SudoError, UnreachableError
 from fabfile.results import Status
 from fabfile.session import Session, open_session
-from fake_registry import RegistryHost, TlsRegistry
-from fake_transport import FakeFleet, FakeHost
-
-MUTATING = r"base64 -d|mv -f|rm -f|ln -sfn|systemctl|docker run|rename|#put_many|\.registry-tls\.lock"
-
-
-def write_inventory(root: Path, clients: int = 3, *, trust: str = "[docker]", port: int = 5443) -> Path:
-    hosts = "\n".join(f"    c{i}: {{address: 192.0.2.{20 + i}}}" for i in range(1, clients + 1))
-    path = root / "inventory.yaml"
-    path.write_text(
-        f"registry: {{host: registry.test, address: 127.0.0.1, port: {port}, health_timeout: 1}}\n"
-        f"certificate: {{san: [DNS:registry.test], key_type: ecdsa-p256, pki_dir: {root / 'pki'}}}\n"
-        f"state_dir: {root / 'state'}\n"
-        f"ssh: {{known_hosts: {root / 'known_hosts'}}}\n"
-        f"clients:\n  defaults: {{trust: {trust}}}\n  hosts:\n{hosts}\n"
-    )
-    return path
-
+from fake_hosts import MUTATING, World, write_inventory
+from fake_transport import FakeFleet
 
 @pytest.fixture
 def fleet() -> FakeFleet:
@@ -139,28 +123,6 @@ def test_verify_client_runs_the_tls_check_on_the_client_with_sudo(tmp_path, flee
 # --------------------------------------------------------------------------- the registry host (fake_registry)
 
 
-class World:
-    """A session whose registry host is a RegistryHost (real TLS on 127.0.0.1) and whose clients are fakes."""
-
-    def __init__(self, tmp_path: Path, clients: int = 3, trust: str = "[docker]", sudo_password: str | None = None):
-        self.fleet = FakeFleet()
-        self.tls = TlsRegistry()
-        path = write_inventory(tmp_path, clients, trust=trust, port=self.tls.port)
-        self.s = open_session(path, sudo_password=sudo_password)
-        self.s.opener = self.fleet.opener
-        self.registry = RegistryHost(self.fleet.host("registry.test"), self.tls)
-        for c in self.s.inv.clients:
-            self.client(c.name)
-
-    def client(self, name: str, os_id: str = "debian") -> FakeHost:
-        host = self.fleet.host(name)
-        host.rules.clear()
-        return host.on(r"echo \"TIME", client_probe(os_id)).on(r"base64 -d", "VERIFY ok openssl\n")
-
-    def mutating(self, host: str | None = None) -> list[str]:
-        return [c.command for c in self.fleet.sent(MUTATING, host)]
-
-
 @pytest.fixture
 def world(tmp_path):
     w = World(tmp_path)
@@ -262,7 +224,7 @@ def restart_world(tmp_path: Path, exits: dict[str, int]) -> World:
     w = World(tmp_path, trust="[docker, os]")
     for name, code in exits.items():
         w.fleet.host(name).on(r"dockerd --validate", {3: "RUNNING 2\n", 5: "RESTARTFAILED\n"}.get(code, "UP\n"),
-                              exited=code)
+                              exited=code, first=True)
     return w
 
 

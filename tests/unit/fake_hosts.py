@@ -1,4 +1,4 @@
-"""The registry host, played by the fake transport: what its scripts leave behind, and a real TLS endpoint.
+"""Hosts played by the fake transport: what their scripts leave behind (and, for the registry, real TLS).
 
 ``RegistryHost`` answers the registry scripts on a ``FakeHost`` the way a
 host would end up after running them: files (from uploads), the ``certs``
@@ -15,6 +15,7 @@ health check fails), ``locked_by`` (another run's lock owner line).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -27,8 +28,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from fabfile.session import open_session
 from fabfile.transport import Result
-from fake_transport import FakeHost
+from fake_transport import FakeFleet, FakeHost
+
+# commands that change a host (a dry run sends none of them)
+MUTATING = r"base64 -d|mv -f|rm -f|ln -sfn|systemctl|docker run|rename|#put_many|\.registry-tls\.lock"
 
 
 class _V2(BaseHTTPRequestHandler):
@@ -237,3 +242,85 @@ class RegistryHost:
         certs = next(m["Source"] for m in container["Mounts"] if m["Destination"] == "/data/certs")
         self.tls.serve(self.host.files.get(f"{certs}/registry_auth.crt"),
                        self.host.files.get(f"{certs}/registry_auth.key"))
+
+
+@dataclass
+class ClientHost:
+    """A Docker client as the client scripts leave it: the files written and removed, dockerd up."""
+
+    host: FakeHost
+    os_id: str = "debian"
+    verify: str = "ok openssl"           # what the TLS check on the client says
+    files: dict[str, bytes] = field(default_factory=dict)
+    restarts: int = 0
+
+    def __post_init__(self) -> None:
+        self.host.on(r"echo \"TIME", self._probe).on(r"base64 -d", self._apply)
+        self.host.on(r"dockerd --validate", self._restart).on(r"VERIFY", self._verify)
+
+    def _probe(self, script: str) -> Result:
+        lines = [f"TIME {int(time.time())}", f"OS {self.os_id} "]
+        m = re.search(r"^for x in (.*?); do if", script, re.M)
+        for path in shlex.split(m[1]) if m else []:
+            data = self.files.get(path)
+            lines.append(f"M {path}" if data is None else f"F {hashlib.sha256(data).hexdigest()} 644 root 1700000000 {path}")
+        for prefix, suffix in re.findall(r"^for x in (\S+)\*(\S+); do \[ -f", script, re.M):
+            prefix, suffix = shlex.split(prefix)[0], shlex.split(suffix)[0]
+            lines += [f"X {p}" for p in sorted(self.files) if p.startswith(prefix) and p.endswith(suffix)]
+        lines.append(f"DSTART {int(time.time()) + 3600}")   # dockerd started after every file
+        if "base64 -w0 <" in script:
+            for path in re.findall(r"^\[ -f (\S+) \] && echo \"C", script, re.M):
+                path = shlex.split(path)[0]
+                if path in self.files:
+                    lines.append(f"C {base64.b64encode(self.files[path]).decode()} {path}")
+        if "DOCKERD" in script:
+            lines.append("DOCKERD up 26.1.5")
+        return Result("\n".join(lines) + "\n", "", 0)
+
+    def _apply(self, script: str) -> Result:
+        for path, data in re.findall(r"^w (\S+) (\S+)$", script, re.M):
+            self.files[shlex.split(path)[0]] = base64.b64decode(shlex.split(data)[0])
+        for path in re.findall(r"^rm -f (\S+)$", script, re.M):
+            self.files.pop(shlex.split(path)[0], None)
+        return self._verify(script)
+
+    def _restart(self, script: str) -> Result:
+        self.restarts += 1
+        return Result("UP\n", "", 0)
+
+    def _verify(self, script: str) -> Result:
+        return Result(f"VERIFY {self.verify}\n" if "VERIFY" in script else "", "", 0)
+
+
+# --------------------------------------------------------------------------- a whole fleet
+
+
+def write_inventory(root: Path, clients: int = 3, *, trust: str = "[docker]", port: int = 5443,
+                    mode: str = "self-signed") -> Path:
+    hosts = "\n".join(f"    c{i}: {{address: 192.0.2.{20 + i}}}" for i in range(1, clients + 1))
+    path = root / "inventory.yaml"
+    path.write_text(
+        f"registry: {{host: registry.test, address: 127.0.0.1, port: {port}, health_timeout: 1}}\n"
+        f"certificate: {{san: [DNS:registry.test], key_type: ecdsa-p256, mode: {mode}, pki_dir: {root / 'pki'}}}\n"
+        f"state_dir: {root / 'state'}\n"
+        f"ssh: {{known_hosts: {root / 'known_hosts'}}}\n"
+        f"clients:\n  defaults: {{trust: {trust}}}\n  hosts:\n{hosts}\n"
+    )
+    return path
+
+
+class World:
+    """A session whose registry host is a RegistryHost (real TLS on 127.0.0.1) and whose clients are fakes."""
+
+    def __init__(self, tmp_path: Path, clients: int = 3, trust: str = "[docker]", sudo_password: str | None = None,
+                 mode: str = "self-signed"):
+        self.fleet = FakeFleet()
+        self.tls = TlsRegistry()
+        path = write_inventory(tmp_path, clients, trust=trust, port=self.tls.port, mode=mode)
+        self.s = open_session(path, sudo_password=sudo_password)
+        self.s.opener = self.fleet.opener
+        self.registry = RegistryHost(self.fleet.host("registry.test"), self.tls)
+        self.clients = {c.name: ClientHost(self.fleet.host(c.name)) for c in self.s.inv.clients}
+
+    def mutating(self, host: str | None = None) -> list[str]:
+        return [c.command for c in self.fleet.sent(MUTATING, host)]

@@ -1,0 +1,131 @@
+"""`status` and `verify` through the fake hosts, and how their results render (report.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from fabfile import deploy as D
+from fabfile import logs, report
+from fabfile import verify as V
+from fabfile.redact import register
+from fabfile.results import Status
+from fabfile.status import Level, fleet_status
+from fake_hosts import World
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = World(tmp_path)
+    assert D.deploy_all(w.s, w.s.inv.clients).exit_code == 0
+    w.fleet.calls.clear()
+    yield w
+    w.tls.close()
+
+
+def test_a_deployed_fleet_is_ok_and_status_sends_only_read_only_commands(world):
+    result = fleet_status(world.s, world.s.inv.clients)
+    assert (result.level, result.reasons) == (Level.OK, [])
+    rows = {r.host: r for r in result.report.results.values()}
+    assert rows["registry.test"].message.startswith("container ") and rows["registry.test"].status == Status.OK
+    assert rows["c1"].facts["trust"] == "match" and rows["c1"].facts["dockerd"] == "up 26.1.5"
+    assert all(c.sudo for c in world.fleet.calls if c.host != "registry.test")
+    assert [c for c in world.fleet.calls if "base64 -d" in c.command or " run -d " in c.command] == []
+
+
+def test_drift_on_a_client_is_critical_and_named(world):
+    path = next(p for p in world.clients["c2"].files if p.endswith("/ca.crt"))
+    world.clients["c2"].files[path] = b"not the anchor\n"
+    result = fleet_status(world.s, world.s.inv.clients)
+    assert result.level == Level.CRITICAL
+    assert result.reasons == [f"c2: failed: trust drift: {path} drift"]
+
+
+def test_a_stale_anchor_of_ours_is_reported(world):
+    folder = next(p for p in world.clients["c1"].files if p.endswith("/ca.crt")).rsplit("/", 1)[0]
+    world.clients["c1"].files[f"{folder}/registry-tls-rotation.crt"] = b"old\n"
+    result = fleet_status(world.s, world.s.inv.clients)
+    assert result.reasons == [f"c1: failed: stale anchor files: {folder}/registry-tls-rotation.crt"]
+
+
+def test_a_registry_serving_another_certificate_is_critical(world):
+    world.s.pki.generate(world.s.now, force=True)     # the local certificate moved on; the registry did not
+    result = fleet_status(world.s, world.s.inv.clients)
+    assert result.level == Level.CRITICAL
+    assert result.reasons[0].startswith("registry.test (registry): failed: serves ") and ", expected " in result.reasons[0]
+
+
+def test_expiry_within_warn_days_is_a_warning(world):
+    result = fleet_status(world.s, world.s.inv.clients, warn_days=400)
+    assert result.level == Level.WARNING and result.reasons[0].startswith("certificate expires in ")
+
+
+def test_no_local_certificate_is_unknown(tmp_path):
+    w = World(tmp_path)
+    try:
+        result = fleet_status(w.s, w.s.inv.clients)
+    finally:
+        w.tls.close()
+    assert result.level == Level.UNKNOWN and w.fleet.calls == []
+
+
+def test_verify_checks_the_registry_from_here_and_each_client_from_itself(world):
+    rep = V.verify_all(world.s, world.s.inv.clients)
+    rows = {r.host: r for r in rep.results.values()}
+    assert rows["registry.test"].message.endswith("/v2/ 401 anonymous, 200 as registry-tls-health")
+    assert rows["c3"].message.endswith("validates with the installed trust (openssl)")
+    world.clients["c3"].verify = "fail verify error:num=20:unable to get local issuer certificate"
+    rep = V.verify_all(world.s, world.s.inv.clients)
+    assert rep.results[("client", "c3")].status == Status.FAILED and rep.exit_code == 1
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_summary_and_json_render_every_host(world, capsys):
+    rep = D.deploy_all(world.s, world.s.inv.clients, dry_run=True)
+    report.summary(rep, "deploy", dry_run=True)
+    out = capsys.readouterr().out
+    assert "registry.test" in out and "c3" in out
+    report.print_json(rep.to_json())
+    data = json.loads(capsys.readouterr().out)
+    assert data["registry"]["host"] == "registry.test" and set(data["hosts"]) == {"c1", "c2", "c3"}
+
+
+def test_status_view_and_certificate_details_render(world, capsys):
+    result = fleet_status(world.s, world.s.inv.clients)
+    report.status_view(result)
+    report.cert_details(D.show_certificate(world.s)[0], world.s.now, "certificate")
+    out = capsys.readouterr().out
+    assert "registry.test" in out and "ok" in out.lower()
+
+
+def test_errors_and_notes_go_to_stderr_in_one_line(capsys):
+    report.error("inventory.yaml:3: bad")
+    report.note("a note")
+    err = capsys.readouterr().err
+    assert "error: inventory.yaml:3: bad" in err and "a note" in err
+
+
+def test_live_progress_is_silent_without_a_terminal(capsys):
+    with report.LiveProgress("clients", 2) as progress:
+        progress.started("c1")
+        progress.finished(D.HostResult(host="c1"))
+    assert capsys.readouterr().err == ""
+
+
+def test_the_log_file_masks_secrets(tmp_path):
+    register("s3cret-value-123")
+    root = logging.getLogger("registry_tls")
+    path = logs.setup(tmp_path, verbose=False, command="inv deploy")
+    try:
+        logging.getLogger("registry_tls.test").info("password is s3cret-value-123")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        root.propagate = True
+    text = path.read_text()
+    assert "password is ***" in text and "s3cret-value-123" not in text
