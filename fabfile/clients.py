@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import facts as F
-from .errors import RemoteError, SudoError, UnreachableError
+from .errors import RemoteError, RestartRefused, UnreachableError, WrongSudoPassword
 from .inventory import Client, Registry, SshTarget
 from .results import HostResult, Status
 from .sh import Exit, Raw, q, words
@@ -338,10 +338,11 @@ class RestartGate:
                     raise RemoteError(host, f"dockerd restart skipped: the restart on {self.failed_on} failed")
             try:
                 yield
-            except RemoteError as exc:
-                if "running and live-restore is off" not in exc.reason:
-                    with self._lock:
-                        self.failed_on = self.failed_on or host
+            except RestartRefused:
+                raise
+            except RemoteError:
+                with self._lock:
+                    self.failed_on = self.failed_on or host
                 raise
 
 
@@ -362,9 +363,8 @@ class SudoCanary:
         """On the canary host: ``sudo true``; a wrong password stops every other host's sudo."""
         try:
             remote.run("true", sudo=True)
-        except SudoError as exc:
-            if exc.reason.startswith("sudo: wrong password"):
-                self.rejected_on = remote.name
+        except WrongSudoPassword:
+            self.rejected_on = remote.name
             raise
         finally:
             self._done.set()
@@ -474,8 +474,9 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
                 if run.exited != 0:
                     detail = run.stdout.split()[-1] if run.stdout.split() else ""
                     template = RESTART_ERRORS.get(run.exited, "dockerd restart failed: {detail}")
-                    raise RemoteError(client.name, template.format(detail=detail or run.tail(),
-                                                                   command=client.restart_command))
+                    error = RestartRefused if run.exited == Exit.RESTART_REFUSED else RemoteError
+                    raise error(client.name, template.format(detail=detail or run.tail(),
+                                                             command=client.restart_command))
             result.restarted = True
             lap("restart")
             known[0] = f"{files}; dockerd restarted; TLS check not done"

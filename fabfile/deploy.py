@@ -7,12 +7,11 @@ Verification is in verify.py, the rotation phases in rotate.py.
 
 from __future__ import annotations
 
-import time
 
 from . import clients as C
 from . import fleet, registry
 from .certs import CertInfo, describe
-from .errors import InputError, RegistryTlsError
+from .errors import InputError
 from .htpasswd import Htpasswd
 from .inventory import Client
 from .pki import Material
@@ -75,18 +74,21 @@ def adopt_remote_users(s: Session) -> str | None:
 
 def deploy_registry(s: Session, material: Material, *, dry_run: bool = False, break_lock: bool = False) -> Report:
     report = Report()
-    start = time.monotonic()
-    try:
-        adopted = None if dry_run else adopt_remote_users(s)
-    except RegistryTlsError as exc:
-        report.add(HostResult(host=s.inv.registry.host, role="registry", status=Status.UNREACHABLE
-                              if getattr(exc, "status", "") == "unreachable" else Status.FAILED,
-                              message=getattr(exc, "reason", str(exc)), seconds=time.monotonic() - start))
-        return report
-    if adopted:
-        report.notes.append(adopted)
+    host = s.inv.registry.host
+    if not dry_run:
+        adopted: list[str] = []
+
+        def adopt() -> HostResult:
+            adopted.extend(note for note in [adopt_remote_users(s)] if note)
+            return HostResult(host=host, role="registry")
+
+        first_contact = fleet.guarded(host, "registry", adopt)
+        if first_contact.failed:
+            report.add(first_contact)
+            return report
+        report.notes += adopted
     job = registry_job(s, material, dry_run=dry_run, break_lock=break_lock)
-    report.add(fleet.guarded(s.inv.registry.host, "registry", lambda: registry.deploy(job)))
+    report.add(fleet.guarded(host, "registry", lambda: registry.deploy(job)))
     return report
 
 

@@ -68,5 +68,16 @@ class SudoError(RemoteError):
     """sudo refused: wrong password, password required, or a tty required."""
 
 
+class WrongSudoPassword(SudoError):
+    """sudo rejected the password (one attempt only): the same password would fail on every host."""
+
+
+class RestartRefused(RemoteError):
+    """dockerd was not restarted because containers would stop (live-restore off, not forced).
+
+    A refusal, not a failed restart: later hosts still restart (see clients.RestartGate).
+    """
+
+
 class LockedError(RegistryTlsError):
     """Another run holds the lock for this registry."""

@@ -52,7 +52,7 @@ from fabric.runners import Remote as _FabricRunner
 from invoke.exceptions import CommandTimedOut, Failure, ResponseNotAccepted
 from invoke.watchers import FailingResponder
 
-from .errors import AuthError, HostKeyError, InputError, RemoteError, SudoError, UnreachableError
+from .errors import AuthError, HostKeyError, InputError, RemoteError, SudoError, UnreachableError, WrongSudoPassword
 from .inventory import SshTarget, parse_gateway
 from .redact import redact
 from .sh import cmd
@@ -405,7 +405,7 @@ class Remote:
                 raise RemoteError(self.name, f"command timed out after {timeout}s") from None
             except Failure as exc:
                 if isinstance(exc.reason, ResponseNotAccepted):
-                    raise SudoError(self.name, "sudo: wrong password (stopped after one attempt)") from None
+                    raise WrongSudoPassword(self.name, "sudo: wrong password (stopped after one attempt)") from None
                 raise RemoteError(self.name, f"command failed: {redact(str(exc.reason))}") from None
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise UnreachableError(self.name, f"connection lost: {redact(str(exc)) or type(exc).__name__}") from None
@@ -507,7 +507,7 @@ def _raise_for_sudo(host: str, result: Result) -> None:
         raise SudoError(host, "sudo: you must have a tty (sudoers has requiretty; "
                               "add 'Defaults:USER !requiretty' for the deploy user)")
     if "incorrect password" in err or "Sorry, try again" in err:
-        raise SudoError(host, "sudo: wrong password (stopped after one attempt)")
+        raise WrongSudoPassword(host, "sudo: wrong password (stopped after one attempt)")
     if "is not in the sudoers file" in err or "not allowed to execute" in err:
         raise SudoError(host, f"sudo refused: {redact(err.strip().splitlines()[-1])}")
 

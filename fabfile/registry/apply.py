@@ -58,22 +58,24 @@ def deploy(job: DeployJob) -> HostResult:
     want = desired(reg, job.material, job.htpasswd)
     result = HostResult(host=reg.host, role="registry")
     with job.connect(reg.ssh) as remote:
-        todo = _look(remote, want, result)
+        first = todo = _look(remote, want, result, None)
         if job.dry_run or todo.empty:
             return _unchanged(job, want, todo, result)
         with remote_lock(remote, reg.data_dir, job, result):
-            todo = _look(remote, want, result)
+            todo = _look(remote, want, result, first)
             if todo.empty:
                 return _unchanged(job, want, todo, result)
             _apply(remote, job, want, todo, result)
     return result
 
 
-def _look(remote: Transport, want: Desired, result: HostResult) -> Plan:
+def _look(remote: Transport, want: Desired, result: HostResult, before: Plan | None) -> Plan:
+    """Facts -> plan; the plan's warnings replace those of the look ``before`` it (not the lock's)."""
     facts = gather(remote, want)
     todo = plan(want, facts, now=time.time())
     result.facts = {"container": facts.container.id[:12] if facts.container else None}
-    result.warnings = [w for w in result.warnings if "clock" not in w] + list(todo.warnings)
+    stale = before.warnings if before else ()
+    result.warnings = [w for w in result.warnings if w not in stale] + list(todo.warnings)
     return todo
 
 

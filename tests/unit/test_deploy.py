@@ -10,7 +10,7 @@ import pytest
 
 from fabfile import deploy as D
 from fabfile import verify as V
-from fabfile.errors import SudoError, UnreachableError
+from fabfile.errors import SudoError, UnreachableError, WrongSudoPassword
 from fabfile.results import Status
 from fabfile.session import Session, open_session
 from fake_hosts import MUTATING, World, write_inventory
@@ -71,7 +71,7 @@ def test_dry_run_sends_no_mutating_command_and_lists_the_changes(tmp_path, fleet
 
 def test_sudo_canary_stops_a_wrong_password_after_one_host(tmp_path, fleet):
     s = session_for(tmp_path, fleet, sudo_password="wrong")
-    fleet.host("c1").on(r"^true$", SudoError("c1", "sudo: wrong password (stopped after one attempt)"))
+    fleet.host("c1").on(r"^true$", WrongSudoPassword("c1", "sudo: wrong password (stopped after one attempt)"))
     material, _ = D.certificate(s)
     report = D.trust_clients(s, material, s.inv.clients)
     results = list(report.results.values())
@@ -92,6 +92,16 @@ def test_sudo_canary_passes_then_every_host_is_handled(tmp_path, fleet):
     report = D.trust_clients(s, material, s.inv.clients, dry_run=True)
     assert [r.status for r in report.results.values()] == [Status.CHANGED] * 3
     assert fleet.commands("c1")[0] == "true" and fleet.sent("^true$", "c2") == []
+
+
+def test_another_sudo_problem_on_the_canary_host_does_not_stop_the_others(tmp_path, fleet):
+    s = session_for(tmp_path, fleet, sudo_password="right")
+    fleet.host("c1").on(r"^true$", SudoError("c1", "sudo: you must have a tty (sudoers has requiretty; ...)"))
+    for name in ("c1", "c2", "c3"):
+        fleet.host(name).on(r"echo \"TIME", client_probe())
+    material, _ = D.certificate(s)
+    report = D.trust_clients(s, material, s.inv.clients, dry_run=True)
+    assert [r.status for r in report.results.values()] == [Status.CHANGED] * 3
 
 
 def test_an_unreachable_client_does_not_stop_the_others(tmp_path, fleet):
@@ -253,3 +263,54 @@ def test_a_refused_restart_does_not_stop_the_others(tmp_path):
     assert got == [("c1", Status.FAILED), ("c2", Status.CHANGED), ("c3", Status.CHANGED)]
     assert report.results[("client", "c1")].message.startswith("dockerd not restarted: 2 container(s) running")
     assert [r.restarted for r in report.results.values()] == [False, True, True]
+
+
+def test_a_clock_warning_is_given_once_though_the_host_is_looked_at_twice(world):
+    world.registry.clock = int(time.time()) + 120
+    material, _ = D.certificate(world.s)
+    (result,) = D.deploy_registry(world.s, material).results.values()
+    assert result.status == Status.CHANGED and steps(world).count("probe") == 2
+    (warning,) = result.warnings
+    assert warning.startswith("clock differs from this machine by +1") and warning.endswith("'not yet valid' there")
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning_kept_beside_the_plan_warnings(world):
+    world.registry.locked_by = f"other-host pid 4242 {int(time.time()) - 7200}"
+    material, _ = D.certificate(world.s)
+    (result,) = D.deploy_registry(world.s, material).results.values()
+    assert result.status == Status.CHANGED
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("took over a stale registry lock (other-host")
+    assert steps(world).count("lock") == 2
+
+
+def test_first_contact_keeps_the_users_of_the_registry_host(world):
+    from fabfile.htpasswd import hash_password
+
+    line = "alice:" + hash_password("alice-password-1", 10)
+    world.registry.host.on(r"\] && cat ", line + "\n", first=True)
+    material, _ = D.certificate(world.s)
+    report = D.deploy_registry(world.s, material)
+    assert report.notes == ["kept 1 user(s) from the registry host's htpasswd"]
+    assert "alice" in world.s.state.htpasswd().users
+    uploaded = world.registry.host.files["/var/lib/docker-registry/auth/registry.password"].decode()
+    assert "alice:" in uploaded
+
+
+def test_an_unreachable_registry_host_is_reported_before_any_plan(world):
+    world.registry.host.on("#connect", UnreachableError("registry.test", "SSH connection to 127.0.0.1:22 failed"),
+                           first=True)
+    material, _ = D.certificate(world.s)
+    (result,) = D.deploy_registry(world.s, material).results.values()
+    assert (result.status, result.message) == (Status.UNREACHABLE, "SSH connection to 127.0.0.1:22 failed")
+    assert world.fleet.calls == []
+
+
+def test_a_canary_host_that_is_unreachable_does_not_stop_the_others(tmp_path):
+    w = World(tmp_path, sudo_password="right")
+    w.fleet.host("c1").on("#connect", UnreachableError("c1", "SSH connection to 192.0.2.21:22 failed"), first=True)
+    material, _ = D.certificate(w.s)
+    try:
+        report = D.trust_clients(w.s, material, w.s.inv.clients)
+    finally:
+        w.tls.close()
+    assert [r.status for r in report.results.values()] == [Status.UNREACHABLE, Status.CHANGED, Status.CHANGED]

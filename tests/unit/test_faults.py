@@ -25,7 +25,7 @@ from fabfile import fleet, inventory
 from fabfile import registry as R
 from fabfile.registry import lock as RL
 from fabfile import transport as T
-from fabfile.errors import ExitCode, InventoryError, LockedError, RemoteError
+from fabfile.errors import ExitCode, InventoryError, LockedError, RemoteError, RestartRefused
 from fabfile.inventory import SshTarget
 from fabfile.pki import Material
 from fabfile.results import HostResult
@@ -478,7 +478,7 @@ def test_F25_a_refused_restart_does_not_stop_the_others():
     gate = C.RestartGate(1)
     with pytest.raises(RemoteError):
         with gate.slot("busy"):
-            raise RemoteError("busy", "dockerd not restarted: 1 container(s) running and live-restore is off")
+            raise RestartRefused("busy", "dockerd not restarted: 1 container(s) running and live-restore is off")
     with gate.slot("next"):
         pass
     assert gate.failed_on is None
