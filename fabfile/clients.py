@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import facts as F
-from .errors import RemoteError, RestartRefused, UnreachableError, WrongSudoPassword
+from .errors import ConnectionLost, RemoteError, RestartRefused, WrongSudoPassword
 from .inventory import Client, Registry, SshTarget
 from .results import HostResult, Status
 from .sh import Exit, Raw, q, words
@@ -409,10 +409,8 @@ def trust(client: Client, job: TrustJob) -> HostResult:
         return _trust(client, job, known)
     except CanaryRejected as exc:
         return HostResult(host=client.name, status=Status.SKIPPED, message=str(exc))
-    except UnreachableError as exc:
-        if "mid-command" not in exc.reason:
-            raise                   # could not connect: nothing was done
-        raise UnreachableError(client.name, f"{exc.reason}; state: {known[0]}") from None
+    except ConnectionLost as exc:  # (could not connect at all: nothing was done, nothing to add)
+        raise ConnectionLost(client.name, f"{exc.reason}; state: {known[0]}") from None
     finally:
         if client.name == job.canary.host:
             job.canary.release()

@@ -52,6 +52,10 @@ class UnreachableError(RemoteError):
     status = "unreachable"
 
 
+class ConnectionLost(UnreachableError):
+    """The connection died under a running command: its outcome on the host is unknown."""
+
+
 class HostKeyError(RemoteError):
     """The host key is unknown or has changed; never retried, never auto-accepted."""
 

@@ -52,7 +52,7 @@ from fabric.runners import Remote as _FabricRunner
 from invoke.exceptions import CommandTimedOut, Failure, ResponseNotAccepted
 from invoke.watchers import FailingResponder
 
-from .errors import AuthError, HostKeyError, InputError, RemoteError, SudoError, UnreachableError, WrongSudoPassword
+from .errors import AuthError, ConnectionLost, HostKeyError, InputError, RemoteError, SudoError, UnreachableError, WrongSudoPassword
 from .inventory import SshTarget, parse_gateway
 from .redact import redact
 from .sh import cmd
@@ -410,7 +410,7 @@ class Remote:
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise UnreachableError(self.name, f"connection lost: {redact(str(exc)) or type(exc).__name__}") from None
         if not (cxn.transport and cxn.transport.is_active()):  # the channel closed because SSH died
-            raise UnreachableError(self.name, _lost(cxn.transport))
+            raise ConnectionLost(self.name, _lost(cxn.transport))
         result = Result(stdout=raw.stdout, stderr=raw.stderr, exited=raw.exited)
         if sudo and not self.is_root:
             _raise_for_sudo(self.name, result)

@@ -314,3 +314,16 @@ def test_a_canary_host_that_is_unreachable_does_not_stop_the_others(tmp_path):
     finally:
         w.tls.close()
     assert [r.status for r in report.results.values()] == [Status.UNREACHABLE, Status.CHANGED, Status.CHANGED]
+
+
+def test_a_client_lost_mid_command_is_unreachable_with_what_is_known_of_it(world):
+    from fabfile.errors import ConnectionLost
+
+    world.fleet.host("c2").on(r"base64 -d", ConnectionLost("c2", "connection lost mid-command: the host stopped"),
+                              first=True)
+    material, _ = D.certificate(world.s)
+    report = D.trust_clients(world.s, material, world.s.inv.clients)
+    c2 = report.results[("client", "c2")]
+    assert c2.status == Status.UNREACHABLE
+    assert c2.message.startswith("connection lost mid-command: the host stopped; state: ")
+    assert [r.status for r in report.results.values()] == [Status.CHANGED, Status.UNREACHABLE, Status.CHANGED]
