@@ -442,11 +442,9 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
 
         # Read-only, so no sudo unless a file is unreadable; no TLS check either: the trust is
         # checked when it is installed, and `inv verify` checks it on demand.
-        script = F.client_script(paths, extra_globs(client, registry),
-                                 buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None)
-        found = F.parse_client(remote.run(script).stdout, paths)
-        if found.unreadable:
-            found = F.parse_client(as_root(script).stdout, paths)
+        found = F.gather_client(remote, paths, extra_globs(client, registry),
+                                buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None,
+                                before_sudo=lambda: job.canary.wait(client.name))
         lap("probe")
         todo = plan(client, registry, anchors, found, now=time.time())
         result = HostResult(host=client.name, warnings=list(todo.warnings),
@@ -479,7 +477,8 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
             lap("restart")
             known[0] = f"{files}; dockerd restarted; TLS check not done"
             if probe is not None:
-                verify = F.parse_client(as_root("\n".join(F.verify_script(probe))).stdout).verify
+                job.canary.wait(client.name)
+                verify = F.check_tls(remote, probe)
                 lap("verify")
     result.changes = todo.describe()
     result.status = Status.CHANGED if not todo.empty else Status.OK

@@ -27,9 +27,14 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .sh import q, words
+
+if TYPE_CHECKING:
+    from .transport import Transport
 
 DEBIAN_LIKE = ("debian", "ubuntu")
 RHEL_LIKE = ("rhel", "centos", "fedora", "rocky", "almalinux", "ol")
@@ -68,14 +73,39 @@ def clock_problem(clock: int | None, now: float | None) -> tuple[bool, str] | No
     return None
 
 
-_FILE_FN = (
-    'f() { if [ -f "$1" ]; then set -- "$1" "$(sha256sum < "$1" | cut -c1-64)" "$(stat -c \'%a %U %Y\' "$1")"; '
-    'echo "F $2 $3 $1"; else echo "M $1"; fi; }'
-)
-
-
 def _file_lines(paths: tuple[str, ...]) -> list[str]:
-    return [f"f {q(p)}" for p in paths]
+    """F/M/U lines for every path with two processes in all (stat, sha256sum), not five per file.
+
+    ``U`` marks a file that exists but this user cannot read: the caller probes again with sudo.
+    The files that exist and are readable are collected in "$@"; one ``stat`` and one
+    ``sha256sum`` then print one line each per file, in that order, and the loop walks both
+    outputs in step (``${s%%"<newline>"*}`` is the first line, ``${s#*"<newline>"}`` the rest).
+    """
+    if not paths:
+        return []
+    nl = "\n"
+    return [
+        "set --",
+        f"for x in {words(paths)}; do "
+        'if [ ! -f "$x" ]; then echo "M $x"; elif [ -r "$x" ]; then set -- "$@" "$x"; else echo "U $x"; fi; done',
+        'if [ $# -gt 0 ]; then s=$(stat -c \'%a %U %Y\' -- "$@"); h=$(sha256sum -- "$@"); for x; do '
+        f'a=${{s%%"{nl}"*}}; s=${{s#*"{nl}"}}; b=${{h%%"{nl}"*}}; h=${{h#*"{nl}"}}; b=${{b#\\\\}}; '
+        'echo "F ${b%% *} $a $x"; done; fi',
+    ]
+
+
+def _parse_common(tag: str, rest: str, line: str, files: dict[str, RemoteFile | None], values: dict) -> bool:
+    """The lines both probes print (TIME, F, M); False for a line of another tag."""
+    if tag == "TIME" and rest.strip().isdigit():
+        values["clock"] = int(rest)
+    elif tag == "F":
+        f = _parse_file(line)
+        files[f.path] = f
+    elif tag == "M":
+        files[rest] = None
+    else:
+        return False
+    return True
 
 
 def _parse_file(line: str) -> RemoteFile:
@@ -120,24 +150,6 @@ class ClientFacts:
         return None
 
 
-def _client_file_lines(paths: tuple[str, ...]) -> list[str]:
-    """F/M/U lines for every path with two processes in all (stat, sha256sum), not five per file.
-
-    ``U`` marks a file that exists but this user cannot read: the caller probes again with sudo.
-    """
-    if not paths:
-        return []
-    nl = "\n"
-    return [
-        "set --",
-        f"for x in {words(paths)}; do "
-        'if [ ! -f "$x" ]; then echo "M $x"; elif [ -r "$x" ]; then set -- "$@" "$x"; else echo "U $x"; fi; done',
-        'if [ $# -gt 0 ]; then s=$(stat -c \'%a %U %Y\' -- "$@"); h=$(sha256sum -- "$@"); for x; do '
-        f'a=${{s%%"{nl}"*}}; s=${{s#*"{nl}"}}; b=${{h%%"{nl}"*}}; h=${{h#*"{nl}"}}; b=${{b#\\\\}}; '
-        'echo "F ${b%% *} $a $x"; done; fi',
-    ]
-
-
 def verify_script(probe: VerifyProbe | None) -> list[str]:
     """Shell lines printing ``VERIFY ...``: openssl s_client, or curl, against the installed files."""
     if probe is None:
@@ -175,7 +187,7 @@ def client_script(
         'echo "TIME $(date -u +%s)"',
         'if [ -r /etc/os-release ]; then . /etc/os-release; echo "OS ${ID:-unknown} ${ID_LIKE:-}"; '
         'else echo "OS unknown"; fi',
-        *_client_file_lines(paths),
+        *_file_lines(paths),
     ]
     for prefix, suffix in extra_globs:  # (literal prefix, literal suffix) around one '*'
         lines.append(f'for x in {q(prefix)}*{q(suffix)}; do [ -f "$x" ] && echo "X $x"; done')
@@ -201,17 +213,12 @@ def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
     values: dict = {"extra": [], "contents": {}, "unreadable": []}
     for line in stdout.splitlines():
         tag, _, rest = line.partition(" ")
-        if tag == "TIME" and rest.strip().isdigit():
-            values["clock"] = int(rest)
-        elif tag == "OS":
+        if _parse_common(tag, rest, line, files, values):
+            continue
+        if tag == "OS":
             parts = rest.split()
             values["os_id"] = parts[0] if parts else "unknown"
             values["os_like"] = tuple(parts[1:])
-        elif tag == "F":
-            f = _parse_file(line)
-            files[f.path] = f
-        elif tag == "M":
-            files[rest] = None
         elif tag == "X":
             values["extra"].append(rest)
         elif tag == "U":
@@ -231,6 +238,37 @@ def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
     values["extra"] = tuple(values["extra"])
     values["unreadable"] = tuple(values["unreadable"])
     return ClientFacts(files=files, **values)
+
+
+
+def gather_client(
+    remote: Transport,
+    paths: tuple[str, ...],
+    extra_globs: tuple[tuple[str, str], ...] = (),
+    *,
+    buildkit_toml: str | None = None,
+    contents: bool = False,
+    docker: bool = False,
+    sudo: bool | None = None,
+    before_sudo: Callable[[], None] | None = None,
+) -> ClientFacts:
+    """Run the client probe and parse it: the one way to look at a client.
+
+    ``sudo`` None: without sudo (it only reads), and again with sudo when a file was unreadable,
+    after ``before_sudo`` (the sudo canary's verdict).
+    """
+    script = client_script(paths, extra_globs, buildkit_toml=buildkit_toml, contents=contents, docker=docker)
+    found = parse_client(remote.run(script, sudo=bool(sudo)).stdout, paths)
+    if sudo is None and found.unreadable:
+        if before_sudo is not None:
+            before_sudo()
+        found = parse_client(remote.run(script, sudo=True).stdout, paths)
+    return found
+
+
+def check_tls(remote: Transport, probe: VerifyProbe) -> tuple[str, str]:
+    """The TLS check alone, on the client, as root (it reads the installed trust): (state, detail)."""
+    return parse_client(remote.run("\n".join(verify_script(probe)), sudo=True).stdout).verify or ("fail", "no output")
 
 
 # --------------------------------------------------------------------------- registry host
@@ -293,7 +331,6 @@ def registry_script(engine: str, data_dir: str, container: str, image: str, path
     e = q(engine)
     return "\n".join([
         'echo "TIME $(date -u +%s)"',
-        _FILE_FN,
         *_file_lines(paths),
         f"if [ -L {q(certs)} ]; then echo \"LINK $(readlink {q(certs)})\"; "
         f"elif [ -d {q(certs)} ]; then echo 'LINK DIR'; else echo 'LINK NONE'; fi",
@@ -316,14 +353,9 @@ def parse_registry(stdout: str, paths: tuple[str, ...] = ()) -> RegistryFacts:
     values: dict = {}
     for line in stdout.splitlines():
         tag, _, rest = line.partition(" ")
-        if tag == "TIME" and rest.strip().isdigit():
-            values["clock"] = int(rest)
-        elif tag == "F":
-            f = _parse_file(line)
-            files[f.path] = f
-        elif tag == "M":
-            files[rest] = None
-        elif tag == "LINK":
+        if _parse_common(tag, rest, line, files, values):
+            continue
+        if tag == "LINK":
             values["certs_link"] = None if rest == "NONE" else rest
         elif tag in ("INSPECT", "PREVIOUS"):
             data = json.loads(rest)
@@ -335,3 +367,10 @@ def parse_registry(stdout: str, paths: tuple[str, ...] = ()) -> RegistryFacts:
             state, _, detail = rest.partition(" ")
             values["engine"], values["engine_detail"] = state, detail
     return RegistryFacts(files=files, **values)
+
+
+def gather_registry(remote: Transport, engine: str, data_dir: str, container: str, image: str,
+                    paths: tuple[str, ...]) -> RegistryFacts:
+    """Run the registry probe (as root) and parse it: the one way to look at the registry host."""
+    script = registry_script(engine, data_dir, container, image, paths)
+    return parse_registry(remote.run(script, sudo=True).stdout, paths)

@@ -89,9 +89,7 @@ def client_status(client: Client, s: Session, material: Material) -> HostResult:
     anchors = s.anchors(material)
     paths = C.probe_paths(client, reg, anchors)
     with s.connect(client.ssh) as remote:
-        out = remote.run(F.client_script(paths, C.extra_globs(client, reg), contents=True, docker=True),
-                         sudo=True).stdout
-    found = F.parse_client(out, paths)
+        found = F.gather_client(remote, paths, C.extra_globs(client, reg), contents=True, docker=True, sudo=True)
     want = C.desired_files(client, reg, anchors, found.os_family)
     trust = TrustState.compare(want, found)
     stale = [p for p in found.extra if p not in {f.path for f in want}]

@@ -190,8 +190,7 @@ def verify_client(client: Client, s: Session, material: Material) -> HostResult:
     if check is None:
         return HostResult(host=client.name, status=Status.SKIPPED, message="verify: false for this client")
     with s.connect(client.ssh) as remote:
-        out = remote.run("\n".join(F.verify_script(check)), sudo=True).stdout
-    state, detail = F.parse_client(out).verify or ("fail", "no output")
+        state, detail = F.check_tls(remote, check)
     status = {"ok": Status.OK, "skip": Status.SKIPPED}.get(state, Status.FAILED)
     return HostResult(host=client.name, status=status,
                       message=f"TLS to {check.name}:{check.port} validates with the installed trust ({detail})"

@@ -37,8 +37,7 @@ class DeployJob:
 
 def gather(remote: Transport, want: Desired) -> F.RegistryFacts:
     reg = want.registry
-    script = F.registry_script(reg.engine, reg.data_dir, reg.container, reg.image, want.paths)
-    return F.parse_registry(remote.run(script, sudo=True).stdout, want.paths)
+    return F.gather_registry(remote, reg.engine, reg.data_dir, reg.container, reg.image, want.paths)
 
 
 def read_htpasswd(remote: Transport, reg: Registry) -> str | None:

@@ -36,6 +36,12 @@ from fake_transport import FakeFleet, FakeHost
 MUTATING = r"base64 -d|mv -f|rm -f|ln -sfn|systemctl|docker run|rename|#put_many|\.registry-tls\.lock"
 
 
+def probed_paths(script: str) -> list[str]:
+    """The paths a probe script asks about (facts._file_lines: ``for x in PATHS; do if ...``)."""
+    m = re.search(r"^for x in (.*?); do if", script, re.M)
+    return shlex.split(m[1]) if m else []
+
+
 class _V2(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         ok = self.headers.get("Authorization", "").startswith("Basic ")
@@ -158,8 +164,7 @@ class RegistryHost:
 
     def _probe(self, script: str) -> Result:
         lines = [f"TIME {int(self.clock if self.clock is not None else time.time())}"]
-        for path in re.findall(r"^f (.+)$", script, re.M):
-            path = shlex.split(path)[0]
+        for path in probed_paths(script):
             data = self.host.files.get(path)
             if data is None:
                 lines.append(f"M {path}")
@@ -260,8 +265,7 @@ class ClientHost:
 
     def _probe(self, script: str) -> Result:
         lines = [f"TIME {int(time.time())}", f"OS {self.os_id} "]
-        m = re.search(r"^for x in (.*?); do if", script, re.M)
-        for path in shlex.split(m[1]) if m else []:
+        for path in probed_paths(script):
             data = self.files.get(path)
             lines.append(f"M {path}" if data is None else f"F {hashlib.sha256(data).hexdigest()} 644 root 1700000000 {path}")
         for prefix, suffix in re.findall(r"^for x in (\S+)\*(\S+); do \[ -f", script, re.M):
