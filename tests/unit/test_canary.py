@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fabfile.clients import CanaryRejected, SudoCanary
-from fabfile.errors import SudoError
+from fabfile.errors import SudoError, WrongSudoPassword
 
 
 class FakeRemote:
@@ -55,7 +55,7 @@ def test_F13_a_refused_password_skips_every_other_hosts_sudo_naming_the_canary()
     canary, out = SudoCanary("c1"), {}
     threads = [waiter(canary, h, out) for h in ("c2", "c3")]
     with pytest.raises(SudoError):
-        canary.check(FakeRemote("c1", error=SudoError("c1", "sudo: wrong password (stopped after one attempt)")))
+        canary.check(FakeRemote("c1", error=WrongSudoPassword("c1", "sudo: wrong password (stopped after one attempt)")))
     for t in threads:
         t.join(5)
     assert {h: v[0] for h, v in out.items()} == {

@@ -101,7 +101,8 @@ def test_another_sudo_problem_on_the_canary_host_does_not_stop_the_others(tmp_pa
         fleet.host(name).on(r"echo \"TIME", client_probe())
     material, _ = D.certificate(s)
     report = D.trust_clients(s, material, s.inv.clients, dry_run=True)
-    assert [r.status for r in report.results.values()] == [Status.CHANGED] * 3
+    assert [r.status for r in report.results.values()] == [Status.FAILED, Status.CHANGED, Status.CHANGED]
+    assert report.results[("client", "c1")].message.startswith("sudo: you must have a tty")
 
 
 def test_an_unreachable_client_does_not_stop_the_others(tmp_path, fleet):
