@@ -34,6 +34,7 @@ WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 OUR_PY = REPO / ".venv" / "bin" / "python"
 OUR_INV = REPO / ".venv" / "bin" / "inv"
+OUR_CMD = REPO / ".venv" / "bin" / "registry-tls"   # the shipped command (inv adds the checkout's lab tasks)
 BENCH_PY = BENCH / ".venv" / "bin" / "python"
 ANSIBLE_PLAYBOOK = BENCH / ".venv" / "bin" / "ansible-playbook"
 PYINFRA = BENCH / ".venv" / "bin" / "pyinfra"
@@ -224,7 +225,7 @@ class Fleet:
 
     # -- tools -----------------------------------------------------------------------------
     def ours(self, n: int, parallel: int, expect: str) -> tuple[float, float, float, dict]:
-        argv = [str(OUR_INV), "clients.trust", "--hosts", ",".join(self.names[:n]), "--parallel", str(parallel), "--json"]
+        argv = [str(OUR_CMD), "clients.trust", "--hosts", ",".join(self.names[:n]), "--parallel", str(parallel), "--json"]
         proc, wall, cpu, busy = run_timed(argv, env=self.env())
         try:
             report = json.loads(proc.stdout)
@@ -541,7 +542,7 @@ def docker_deploy(reps: int) -> dict:
             env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
             env.update(INVOKE_INVENTORY=str(inventory), INVOKE_SUDO_PASSWORD=lab.sudo_password, TERM="dumb")
             for label, bucket, want in (("first", first, "changed"), ("no-op", noop, "ok")):
-                proc, wall, cpu, busy = run_timed([str(OUR_INV), "deploy", "--json"], env=env)
+                proc, wall, cpu, busy = run_timed([str(OUR_CMD), "deploy", "--json"], env=env)
                 try:
                     report = json.loads(proc.stdout)
                 except ValueError:
@@ -584,7 +585,7 @@ def dead_peer(lab, inventory: Path, env: dict) -> dict:
     for h in clients:      # trust removed, so every client writes; client1 then restarts and vanishes
         lab.run(h, CLEAN_TRUST, timeout=60)
     try:
-        proc, wall, _, _ = run_timed([str(OUR_INV), "clients.trust", "--json"], env=env)
+        proc, wall, _, _ = run_timed([str(OUR_CMD), "clients.trust", "--json"], env=env)
     finally:
         lab.run("client1", "ip link set eth0 up", timeout=60)
     try:
@@ -600,9 +601,10 @@ def dead_peer(lab, inventory: Path, env: dict) -> dict:
 
 
 def profile(fleet: Fleet, hosts: int = 10) -> dict:
-    """Where one host's time goes, with nothing else running: each round trip of our code path
-    on `hosts` clients one after the other (in-process, our Remote), the remote scripts' own
-    cost (run inside the host, no SSH), and the process start of `inv`."""
+    """Where one host's time goes, with nothing else running, on `hosts` clients one after the
+    other (in-process): the transport's own round trips (connect, a command, sudo), then the
+    product's per-host step itself (clients.trust, first run and no-op, with its phase_seconds);
+    the remote scripts' own cost (run inside the host, no SSH); the process start of the command."""
     import resource
 
     from fabfile import clients as C
@@ -611,7 +613,8 @@ def profile(fleet: Fleet, hosts: int = 10) -> dict:
     from fabfile.session import open_session
 
     s = open_session(fleet.inventory, sudo_password=fleet.lab.sudo_password)
-    names = [n for n in fleet.names if n != "client2"][:hosts]     # NOPASSWD hosts: no canary
+    job = C.TrustJob(registry=fleet.registry, anchors=fleet.anchors, connect=s.connect)   # one host: no canary
+    names = [n for n in fleet.names if n != "client2"][:hosts]     # NOPASSWD hosts
     fleet.clean(fleet.clients)
     rows: dict[str, list[float]] = {}
 
@@ -621,33 +624,29 @@ def profile(fleet: Fleet, hosts: int = 10) -> dict:
         rows.setdefault(name, []).append(time.perf_counter() - a)
         return out
 
-    scripts = {}
     for name in names:
         c = fleet.client_objs[name]
-        paths = C.probe_paths(c, fleet.registry, fleet.anchors)
-        probe = C.verify_probe(c, fleet.registry, fleet.anchors)
-        bare = F.client_script(paths, C.extra_globs(c, fleet.registry))  # what trust() sends, without sudo
-        verify = "\n".join(F.verify_script(probe))
         with s.connect(c.ssh) as remote:
-            lap("connect (TCP, SSH handshake, auth)", remote.open)
-            lap("first command after auth ('true')", lambda: remote.run("true"))
-            lap("next command ('true')", lambda: remote.run("true"))
-            lap("sudo ('true' as root)", lambda: remote.run("true", sudo=True))
-            found = F.parse_client(lap("probe script, first run (files missing)", lambda: remote.run(bare)).stdout, paths)
-            todo = C.plan(c, fleet.registry, fleet.anchors, found, now=time.time())
-            apply = "\n".join(C.apply_script(todo) + F.verify_script(probe))
-            lap("apply script (4 atomic writes + TLS check)", lambda: remote.run(apply, sudo=True))
-            lap("probe script, no-op (files in place; no sudo)", lambda: remote.run(bare))
-            lap("TLS check alone (runs after a change only)", lambda: remote.run(verify))
-        scripts = {"probe (no-op)": bare, "TLS check": verify, "apply": apply}
+            lap("transport: connect (TCP, SSH handshake, auth)", remote.open)
+            lap("transport: first command after auth ('true')", lambda: remote.run("true"))
+            lap("transport: next command ('true')", lambda: remote.run("true"))
+            lap("transport: sudo ('true' as root)", lambda: remote.run("true", sudo=True))
+        for run, want in (("first run", "changed"), ("no-op", "ok")):
+            result = lap(f"clients.trust, {run}: whole host", lambda: C.trust(c, job))
+            if result.status.value != want:
+                raise BenchError(f"profile: clients.trust on {name} ({run}): {result.status} {result.message}")
+            for phase, seconds in result.facts.get("phase_seconds", {}).items():
+                rows.setdefault(f"clients.trust, {run}: {phase}", []).append(seconds)
+    c = fleet.client_objs[names[0]]
+    scripts = {"probe (no-op)": F.client_script(C.probe_paths(c, fleet.registry, fleet.anchors),
+                                                C.extra_globs(c, fleet.registry)),
+               "TLS check": "\n".join(F.verify_script(C.verify_probe(c, fleet.registry, fleet.anchors)))}
     ssh_rows = {k: summary(v) for k, v in rows.items()}
 
     # the same scripts inside a host, no SSH: their CPU cost on the client
     holder = fleet.lab._state().host(names[0]).holder_pid
     remote_cpu = {}
     for label, script in {"sudo true (as deploy)": "su -s /bin/sh deploy -c 'sudo -n true'", **scripts}.items():
-        if label == "apply":
-            continue
         reps = 10
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
@@ -661,7 +660,9 @@ def profile(fleet: Fleet, hosts: int = 10) -> dict:
     starts = {}
     for label, argv in {"python -c pass": [str(OUR_PY), "-c", "pass"],
                         "import tasks (all our imports)": [str(OUR_PY), "-c", "import tasks"],
-                        "inv --list": [str(OUR_INV), "--list"],
+                        "import fabfile.cli (the command's imports)": [str(OUR_PY), "-c", "import fabfile.cli"],
+                        "registry-tls --list": [str(OUR_CMD), "--list"],
+                        "inv --list (adds the checkout's lab tasks)": [str(OUR_INV), "--list"],
                         "asyncssh floor: python + import asyncssh": [str(BENCH_PY), "-c", "import asyncssh"]}.items():
         walls = []
         for _ in range(5):
@@ -899,7 +900,7 @@ def write_markdown(data: dict) -> str:
                          f"{fmt(row.get('probe_median'))} | {fmt(row.get('apply_median'))} | {fmt(row['host_seconds_median'])} | "
                          f"{fmt(row['slowest_host_median'])} | {fmt(row['wall_median'])} | "
                          f"{'n/a (waves)' if waves else fmt(row['outside_hosts'])} |")
-    lines += ["", f"One host at a time, nothing else running ({len(prof['hosts'])} hosts, median, ms; our `Remote`, Fabric/paramiko):", "",
+    lines += ["", f"One host at a time, nothing else running ({len(prof['hosts'])} hosts, median, ms; our transport (Fabric/paramiko), then the product's per-host step `clients.trust` itself with its phases):", "",
               "| round trip | median | min–max |", "|---|---|---|"]
     for k, v in prof["ssh_round_trips"].items():
         lines.append(f"| {k} | {v['median'] * 1000:.1f} | {v['min'] * 1000:.1f}–{v['max'] * 1000:.1f} |")
@@ -999,14 +1000,14 @@ def compute_ratios(agg: dict, ns: list[int], rtts: list[int], latency_n: int | N
         x = ratio(agg, f"{OURS_FIRST}@rtt{top_rtt}", f"{FLOOR_JOB}@rtt{top_rtt}", latency_n)
         row(f"ours first run / floor bare job at {top_rtt} ms RTT, N={latency_n}", x, "≤ 1.2",
             x is not None and x <= 1.2)
-        first_run_tools = (OURS_FIRST, ANSIBLE, PYINFRA_FIRST, FLOOR_JOB)
         ours = trips.get(OURS_FIRST, {}).get(str(top_rtt))
-        others = {t: trips[t][str(top_rtt)] for t in first_run_tools if t != OURS_FIRST and str(top_rtt) in trips.get(t, {})}
-        if others:
-            fewest = min(others, key=others.get)
-            row(f"round trips per host, first run at {top_rtt} ms: ours vs the fewest of the others "
-                f"({SHORT[fewest]} {others[fewest]:.1f})", ours, "fewer than every other tool",
-                ours is not None and ours < others[fewest], unit="", digits=1)
+        peers = {t: trips[t][str(top_rtt)] for t in (ANSIBLE, PYINFRA_FIRST) if str(top_rtt) in trips.get(t, {})}
+        floor = trips.get(FLOOR_JOB, {}).get(str(top_rtt))
+        if peers:
+            fewest = min(peers, key=peers.get)
+            row(f"round trips per host, first run at {top_rtt} ms: ours vs the fewest of the peers "
+                f"({SHORT[fewest]} {peers[fewest]:.1f}; the floor's one command: {fmt(floor, '', 1)})", ours,
+                "fewer than every peer", ours is not None and ours < peers[fewest], unit="", digits=1)
     row("dead peer: a client vanishing mid-command reported unreachable after", dead_peer, "≤ 20 s",
         dead_peer is not None and dead_peer <= 20, unit=" s", digits=1)
     growth = {tool: {"ratios": {str(m): median_of(agg, tool, m) / median_of(agg, tool, min(ns))
@@ -1113,12 +1114,15 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: the lab needs root", file=sys.stderr)
         return 2
-    for tool in (OUR_INV, BENCH_PY, ANSIBLE_PLAYBOOK, PYINFRA):
+    for tool in (OUR_CMD, OUR_INV, BENCH_PY, ANSIBLE_PLAYBOOK, PYINFRA):
         if not tool.exists():
             print(f"bench: {tool} missing; run ./script/setup, then bench/run (it makes bench/.venv)", file=sys.stderr)
             return 2
     signal.signal(signal.SIGTERM, on_signal)
     sys.path.insert(0, str(REPO))
+    # our code's bytecode cached, as after `pip install` (the tools in bench/.venv are): a shell with
+    # PYTHONDONTWRITEBYTECODE=1 would otherwise have every run of ours compile fabfile/ from source
+    subprocess.run([str(OUR_PY), "-m", "compileall", "-q", "fabfile", "tasks.py"], cwd=REPO, check=True)
     from fabfile.lab import Lab
 
     out = Path(args.out)
@@ -1143,7 +1147,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"fleet lab up: registry + {max(ns)} sshd-only clients in {data['fleet_lab_up_seconds']:.1f}s")
         fleet = Fleet(lab, max(ns))
         fleet.prepare()
-        proc, wall, _, _ = run_timed([str(OUR_INV), "registry.deploy", "--json"], env=fleet.env())
+        proc, wall, _, _ = run_timed([str(OUR_CMD), "registry.deploy", "--json"], env=fleet.env())
         if proc.returncode != 0:
             raise BenchError(f"inv registry.deploy failed: {proc.stdout[-500:]} {proc.stderr[-500:]}")
         data["registry_deploy_seconds"] = wall
