@@ -970,6 +970,45 @@ def round_trips(agg: dict, n: int, rtts: list[int]) -> dict:
     return out
 
 
+README_BEGIN, README_END = "<!-- bench:begin", "<!-- bench:end -->"
+
+
+def readme_block(data: dict) -> str:
+    """The README's speed table: wall seconds per tool and N, over latency, and the goals."""
+    agg, ns, env, r = data["fanout"], data["config"]["ns"], data["env"], data["ratios"]
+    lat = data.get("latency") or {}
+    rtts = [x for x in lat.get("rtts", []) if x]
+    ln = lat.get("n")
+    med = lambda tool, n: fmt(median_of(agg, tool, n), "")   # noqa: E731
+    lines = [f"Latest run: {env['date']}, {env['measured_tree']}, {env['cpus']} cores with every lab host on "
+             f"the same machine (load average before the run {env.get('loadavg', '?')}); median wall seconds "
+             "of the whole command, process start to exit:", "",
+             "| tool | " + " | ".join(f"N={n}" for n in ns)
+             + "".join(f" | N={ln}, RTT {x} ms" for x in rtts) + (f" | round trips/host @{max(rtts)} ms" if rtts else "") + " |",
+             "|---|" + "---|" * (len(ns) + len(rtts) + (1 if rtts else 0))]
+    for tool, label in LABELS.items():
+        if tool not in agg or tool == OURS_P10:
+            continue
+        lines.append(f"| {label} | " + " | ".join(med(tool, n) for n in ns)
+                     + "".join(f" | {med(f'{tool}@rtt{x}', ln)}" for x in rtts)
+                     + (f" | {fmt(r['round_trips'].get(tool, {}).get(str(max(rtts))), '', 1)}" if rtts else "") + " |")
+    lines += ["", "| goal (issue 17) | this run | goal | met |", "|---|---|---|---|"]
+    for label, value, goal, met in r["table"]:
+        lines.append(f"| {label} | {value} | {goal} | {'-' if met is None else 'yes' if met else 'NO'} |")
+    return "\n".join(lines)
+
+
+def write_readme(data: dict) -> None:
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        return
+    head, rest = text.split(README_BEGIN, 1)
+    marker, tail = rest.split(README_END, 1)
+    marker = README_BEGIN + marker.split("\n", 1)[0] + "\n"
+    readme.write_text(head + marker + readme_block(data) + "\n" + README_END + tail)
+
+
 def compute_ratios(agg: dict, ns: list[int], rtts: list[int], latency_n: int | None,
                    dead_peer: float | None) -> dict:
     """The issue's goals, each computed from this run's medians: [label, value, goal, met]."""
@@ -1070,6 +1109,8 @@ def render(out: Path) -> int:
     for key in ("fanout", "phases"):     # JSON made the N keys strings
         data[key] = {tool: {int(n): v for n, v in by_n.items()} for tool, by_n in data[key].items()}
     (out / "results.md").write_text(write_markdown(data))
+    if out.resolve() == RESULTS.resolve():
+        write_readme(data)
     return plot(out)
 
 
@@ -1193,6 +1234,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     (out / "results.md").write_text(write_markdown(data))
+    if out.resolve() == RESULTS.resolve():
+        write_readme(data)
     if plot(out) != 0:
         return 1
     say(f"wrote {out}/results.md, results.json, fanout.png")
