@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from . import facts as F
 from .errors import ConnectionLost, RemoteError, RestartRefused, WrongSudoPassword
@@ -24,6 +25,8 @@ from .inventory import Client, Registry, SshTarget
 from .results import HostResult, Status
 from .sh import Exit, Raw, q, words
 from .transport import Result, Transport
+
+T = TypeVar("T")
 
 CERTS_D = {
     "docker": "/etc/docker/certs.d",
@@ -347,10 +350,10 @@ class RestartGate:
 
 
 class SudoCanary:
-    """With a sudo password and several hosts, the first host runs one ``sudo true`` as soon as it
-    is connected, and every other host waits for that verdict before its own first sudo: a wrong
-    password fails once, not on every host (lockouts). The others' connections and read-only
-    probes overlap with the check, so it costs no serial round of its own."""
+    """With a sudo password and several hosts, the first host runs its (read-only) probe with sudo
+    as soon as it is connected, and every other host waits for that verdict before its own first
+    sudo: a wrong password fails once, not on every host (lockouts). The check is the canary's
+    probe itself, and the others' connections and probes overlap with it: no round trip of its own."""
 
     def __init__(self, host: str | None = None):
         self.host = host
@@ -359,12 +362,13 @@ class SudoCanary:
         if host is None:
             self._done.set()
 
-    def check(self, remote: Transport) -> None:
-        """On the canary host: ``sudo true``; a wrong password stops every other host's sudo."""
+    def check(self, host: str, step: Callable[[], T]) -> T:
+        """On the canary host: ``step`` (read-only, with sudo); a wrong password stops every other
+        host's sudo."""
         try:
-            remote.run("true", sudo=True)
+            return step()
         except WrongSudoPassword:
-            self.rejected_on = remote.name
+            self.rejected_on = host
             raise
         finally:
             self._done.set()
@@ -432,9 +436,6 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
     with job.connect(client.ssh) as remote:
         remote.open()
         lap("connect")
-        if client.name == job.canary.host:
-            job.canary.check(remote)
-            lap("sudo check")
 
         def as_root(command: str, *, check: bool = True, timeout: int | None = None) -> Result:
             job.canary.wait(client.name)
@@ -442,9 +443,15 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
 
         # Read-only, so no sudo unless a file is unreadable; no TLS check either: the trust is
         # checked when it is installed, and `inv verify` checks it on demand.
-        found = F.gather_client(remote, paths, extra_globs(client, registry),
-                                buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None,
-                                before_sudo=lambda: job.canary.wait(client.name))
+        # On the sudo canary host the probe runs with sudo: that is the check.
+        canary = client.name == job.canary.host
+
+        def look() -> F.ClientFacts:
+            return F.gather_client(remote, paths, extra_globs(client, registry),
+                                   buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None,
+                                   sudo=True if canary else None, before_sudo=lambda: job.canary.wait(client.name))
+
+        found = job.canary.check(client.name, look) if canary else look()
         lap("probe")
         todo = plan(client, registry, anchors, found, now=time.time())
         result = HostResult(host=client.name, warnings=list(todo.warnings),

@@ -105,8 +105,8 @@ def trust_clients(
     parallel: int = 10,
     batch: int = 1,
 ) -> Report:
-    """Fan out over clients. With a sudo password and several hosts, the first host's ``sudo true``
-    is a canary (clients.SudoCanary): a wrong password fails once, not on every host (lockouts)."""
+    """Fan out over clients. With a sudo password and several hosts, the first host's probe runs
+    with sudo as a canary (clients.SudoCanary): a wrong password fails once, not on every host."""
     canary = C.SudoCanary(targets[0].name if s.settings.sudo_password and len(targets) > 1 else None)
     job = C.TrustJob(registry=s.inv.registry, anchors=s.anchors(material), connect=s.connect,
                      dry_run=dry_run, force=force, gate=C.RestartGate(batch), canary=canary)

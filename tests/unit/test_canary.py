@@ -21,6 +21,7 @@ class FakeRemote:
         self.commands.append((command, sudo))
         if self.error:
             raise self.error
+        return "output"
 
 
 def waiter(canary: SudoCanary, host: str, out: dict) -> threading.Thread:
@@ -41,11 +42,11 @@ def test_F13_other_hosts_sudo_waits_for_the_canary_verdict_then_goes():
     time.sleep(0.05)
     assert out == {}                                   # nobody's sudo before the canary's
     remote = FakeRemote("c1", delay=0.05)
-    canary.check(remote)
+    assert canary.check("c1", lambda: remote.run("probe", sudo=True)) == "output"
     done = time.monotonic()
     for t in threads:
         t.join(5)
-    assert remote.commands == [("true", True)]
+    assert remote.commands == [("probe", True)]
     assert {h: v[0] for h, v in out.items()} == {"c2": "go", "c3": "go"}
     assert all(v[1] >= done - 0.01 for v in out.values())
     canary.wait("c1")                                  # the canary host itself never waits
@@ -55,7 +56,8 @@ def test_F13_a_refused_password_skips_every_other_hosts_sudo_naming_the_canary()
     canary, out = SudoCanary("c1"), {}
     threads = [waiter(canary, h, out) for h in ("c2", "c3")]
     with pytest.raises(SudoError):
-        canary.check(FakeRemote("c1", error=WrongSudoPassword("c1", "sudo: wrong password (stopped after one attempt)")))
+        wrong = FakeRemote("c1", error=WrongSudoPassword("c1", "sudo: wrong password (stopped after one attempt)"))
+        canary.check("c1", lambda: wrong.run("probe", sudo=True))
     for t in threads:
         t.join(5)
     assert {h: v[0] for h, v in out.items()} == {
@@ -73,7 +75,8 @@ def test_a_canary_host_that_never_got_to_sudo_releases_the_others():
 def test_other_sudo_failures_on_the_canary_do_not_stop_the_others():
     canary, out = SudoCanary("c1"), {}
     with pytest.raises(SudoError):
-        canary.check(FakeRemote("c1", error=SudoError("c1", "sudo needs a password and none was given")))
+        other = FakeRemote("c1", error=SudoError("c1", "sudo needs a password and none was given"))
+        canary.check("c1", lambda: other.run("probe", sudo=True))
     waiter(canary, "c2", out).join(5)
     assert out["c2"][0] == "go"
 
