@@ -7,8 +7,14 @@ Profiles (see docs/CERT-PROFILE.md):
   (CA:TRUE critical, pathlen 0, SKI + AKI) plus what Go, OpenSSL strict,
   Python 3.13 and Apple need: keyUsage, EKU serverAuth, random serial,
   notBefore backdated five minutes.
-- ca: a local root (keyCertSign, cRLSign) that signs a short-lived leaf
-  (CA:FALSE, serverAuth, AKI = root SKI). Clients trust only the root.
+- ca (the default): a local root (keyCertSign, cRLSign) that signs a
+  short-lived leaf (CA:FALSE, serverAuth, AKI = root SKI). Clients trust only
+  the root.
+
+Every anchor (the self-signed certificate, the root) carries critical Name
+Constraints that permit only the registry's own names (``name_constraints``):
+a certificate its key signs for any other name fails in Go, OpenSSL and
+cryptography, so a stolen anchor key cannot impersonate other sites.
 
 ``now`` is always injected so tests and rotation planning are deterministic.
 """
@@ -44,6 +50,7 @@ SUBJECT_OIDS = {
 }
 SUBJECT_ORDER = tuple(SUBJECT_OIDS)
 
+_HOSTLIKE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -134,6 +141,47 @@ def san_text(name: x509.GeneralName) -> str:
     return f"DNS:{name.value}"
 
 
+# --------------------------------------------------------------------------- name constraints
+
+# RFC 5280 4.2.1.10: a name type with no permitted subtree is unconstrained. When the
+# registry has no DNS name (or no IP), one subtree no name can satisfy closes that type:
+# the reserved TLD .invalid (RFC 6761) and the unspecified addresses 0.0.0.0/32 and ::/128.
+CLOSED_DNS = "registry-tls.invalid"
+CLOSED_IPS = ("0.0.0.0/32", "::/128")
+
+
+def name_constraints(sans: tuple[x509.GeneralName, ...]) -> x509.NameConstraints:
+    """Permitted subtrees: exactly the registry's DNS names and IPs (each IP as /32 or /128).
+
+    A DNS subtree also permits names below it (RFC 5280: "adding zero or more
+    labels to the left"), the closest a constraint gets to "this name only";
+    a wildcard SAN ``*.a.b`` becomes the subtree ``a.b``.
+    """
+    dns = list(dict.fromkeys(s.value.removeprefix("*.") for s in sans if isinstance(s, x509.DNSName)))
+    ips = list(dict.fromkeys(ipaddress.ip_network(s.value) for s in sans if isinstance(s, x509.IPAddress)))
+    permitted: list[x509.GeneralName] = [x509.DNSName(d) for d in dns or [CLOSED_DNS]]
+    permitted += [x509.IPAddress(n) for n in ips or [ipaddress.ip_network(c) for c in CLOSED_IPS]]
+    return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
+
+
+def constraint_texts(cert: x509.Certificate) -> tuple[str, ...] | None:
+    """``DNS:x``/``IP:net`` of a certificate's permitted subtrees; None when it has no constraints."""
+    try:
+        nc = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+    return tuple(f"IP:{n.value}" if isinstance(n, x509.IPAddress) else f"DNS:{n.value}"
+                 for n in nc.permitted_subtrees or ())
+
+
+def constraints_fit(cert: x509.Certificate, sans: tuple[x509.GeneralName, ...]) -> bool:
+    """Whether an anchor's name constraints are exactly the ones these SANs would give."""
+    have = constraint_texts(cert)
+    want = tuple(f"IP:{n.value}" if isinstance(n, x509.IPAddress) else f"DNS:{n.value}"
+                 for n in name_constraints(sans).permitted_subtrees or ())
+    return have is not None and sorted(have) == sorted(want)
+
+
 # --------------------------------------------------------------------------- specs
 
 
@@ -143,7 +191,7 @@ class CertSpec:
 
     subject: tuple[tuple[str, str], ...]
     sans: tuple[x509.GeneralName, ...]
-    days: int = 365
+    days: int = 90
     key_type: str = "rsa-4096"
 
     def __post_init__(self) -> None:
@@ -156,7 +204,12 @@ class CertSpec:
 
     @property
     def name(self) -> x509.Name:
-        return build_name(self.subject)
+        subject = self.subject
+        if not any(isinstance(s, x509.DNSName) for s in self.sans):
+            # With no DNS SAN, OpenSSL checks a host-like CN against the CA's DNS name constraints,
+            # which for an IP-only registry permit no DNS name: the IPs live in the SAN only.
+            subject = tuple((k, v) for k, v in subject if not (k == "CN" and _HOSTLIKE.fullmatch(v)))
+        return build_name(subject or (("O", "registry-tls"),))
 
     @property
     def san_texts(self) -> tuple[str, ...]:
@@ -227,10 +280,15 @@ def _key_usage(key: PrivateKeyTypes, *, ca: bool, server: bool) -> x509.KeyUsage
     )
 
 
-def private_key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+def private_key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
+    """PKCS#8 PEM; encrypted (the best scheme cryptography offers) when a passphrase is given."""
+    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
+                  else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def key_is_encrypted(data: bytes) -> bool:
+    return b"ENCRYPTED" in data.split(b"\n", 1)[0] or b"Proc-Type: 4,ENCRYPTED" in data
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -264,18 +322,22 @@ def build_self_signed(spec: CertSpec, key: PrivateKey, now: dt.datetime) -> x509
         .add_extension(_key_usage(key, ca=True, server=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(list(spec.sans)), critical=False)
+        .add_extension(name_constraints(spec.sans), critical=True)
     )
     return builder.sign(key, _hash_for(key))
 
 
-def build_ca(subject: x509.Name, key: PrivateKey, now: dt.datetime, days: int) -> x509.Certificate:
-    """A private root that only signs (profile 3B). Its key never leaves the operator."""
+def build_ca(subject: x509.Name, key: PrivateKey, now: dt.datetime, days: int,
+             sans: tuple[x509.GeneralName, ...]) -> x509.Certificate:
+    """A private root that only signs (profile 3B), for the registry's names only. Its key never
+    leaves the operator."""
     pub = key.public_key()
     builder = (
         _builder(subject, subject, pub, now, now + dt.timedelta(days=days))
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(pub), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(key, ca=True, server=False), critical=True)
+        .add_extension(name_constraints(sans), critical=True)
     )
     return builder.sign(key, _hash_for(key))
 
@@ -347,12 +409,16 @@ def load_certs(data: bytes, source: str) -> list[x509.Certificate]:
     return certs
 
 
-def load_key(data: bytes, source: str) -> PrivateKey:
+def load_key(data: bytes, source: str, passphrase: bytes | None = None) -> PrivateKey:
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError:
-        raise CertificateError(f"{source}: the private key is encrypted; give an unencrypted key") from None
+        if passphrase is None:
+            raise CertificateError(f"{source}: the private key is encrypted; give an unencrypted key") from None
+        raise CertificateError(f"{source}: the private key is not encrypted; no passphrase is needed") from None
     except ValueError:
+        if passphrase is not None and key_is_encrypted(data):
+            raise CertificateError(f"{source}: wrong passphrase") from None
         raise CertificateError(f"{source}: not a readable PEM private key") from None
     if not isinstance(key, PrivateKey):
         raise CertificateError(f"{source}: unsupported key type {type(key).__name__}")

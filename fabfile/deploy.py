@@ -29,6 +29,9 @@ def certificate(s: Session, *, renew: bool = False, dry_run: bool = False) -> tu
         material = s.pki.load()
         if material is None:  # plan with a certificate made in memory only
             return s.pki.build(s.now), f"would generate {s.pki.cert_path} ({s.inv.certificate.spec.key_type})"
+        change = s.pki.anchor_change(material)
+        if change:
+            raise InputError(change)
         problems = s.pki.problems(material, s.now)
         return material, (f"would renew: {problems[0]}" if problems else "certificate is valid and matches")
     outcome = s.pki.ensure(s.now, renew=renew)

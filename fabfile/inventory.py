@@ -165,12 +165,14 @@ class RegistrySection(SshVars):
 class CertificateSection(_Strict):
     subject: dict[Literal["C", "ST", "L", "O", "OU", "CN"], str] = {}
     san: list[str] = Field(min_length=1)
-    days: Annotated[int, Field(ge=1, le=3650)] = 365
+    days: Annotated[int, Field(ge=1, le=3650)] | None = None   # ca: 90, self-signed: 365
     key_type: Literal[certs.KEY_TYPES] = "rsa-4096"  # type: ignore[valid-type]
-    mode: Literal["self-signed", "ca"] = "self-signed"
+    mode: Literal["self-signed", "ca"] = "ca"
     pki_dir: str = "pki"
-    ca_days: Annotated[int, Field(ge=1, le=7300)] = 3650
-    renew_before_days: Annotated[int, Field(ge=0, le=365)] = 30
+    ca_days: Annotated[int, Field(ge=1, le=7300)] = 1825
+    encrypt_ca_key: bool = False
+    accept_self_signed_os_trust: bool = False
+    renew_before_days: Annotated[int, Field(ge=0, le=365)] | None = None   # a third of days: renewed at 2/3
     allow_wildcard: bool = False
 
     @field_validator("subject")
@@ -282,6 +284,9 @@ class Client:
         return self.ssh.name
 
 
+DEFAULT_DAYS = {"ca": 90, "self-signed": 365}
+
+
 @dataclass(frozen=True)
 class Certificate:
     spec: certs.CertSpec
@@ -289,6 +294,7 @@ class Certificate:
     pki_dir: Path
     ca_days: int
     renew_before_days: int
+    encrypt_ca_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -584,7 +590,8 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
     # CN is at most 64 characters (X.520); a longer host name falls back to its first label
     subject = tuple(cert.subject.items()) or (("CN", reg.host if len(reg.host) <= 64 else reg.host.split(".")[0]),)
     try:
-        spec = certs.CertSpec(subject=subject, sans=tuple(unique), days=cert.days, key_type=cert.key_type)
+        days = cert.days or DEFAULT_DAYS[cert.mode]
+        spec = certs.CertSpec(subject=subject, sans=tuple(unique), days=days, key_type=cert.key_type)
     except CertificateError as exc:
         raise fail(("certificate",), str(exc)) from None
     san_texts = spec.san_texts
@@ -637,11 +644,20 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
     groups = {"": resolve("defaults", [], [model.clients.defaults], ("clients", "defaults"))}
     groups.update({g: resolve(g, [g], [model.clients.defaults, layer], ("clients", "groups", g))
                    for g, layer in model.clients.groups.items()})
+    if cert.mode == "self-signed" and not cert.accept_self_signed_os_trust:
+        for client in clients:
+            if "os" in client.trust:
+                raise fail(("certificate", "mode"),
+                           f"self-signed with trust: os on {client.name}: its key, kept on the registry host, could "
+                           "sign for any name the OS trusts; use mode: ca, or accept that risk with "
+                           "certificate.accept_self_signed_os_trust: true")
+    renew_before = cert.renew_before_days if cert.renew_before_days is not None else -(-spec.days // 3)
     return Inventory(
         path=path,
         registry=registry,
         certificate=Certificate(spec=spec, mode=cert.mode, pki_dir=_expand_path(cert.pki_dir, base),
-                                ca_days=cert.ca_days, renew_before_days=cert.renew_before_days),
+                                ca_days=cert.ca_days, renew_before_days=renew_before,
+                                encrypt_ca_key=cert.encrypt_ca_key),
         clients=tuple(clients),
         known_hosts=_expand_path(model.ssh.known_hosts, base),
         ssh_config=_expand_path(model.ssh.config, base) if model.ssh.config else None,

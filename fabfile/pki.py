@@ -4,14 +4,21 @@ Layout of ``pki_dir`` (keys 0600, written atomically):
 
     registry.crt   what the registry serves: the server cert (+ the CA cert in ca mode)
     registry.key   the server's private key
-    ca.crt/ca.key  ca mode only: the local CA; its key never leaves this machine
+    ca.crt/ca.key  ca mode only: the local CA; its key never leaves this machine and is
+                   optionally passphrase-encrypted (asked only when something is signed)
 
-Clients trust the *anchor*: the self-signed cert itself, or ca.crt.
+Clients trust the *anchor*: the self-signed cert itself, or ca.crt. Which of the
+two the files hold is read from the files (``Material.mode``), so a deployment
+made in another mode is recognised and moved with ``inv rotate --ca``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +29,27 @@ from . import certs
 from .errors import CertificateError, InputError
 from .inventory import Certificate
 from .localfs import atomic_write, read_optional
+from .redact import register
+
+PASSPHRASE_ENV = "REGISTRY_TLS_CA_PASSPHRASE"
+MIN_PASSPHRASE = 12
+Passphrase = Callable[[Path, bool], bytes]
+
+
+def ask_passphrase(source: Path, new: bool) -> bytes:
+    """The CA key's passphrase: $REGISTRY_TLS_CA_PASSPHRASE, else a prompt (never a flag: argv is public)."""
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value is None:
+        if not sys.stdin.isatty():
+            raise InputError(f"{source}: {'a new CA key is to be encrypted' if new else 'the CA key is encrypted'}; "
+                             f"set {PASSPHRASE_ENV} or run on a terminal to be asked")
+        value = getpass.getpass(f"{'new ' if new else ''}passphrase for {source}: ")
+        if new and getpass.getpass("the same passphrase again: ") != value:
+            raise InputError(f"{source}: the two passphrases differ")
+    if new and len(value) < MIN_PASSPHRASE:
+        raise InputError(f"{source}: the passphrase has {len(value)} characters; at least {MIN_PASSPHRASE} are required")
+    register(value)
+    return value.encode()
 
 
 @dataclass(frozen=True)
@@ -31,6 +59,7 @@ class Material:
     chain: tuple[x509.Certificate, ...]
     key: certs.PrivateKey
     anchor: x509.Certificate
+    mode: str = "ca"        # what the files are: "ca" (leaf + CA) or "self-signed"
 
     @property
     def leaf(self) -> x509.Certificate:
@@ -70,9 +99,10 @@ class Outcome:
 class Pki:
     """Certificate files in one folder, for one inventory's certificate section."""
 
-    def __init__(self, cfg: Certificate, root: Path | None = None):
+    def __init__(self, cfg: Certificate, root: Path | None = None, passphrase: Passphrase = ask_passphrase):
         self.cfg = cfg
         self.root = root or cfg.pki_dir
+        self.passphrase = passphrase
         self.warnings: list[str] = []  # from the last build: e.g. validity above 398 days
 
     @property
@@ -110,13 +140,12 @@ class Pki:
         if not certs.same_public_key(chain[0], key):
             raise CertificateError(f"{self.key_path}: does not match {self.cert_path.name} "
                                    "(the registry would crash with: tls: private key does not match public key)")
-        anchor = chain[-1] if self.cfg.mode == "ca" else chain[0]
-        if self.cfg.mode == "ca":
-            ca_data = read_optional(self.ca_cert_path)
-            if ca_data is None:
-                raise CertificateError(f"{self.ca_cert_path}: missing (certificate.mode is ca)")
-            anchor = certs.load_certs(ca_data, str(self.ca_cert_path))[0]
-        return Material(chain=chain, key=key, anchor=anchor)
+        if len(chain) == 1 and chain[0].issuer == chain[0].subject:
+            return Material(chain=chain, key=key, anchor=chain[0], mode="self-signed")
+        ca_data = read_optional(self.ca_cert_path)
+        if ca_data is None:
+            raise CertificateError(f"{self.ca_cert_path}: missing ({self.cert_path.name} is signed by a CA)")
+        return Material(chain=chain, key=key, anchor=certs.load_certs(ca_data, str(self.ca_cert_path))[0])
 
     def problems(self, material: Material, now: dt.datetime) -> list[str]:
         """Why this material cannot be served as the inventory asks (empty: fine)."""
@@ -125,6 +154,29 @@ class Pki:
                            max_days=max(certs.APPLE_MAX_DAYS, self.cfg.spec.days))
         found += certs.spec_differences(material.leaf, self.cfg.spec)
         return found
+
+    def anchor_change(self, material: Material) -> str | None:
+        """Why clients must learn a new anchor before this inventory can be served, or None.
+
+        A new mode, or new registry names in ca mode (the CA's name constraints permit
+        only the names it was made for), needs the overlap phases of ``inv rotate --ca``;
+        replacing the files in place would cut every client off until it is re-trusted.
+        """
+        if material.mode != self.cfg.mode:
+            return (f"{self.cert_path}: the files are {material.mode} while certificate.mode is {self.cfg.mode}; "
+                    "run `inv rotate --ca` to move every client to the new anchor without a window of distrust")
+        if material.mode == "ca" and certs.constraint_texts(material.anchor) is not None \
+                and not certs.constraints_fit(material.anchor, self.cfg.spec.sans):
+            return (f"{self.ca_cert_path}: the CA's name constraints permit only "
+                    f"{', '.join(certs.constraint_texts(material.anchor) or ())}, not the names in certificate.san "
+                    "(a registry name change is a CA rotation); run `inv rotate --ca`")
+        return None
+
+    def anchor_warnings(self, material: Material) -> list[str]:
+        if material.mode == "ca" and certs.constraint_texts(material.anchor) is None:
+            return [f"{self.ca_cert_path} has no name constraints: its key can sign for any name; "
+                    "`inv rotate --ca` replaces it with a CA limited to the registry's names"]
+        return []
 
     # ------------------------------------------------------------------ writing
 
@@ -145,7 +197,7 @@ class Pki:
         key = certs.generate_key(spec.key_type)
         if self.cfg.mode == "self-signed":
             leaf = certs.build_self_signed(spec, key, now)
-            material = Material(chain=(leaf,), key=key, anchor=leaf)
+            material = Material(chain=(leaf,), key=key, anchor=leaf, mode="self-signed")
         else:
             ca_cert, ca_key = self._ca(now, new=new_ca, write=write_ca)
             leaf = certs.build_leaf(spec, key, ca_cert, ca_key, now)
@@ -163,13 +215,18 @@ class Pki:
     def _ca(self, now: dt.datetime, *, new: bool, write: bool) -> tuple[x509.Certificate, certs.PrivateKey]:
         cert_data, key_data = read_optional(self.ca_cert_path), read_optional(self.ca_key_path)
         if cert_data and key_data and not new:
-            return (certs.load_certs(cert_data, str(self.ca_cert_path))[0],
-                    certs.load_key(key_data, str(self.ca_key_path)))
+            ca_cert = certs.load_certs(cert_data, str(self.ca_cert_path))[0]
+            if certs.constraint_texts(ca_cert) is not None and not certs.constraints_fit(ca_cert, self.cfg.spec.sans):
+                raise CertificateError(f"{self.ca_cert_path}: its name constraints do not permit the names in "
+                                       "certificate.san; a registry name change needs a new CA: `inv rotate --ca`")
+            passphrase = self.passphrase(self.ca_key_path, False) if certs.key_is_encrypted(key_data) else None
+            return ca_cert, certs.load_key(key_data, str(self.ca_key_path), passphrase)
         ca_key = certs.generate_key(self.cfg.spec.key_type)
-        ca_cert = certs.build_ca(ca_subject(self.cfg.spec), ca_key, now, self.cfg.ca_days)
+        ca_cert = certs.build_ca(ca_subject(self.cfg.spec), ca_key, now, self.cfg.ca_days, self.cfg.spec.sans)
         if not write:
             return ca_cert, ca_key
-        atomic_write(self.ca_key_path, certs.private_key_pem(ca_key), 0o600)
+        passphrase = self.passphrase(self.ca_key_path, True) if self.cfg.encrypt_ca_key else None
+        atomic_write(self.ca_key_path, certs.private_key_pem(ca_key, passphrase), 0o600)
         atomic_write(self.ca_cert_path, certs.cert_pem(ca_cert), 0o644)
         return ca_cert, ca_key
 
@@ -185,6 +242,10 @@ class Pki:
         if material is None:
             material = self.generate(now)
             return Outcome(material, True, f"generated {self.cert_path} ({self.cfg.spec.key_type})")
+        change = self.anchor_change(material)
+        if change:
+            raise InputError(change)
+        self.warnings = self.anchor_warnings(material)
         problems = self.problems(material, now)
         if problems and not renew:
             raise InputError(f"{self.cert_path}: {problems[0]}; run with --renew to issue a new "

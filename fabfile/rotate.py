@@ -1,6 +1,7 @@
 """Certificate rotation without a window of distrust, safe to run from cron, resumable.
 
-Self-signed mode, and CA renewal (``--ca``), go through phases recorded in
+Self-signed mode, CA renewal (``--ca``) and a change of mode (``--ca`` too: it is how
+a self-signed deployment moves to the default CA mode) go through phases recorded in
 ``<state_dir>/rotation.json``; each phase is idempotent, so a run killed at
 any point is finished by the next ``inv rotate``:
 
@@ -40,11 +41,11 @@ def save(session: Session, rotation: Rotation) -> None:
 
 
 def _next(session: Session) -> Pki:
-    return Pki(session.inv.certificate, root=session.pki.root / "next")
+    return Pki(session.inv.certificate, root=session.pki.root / "next", passphrase=session.pki.passphrase)
 
 
 def _previous(session: Session) -> Pki:
-    return Pki(session.inv.certificate, root=session.pki.root / "previous")
+    return Pki(session.inv.certificate, root=session.pki.root / "previous", passphrase=session.pki.passphrase)
 
 
 def _copy_material(src: Pki, dst: Pki) -> None:
@@ -70,12 +71,17 @@ def start(session: Session, *, renew_ca: bool = False) -> Rotation:
     current = session.pki.load()
     if current is None:
         raise InputError(f"{session.pki.cert_path}: no certificate to rotate; run `inv deploy` first")
-    kind = "server" if session.inv.certificate.mode == "ca" and not renew_ca else "anchor"
+    mode = session.inv.certificate.mode
+    kind = "server" if mode == "ca" == current.mode and not renew_ca else "anchor"
+    change = session.pki.anchor_change(current)
+    if kind == "server" and change:
+        raise InputError(change)  # new registry names: only a new CA (--ca) can carry them
     nxt = _next(session)
-    if session.inv.certificate.mode == "ca" and kind == "server":
+    shutil.rmtree(nxt.root, ignore_errors=True)  # never sign with a leftover of an older rotation
+    if kind == "server":
         _copy_material(session.pki, nxt)  # same CA: the new leaf is signed by it
     validity_warnings(session.inv.certificate.spec.days)  # force below only replaces next/, not the 825-day rule
-    new = nxt.generate(session.now, force=True, new_ca=renew_ca)
+    new = nxt.generate(session.now, force=True, new_ca=kind == "anchor")
     rotation = Rotation(kind=kind, phase="generated", old_fingerprint=current.fingerprint,
                         new_fingerprint=new.fingerprint, new_anchor_pem=new.anchor_pem.decode(),
                         old_anchor_pem=current.anchor_pem.decode())
@@ -90,7 +96,8 @@ def promote(session: Session, rotation: Rotation) -> Material:
         _copy_material(session.pki, _previous(session))
     _copy_material(_next(session), session.pki)
     material = session.pki.load()
-    assert material is not None and material.fingerprint == rotation.new_fingerprint
+    if material is None or material.fingerprint != rotation.new_fingerprint:
+        raise InputError(f"{session.pki.cert_path}: is not the certificate the rotation made; run `inv rotate --abort`")
     return material
 
 
@@ -100,8 +107,10 @@ def demote(session: Session) -> None:
 
 
 def finish(session: Session) -> None:
+    """Done: no client trusts the old anchor any more, so its keys go too (review L12)."""
     session.state.clear_rotation()
     shutil.rmtree(_next(session).root, ignore_errors=True)
+    shutil.rmtree(_previous(session).root, ignore_errors=True)
 
 
 def abort_rotation(session: Session, rotation: Rotation) -> Rotation | None:

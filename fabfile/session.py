@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import fleet, inventory
 from .clients import Anchor
+from .errors import InputError
 from .inventory import Inventory, SshTarget
 from .pki import Material, Pki
 from .redact import register
@@ -48,10 +49,26 @@ class Session:
 
     def anchors(self, material: Material) -> tuple[Anchor, ...]:
         """What clients must trust now: the current anchor, plus the next one during a rotation."""
-        rotation = self.state.rotation()
-        extra = rotation.pending_anchor if rotation else None
+        extra = self.pending_anchor()
         current = (Anchor("current", material.anchor_pem),)
         return current + ((Anchor("rotation", extra),) if extra and extra != material.anchor_pem else ())
+
+    def pending_anchor(self) -> bytes | None:
+        """The next anchor while a rotation needs clients to trust it (review M2).
+
+        It comes from ``<pki_dir>/next/``, this machine's key material, never from the
+        PEM in rotation.json, and only when next/ holds the very certificate the
+        rotation recorded: an edited rotation.json cannot plant an anchor on clients.
+        """
+        rotation = self.state.rotation()
+        if rotation is None or rotation.pending_anchor is None:
+            return None
+        nxt = Pki(self.inv.certificate, root=self.pki.root / "next", passphrase=self.pki.passphrase)
+        material = nxt.load()
+        if material is None or material.fingerprint != rotation.new_fingerprint:
+            raise InputError(f"{nxt.cert_path}: does not hold the certificate {self.state.rotation_path.name} "
+                             f"records ({rotation.new_fingerprint[:23]}...); run `inv rotate --abort`")
+        return material.anchor_pem
 
 
 def open_session(

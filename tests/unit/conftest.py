@@ -45,7 +45,7 @@ def self_signed(key_cache, spec) -> tuple[x509.Certificate, certs.PrivateKey]:
 def ca_chain(key_cache, spec):
     """(root cert, root key, leaf cert, leaf key) of CA mode."""
     ca_key, leaf_key = key_cache("ca"), key_cache("leaf")
-    root = certs.build_ca(certs.build_name((("O", "registry-tls tests"), ("CN", "test CA"))), ca_key, NOW, 3650)
+    root = certs.build_ca(certs.build_name((("O", "registry-tls tests"), ("CN", "test CA"))), ca_key, NOW, 3650, spec.sans)
     leaf = certs.build_leaf(spec, leaf_key, root, ca_key, NOW)
     return root, ca_key, leaf, leaf_key
 

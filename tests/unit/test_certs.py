@@ -285,7 +285,7 @@ def test_ca_leaf_passes_cryptography_webpki_verifier(ca_chain):
 
 def test_ca_leaf_never_outlives_its_ca(key_cache, spec):
     ca_key = key_cache("short-ca")
-    root = certs.build_ca(certs.build_name((("CN", "short CA"),)), ca_key, NOW, 30)
+    root = certs.build_ca(certs.build_name((("CN", "short CA"),)), ca_key, NOW, 30, spec.sans)
     leaf = certs.build_leaf(spec, key_cache("leaf"), root, ca_key, NOW)
     assert spec.days == 365
     assert leaf.not_valid_after_utc == root.not_valid_after_utc == NOW + 30 * DAY
@@ -624,11 +624,16 @@ def test_openssl_text_of_the_example_inventory_certificate(example_material, ope
     assert "Signature Algorithm: sha256WithRSAEncryption" in text
     assert re.search(r"Subject: C ?= ?FR, ST ?= ?Alpes Maritimes, L ?= ?Nice, O ?= ?SINGLETON, OU ?= ?R&D, "
                      r"CN ?= ?docker-registry", text)
-    assert re.search(r"X509v3 Basic Constraints: critical\s+CA:TRUE, pathlen:0", text)
-    assert re.search(r"X509v3 Key Usage: critical\s+Digital Signature, Key Encipherment, Certificate Sign", text)
+    # the default (mode: ca): a CA:FALSE 90-day leaf, and a root limited to the registry's names
+    assert re.search(r"X509v3 Basic Constraints: critical\s+CA:FALSE", text)
+    assert re.search(r"X509v3 Key Usage: critical\s+Digital Signature, Key Encipherment\n", text)
     assert re.search(r"X509v3 Extended Key Usage:\s+TLS Web Server Authentication\n", text)
-    assert material.leaf.not_valid_after_utc - material.leaf.not_valid_before_utc == dt.timedelta(days=356, minutes=5)
+    assert material.leaf.not_valid_after_utc - material.leaf.not_valid_before_utc == dt.timedelta(days=90, minutes=5)
     assert certs.lint(material.leaf, NOW, key=material.key, names=inv.clients[0].registry_names) == []
+    root_text = run([openssl, "x509", "-in", str(root / "ca.crt"), "-noout", "-text"]).stdout
+    assert re.search(r"X509v3 Basic Constraints: critical\s+CA:TRUE, pathlen:0", root_text)
+    assert re.search(r"X509v3 Name Constraints: critical\s+Permitted:\s+DNS:localhost\s+DNS:cents8s-server\s+"
+                     r"DNS:centos8s-server.singleton.net\s+IP:192.168.56.200/255.255.255.255\n", root_text)
 
 
 def test_openssl_accepts_the_example_key_pair(example_material, openssl):

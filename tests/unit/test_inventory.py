@@ -38,7 +38,7 @@ def test_example_certificate(example):
     cert = example.certificate
     assert cert.spec.san_texts == ("DNS:localhost", "DNS:cents8s-server", "DNS:centos8s-server.singleton.net",
                                    "IP:192.168.56.200")
-    assert (cert.spec.days, cert.spec.key_type, cert.mode) == (356, "rsa-4096", "self-signed")
+    assert (cert.spec.days, cert.spec.key_type, cert.mode) == (90, "rsa-4096", "ca")
     assert dict(cert.spec.subject) == {"C": "FR", "ST": "Alpes Maritimes", "L": "Nice", "O": "SINGLETON",
                                        "OU": "R&D", "CN": "docker-registry"}
     assert cert.pki_dir == EXAMPLE_INVENTORY.parent / "pki"  # relative to the inventory file
@@ -186,9 +186,9 @@ BAD = [
      "    - DNS:*.singleton.net"),
     ("F04-registry-host-invalid", ("  host: centos8s-server.singleton.net", "  host: -reg.example"),
      "registry.host: DNS name '-reg.example'", "  host: -reg.example"),
-    ("F07-days-0", ("  days: 356", "  days: 0"), "certificate.days: 0: input should be greater than or equal to 1",
+    ("F07-days-0", ("  days: 90 ", "  days: 0 "), "certificate.days: 0: input should be greater than or equal to 1",
      "  days: 0"),
-    ("F07-days-huge", ("  days: 356", "  days: 36500"), "certificate.days: 36500: input should be less than",
+    ("F07-days-huge", ("  days: 90 ", "  days: 36500 "), "certificate.days: 36500: input should be less than",
      "  days: 36500"),
     ("host-not-in-san", ("  host: centos8s-server.singleton.net", "  host: other.singleton.net"),
      "registry.host: 'other.singleton.net' is not in certificate.san", "  host: other.singleton.net"),
