@@ -270,18 +270,24 @@ def verify(c, inventory=None, hosts=None, groups=None, parallel=10, json=False, 
 @task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json", "dry_run")},
             **{k: FLEET[k] for k in ("parallel", "batch", "force")},
             "if_expiring_within": "do nothing (exit 0) while the certificate has more than DAYS left",
+            "if_due": "do nothing (exit 0) until certificate.renew_before_days are left (default: a third of days)",
             "abort": "return to the old certificate everywhere",
-            "ca": "ca mode: renew the CA itself (clients learn the new CA with the overlap phases)",
+            "ca": "new anchor: a new CA (after a registry name change, or to move a self-signed deployment to "
+                  "ca mode); clients learn it with the overlap phases",
             "until": "stop after this phase: 'trusted' or 'switched' (resume later with `inv rotate`)"})
 @cli
-def rotate(c, inventory=None, if_expiring_within=None, dry_run=False, force=False, abort=False, ca=False,
-           until=None, parallel=10, batch=1, json=False, verbose=False, accept_new_host_keys=False):
+def rotate(c, inventory=None, if_expiring_within=None, if_due=False, dry_run=False, force=False, abort=False,
+           ca=False, until=None, parallel=10, batch=1, json=False, verbose=False, accept_new_host_keys=False):
     """Rotate the certificate with no window of distrust; resumable; safe to run from cron daily."""
     if until not in (None, "trusted", "switched"):
         raise InputError(f"--until {until!r}: expected 'trusted' or 'switched'")
+    if if_due and if_expiring_within is not None:
+        raise InputError("--if-due and --if-expiring-within: give one of them")
     parallel, batch = integer(parallel, "parallel"), integer(batch, "batch")
     if_expiring_within = integer(if_expiring_within, "if_expiring_within", minimum=0, maximum=3650)
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+    if if_due:
+        if_expiring_within = s.inv.certificate.renew_before_days
     with s.state.lock():
         rep = ROT.rotate_all(s, s.inv.clients, dry_run=dry_run, force=force, abort=abort, renew_ca=ca, until=until,
                              if_expiring_within=if_expiring_within, parallel=parallel, batch=batch)

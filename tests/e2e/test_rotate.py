@@ -23,7 +23,7 @@ pytestmark = pytest.mark.lab
 PULL_LOOP = f"""
 rm -f /run/pulls.log
 nohup sh -c 'while [ ! -e /run/pulls.stop ]; do
-  if docker pull {REF} >/dev/null 2>&1; then r=ok; else r=fail; fi
+  if out=$(docker pull {REF} 2>&1); then r=ok; else r="fail $(printf %s "$out" | tail -n 1 | tr -s " \t" _)"; fi
   echo "$(date +%s.%N) $r" >> /run/pulls.log; sleep 0.2
 done' >/dev/null 2>&1 &
 """
@@ -44,8 +44,20 @@ class PullLoop:
         self.fleet.on(self.host, "touch /run/pulls.stop; sleep 1")
 
     def results(self) -> list[tuple[float, str]]:
+        """(time, 'ok' | 'fail') per pull; a failure's last docker line is kept in ``self.errors``."""
         lines = self.fleet.on(self.host, "cat /run/pulls.log").stdout.split("\n")
-        return [(float(t), r) for t, r in (line.split() for line in lines if line.strip())]
+        rows = [line.split(maxsplit=2) for line in lines if line.strip()]
+        self.errors = [row[2] if len(row) > 2 else "" for row in rows if row[1] == "fail"]
+        return [(float(row[0]), row[1]) for row in rows]
+
+
+DISTRUST = ("x509", "certificate", "tls: ")
+
+
+def no_distrust(errors: list[str]) -> bool:
+    """A failed pull during the switch is the container restart (connection refused/reset, EOF), never the
+    client refusing the certificate: that would be a window of distrust."""
+    return not any(word in e for e in errors for word in DISTRUST)
 
 
 def rotate_with_pulls(fleet, user, *args) -> tuple[dict, list[tuple[float, str]]]:
@@ -53,6 +65,8 @@ def rotate_with_pulls(fleet, user, *args) -> tuple[dict, list[tuple[float, str]]
         code, report = fleet.json("rotate", *args)
     results = loop.results()
     assert code == 0, report
+    assert no_distrust(loop.errors), loop.errors
+    report["pull_errors"] = sorted(set(loop.errors))  # printed by the tests, for the notes
     return report, results
 
 
@@ -63,6 +77,8 @@ def failure_window(results) -> tuple[int, float]:
 
 @pytest.fixture
 def deployed(fleet, user):
+    """A self-signed deployment (the seed's design): a rotation must teach every client a new anchor."""
+    fleet.edit(lambda d: d["certificate"].__setitem__("mode", "self-signed"))
     assert fleet.inv("deploy").returncode == 0
     assert push(fleet, "client1", *user).returncode == 0
     assert fleet.login("client2", *user).returncode == 0
@@ -89,13 +105,14 @@ def test_self_signed_rotation_keeps_every_pull_working_and_the_images(deployed, 
     fails, window = failure_window(results)
     with capsys.disabled():
         print(f"\n[rotate self-signed] {len(results)} pulls, {fails} failed, window {window:.2f}s, "
-              f"switch {report['registry']['facts'].get('switch_seconds')}s")
+              f"switch {report['registry']['facts'].get('switch_seconds')}s, "
+              f"failures: {report['pull_errors']}")
     assert len(results) >= 10
     assert window <= 5.0, results  # only the container restart may fail pulls
 
 
 def test_ca_mode_rotation_touches_only_the_registry(fleet, user, capsys):
-    fleet.edit(lambda d: d["certificate"].__setitem__("mode", "ca"))
+    assert "mode:" not in fleet.inventory.read_text()  # ca is the default
     assert fleet.inv("deploy").returncode == 0
     assert push(fleet, "client1", *user).returncode == 0
     assert fleet.login("client2", *user).returncode == 0
@@ -109,7 +126,8 @@ def test_ca_mode_rotation_touches_only_the_registry(fleet, user, capsys):
     fails, window = failure_window(results)
     with capsys.disabled():
         print(f"\n[rotate ca] {len(results)} pulls, {fails} failed, window {window:.2f}s, "
-              f"switch {report['registry']['facts'].get('switch_seconds')}s")
+              f"switch {report['registry']['facts'].get('switch_seconds')}s, "
+              f"failures: {report['pull_errors']}")
     assert window <= 5.0, results
 
 
@@ -175,3 +193,34 @@ def test_abort_before_the_switch_returns_to_the_old_certificate(deployed, user):
     assert fleet.on("client1", "ls /etc/docker/certs.d/registry.lab").stdout.split() == ["ca.crt"]
     status = fleet.json("status")[1]
     assert status["status"] == "ok" and status["certificate"]["sha256"] == old
+
+
+def test_self_signed_deployment_moves_to_ca_mode_with_rotate_ca_and_no_failed_pull(deployed, user, capsys):
+    """The README's migration: drop `mode: self-signed`; deploy refuses and names `inv rotate --ca`, which
+    teaches every client the new CA next to the old certificate, switches the registry, then drops the old."""
+    fleet = deployed
+    old_anchor = fleet.on("client1", "cat /etc/docker/certs.d/registry.lab/ca.crt").stdout
+    fleet.edit(lambda d: d["certificate"].pop("mode"))
+    refused = fleet.inv("deploy")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "the files are self-signed while certificate.mode is ca; run `inv rotate --ca`" in refused.stderr
+    report, results = rotate_with_pulls(fleet, user, "--ca")
+    assert report["notes"][-1] == "rotation complete", report["notes"]
+    ca_pem = (fleet.tmp / "pki" / "ca.crt").read_text()
+    for host in ("client1", "client2", "client3"):
+        assert fleet.on(host, "ls /etc/docker/certs.d/registry.lab").stdout.split() == ["ca.crt"]
+        installed = fleet.on(host, "cat /etc/docker/certs.d/registry.lab/ca.crt").stdout
+        assert installed == ca_pem != old_anchor
+    served = fleet.on("client1", "openssl s_client -connect registry.lab:443 -servername registry.lab -showcerts "
+                                 "-verify_return_error -CAfile /etc/docker/certs.d/registry.lab/ca.crt </dev/null")
+    assert served.returncode == 0 and "Verify return code: 0 (ok)" in served.stdout
+    assert not (fleet.tmp / "pki" / "previous").exists() and not (fleet.tmp / "pki" / "next").exists()
+    assert fleet.json("status")[0] == 0
+    assert pull(fleet, "client3", *user).returncode == 0  # pushed before, pulled after
+    fails, window = failure_window(results)
+    with capsys.disabled():
+        print(f"\n[rotate self-signed -> ca] {len(results)} pulls, {fails} failed, window {window:.2f}s, "
+              f"switch {report['registry']['facts'].get('switch_seconds')}s, "
+              f"failures: {report['pull_errors']}")
+    assert len(results) >= 10
+    assert window <= 5.0, results  # only the container restart may fail pulls
