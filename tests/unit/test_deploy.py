@@ -4,6 +4,7 @@ order, to which host, and what each host's result says. No SSH, no root, no netw
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from fabfile import deploy as D
 from fabfile import verify as V
 from fabfile.errors import SudoError, UnreachableError, WrongSudoPassword
+from fabfile.pki import Pki
 from fabfile.results import Status
 from fabfile.session import Session, open_session
 from fake_hosts import MUTATING, World, write_inventory
@@ -166,11 +168,14 @@ def test_registry_first_deploy_runs_the_plan_in_order_then_a_rerun_changes_nothi
     assert steps(world) == ["probe"] and world.mutating() == []
 
 
-@pytest.mark.parametrize("knob, reason", [
-    ("serve_stale", "health check failed: TLS verification failed: self-signed certificate"),
-    ("crash", "new registry container did not stay up: level=fatal"),
+@pytest.mark.parametrize("mode, knob, reason", [
+    ("self-signed", "serve_stale", "health check failed: TLS verification failed: self-signed certificate"),
+    ("ca", "serve_stale", "health check failed: serves certificate "),  # same CA: the fingerprint check catches it
+    ("ca", "crash", "new registry container did not stay up: level=fatal"),
 ])
-def test_registry_failure_after_the_switch_rolls_back_to_the_serving_container(world, knob, reason):
+def test_registry_failure_after_the_switch_rolls_back_to_the_serving_container(world, mode, knob, reason):
+    cfg = replace(world.s.inv.certificate, mode=mode)
+    world.s.inv, world.s.pki = replace(world.s.inv, certificate=cfg), Pki(cfg)
     old, _ = D.certificate(world.s)
     D.deploy_registry(world.s, old)
     new = world.s.pki.generate(world.s.now, force=True)
