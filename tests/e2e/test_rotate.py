@@ -195,7 +195,7 @@ def test_abort_before_the_switch_returns_to_the_old_certificate(deployed, user):
     assert status["status"] == "ok" and status["certificate"]["sha256"] == old
 
 
-def test_self_signed_deployment_moves_to_ca_mode_with_rotate_ca_and_no_failed_pull(deployed, user, capsys):
+def test_self_signed_deployment_moves_to_ca_mode_with_rotate_ca_and_no_certificate_error(deployed, user, capsys):
     """The README's migration: drop `mode: self-signed`; deploy refuses and names `inv rotate --ca`, which
     teaches every client the new CA next to the old certificate, switches the registry, then drops the old."""
     fleet = deployed
