@@ -238,7 +238,7 @@ def test_interrupt_during_the_recreate_rolls_back_then_stops(world):
 
 
 def restart_world(tmp_path: Path, exits: dict[str, int]) -> World:
-    w = World(tmp_path, trust="[docker, os]")
+    w = World(tmp_path, trust="[docker, os]", mode="ca")  # self-signed + os is refused (review H1)
     for name, code in exits.items():
         w.fleet.host(name).on(r"dockerd --validate", {3: "RUNNING 2\n", 5: "RESTARTFAILED\n"}.get(code, "UP\n"),
                               exited=code, first=True)
