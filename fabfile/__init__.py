@@ -10,6 +10,7 @@ The package is the logic behind ``tasks.py``. Read it top-down:
 - ``facts``      read-only remote probes: a command plus a pure parser
 - ``registry``   desired state, plan and apply for the registry host
 - ``clients``    desired state, plan and apply for Docker clients
+- ``untrust``    what of ours is on a client, and its removal
 - ``verify``     TLS and /v2/ checks from the operator's machine
 - ``metrics``    the status as Prometheus text exposition                (pure)
 - ``export``     cloud-init user-data and a Kubernetes DaemonSet with the trust (pure)

@@ -236,6 +236,25 @@ def trust(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, forc
     _finish(s, rep, json=json, title="clients", command="clients.trust", dry_run=dry_run)
 
 
+@task(help={**{k: COMMON[k] for k in ("inventory", "verbose", "accept_new_host_keys", "json", "dry_run")},
+            **{k: FLEET[k] for k in ("hosts", "groups", "parallel", "batch", "force", "failed_only")}})
+@cli
+def untrust(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, force=False, failed_only=False,
+            dry_run=False, json=False, verbose=False, accept_new_host_keys=False):
+    """Remove what clients.trust installed (every target; others' files stay); restart dockerd by the same rule."""
+    from .untrust import untrust as step
+
+    s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
+    targets = D.select_clients(s, hosts=hosts, groups=groups, failed_only=failed_only)
+    material = s.pki.load()
+    if material is None:
+        raise InputError(f"{s.pki.cert_path}: no certificate: untrust compares the clients' files with it")
+    with s.state.lock():
+        rep = D.trust_clients(s, material, targets, dry_run=dry_run, force=force, parallel=int(parallel),
+                              batch=int(batch), step=step)
+    _finish(s, rep, json=json, title="clients", command="clients.untrust", dry_run=dry_run)
+
+
 # --------------------------------------------------------------------------- whole job
 
 
@@ -410,7 +429,7 @@ registry_ns = Collection("registry")
 registry_ns.add_task(registry_deploy, name="deploy")
 users = Collection("users", add, remove)
 users.add_task(list_, name="list")
-clients_ns = Collection("clients", trust)
+clients_ns = Collection("clients", trust, untrust)
 export = Collection("export", cloud_init, kubernetes)
 
 

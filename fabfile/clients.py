@@ -118,6 +118,16 @@ def _hosts_toml(folder: str, base: str, anchors: tuple[Anchor, ...]) -> bytes:
 def buildkit_toml(current: bytes | None, registry: Registry, anchors: tuple[Anchor, ...]) -> bytes:
     """buildkitd.toml with our marked block for this registry replaced (BuildKit ignores certs.d)."""
     begin, end = BLOCK_BEGIN.format(host=registry.endpoint), BLOCK_END.format(host=registry.endpoint)
+    kept = without_block(current, registry).decode().splitlines()
+    base = f"{BUILDKIT_CERTS}/{registry.endpoint}"
+    cas = ", ".join(f'"{base}/{a.certs_d_name()}"' for a in anchors)
+    block = [begin, f'[registry."{registry.endpoint}"]', f"  ca = [{cas}]", end]
+    return ("\n".join(kept + ([""] if kept else []) + block) + "\n").encode()
+
+
+def without_block(current: bytes | None, registry: Registry) -> bytes:
+    """buildkitd.toml without our marked block for this registry (trailing blank lines dropped)."""
+    begin, end = BLOCK_BEGIN.format(host=registry.endpoint), BLOCK_END.format(host=registry.endpoint)
     kept, skipping = [], False
     for line in (current or b"").decode().splitlines():
         if line.strip() == begin:
@@ -128,10 +138,7 @@ def buildkit_toml(current: bytes | None, registry: Registry, anchors: tuple[Anch
             kept.append(line)
     while kept and not kept[-1].strip():
         kept.pop()
-    base = f"{BUILDKIT_CERTS}/{registry.endpoint}"
-    cas = ", ".join(f'"{base}/{a.certs_d_name()}"' for a in anchors)
-    block = [begin, f'[registry."{registry.endpoint}"]', f"  ca = [{cas}]", end]
-    return ("\n".join(kept + ([""] if kept else []) + block) + "\n").encode()
+    return ("\n".join(kept) + "\n").encode() if kept else b""
 
 
 def probe_paths(client: Client, registry: Registry, anchors: tuple[Anchor, ...]) -> tuple[str, ...]:
@@ -234,18 +241,8 @@ def plan(
     os_dir = store[0] if store else None
     os_changed = os_dir is not None and any(p.startswith(os_dir + "/") for p in (*(f.path for f in writes), *removes))
     pending = _restart_pending(facts, os_dir, registry) if "os" in client.trust else False
-    restart, reason = False, ""
-    needs = os_changed or pending
-    if client.restart == "always" and (writes or removes or pending):
-        restart, reason = True, "restart: always"
-    elif client.restart == "auto" and needs:
-        restart, reason = True, "the OS trust store changed" if os_changed else "OS trust store newer than dockerd"
-    elif needs and client.restart == "never":
-        warnings.append("dockerd must restart to load the OS trust store (restart: never; not restarted)")
-    if restart and facts.dockerd_started is None:
-        restart = False
-        warnings.append(f"dockerd is not running, so it was not restarted ({reason}): "
-                        "it loads the new trust when it starts")
+    restart, reason = restart_rule(client, changed=bool(writes or removes), os_changed=os_changed, pending=pending,
+                                   dockerd_running=facts.dockerd_started is not None, warnings=warnings)
     if clock:
         warnings.append(clock[1])
     return ClientPlan(
@@ -253,6 +250,28 @@ def plan(
         refresh=store[1] if store and os_changed else None,
         restart=restart, restart_reason=reason, warnings=tuple(warnings),
     )
+
+
+def restart_rule(client: Client, *, changed: bool, os_changed: bool, pending: bool, dockerd_running: bool,
+                 warnings: list[str]) -> tuple[bool, str]:
+    """(restart?, why) for the client's ``restart`` setting; what it cannot do goes to ``warnings``.
+
+    dockerd reads the OS trust store once, at start: ``auto`` restarts when that store changed (or
+    holds an anchor newer than dockerd), ``always`` on any change, ``never`` only warns.
+    """
+    needs = os_changed or pending
+    restart, reason = False, ""
+    if client.restart == "always" and (changed or pending):
+        restart, reason = True, "restart: always"
+    elif client.restart == "auto" and needs:
+        restart, reason = True, "the OS trust store changed" if os_changed else "OS trust store newer than dockerd"
+    elif needs and client.restart == "never":
+        warnings.append("dockerd must restart to load the OS trust store (restart: never; not restarted)")
+    if restart and not dockerd_running:
+        warnings.append(f"dockerd is not running, so it was not restarted ({reason}): "
+                        "it loads the new trust when it starts")
+        return False, ""
+    return restart, reason
 
 
 def _same(have: F.RemoteFile | None, want: WantFile) -> bool:
@@ -402,6 +421,17 @@ class TrustJob:
     canary: SudoCanary = field(default_factory=SudoCanary)
 
 
+def restart(as_root: Callable[..., Result], client: Client, job: TrustJob) -> None:
+    """Restart dockerd through the gate (refused with running containers unless --force); RemoteError if not."""
+    with job.gate.slot(client.name):
+        run = as_root(restart_script(client.restart_command, force=job.force), check=False, timeout=120)
+        if run.exited != 0:
+            detail = run.stdout.split()[-1] if run.stdout.split() else ""
+            template = RESTART_ERRORS.get(run.exited, "dockerd restart failed: {detail}")
+            error = RestartRefused if run.exited == Exit.RESTART_REFUSED else RemoteError
+            raise error(client.name, template.format(detail=detail or run.tail(), command=client.restart_command))
+
+
 def trust(client: Client, job: TrustJob) -> HostResult:
     """Make one client trust the registry; returns its HostResult (errors propagate to fleet.guarded).
 
@@ -472,14 +502,7 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
         if todo.restart:
             files = known[0] if todo.writes or todo.removes else "trust files in place"
             known[0] = f"{files}; dockerd restart started, outcome unknown"
-            with job.gate.slot(client.name):
-                run = as_root(restart_script(client.restart_command, force=job.force), check=False, timeout=120)
-                if run.exited != 0:
-                    detail = run.stdout.split()[-1] if run.stdout.split() else ""
-                    template = RESTART_ERRORS.get(run.exited, "dockerd restart failed: {detail}")
-                    error = RestartRefused if run.exited == Exit.RESTART_REFUSED else RemoteError
-                    raise error(client.name, template.format(detail=detail or run.tail(),
-                                                             command=client.restart_command))
+            restart(as_root, client, job)
             result.restarted = True
             lap("restart")
             known[0] = f"{files}; dockerd restarted; TLS check not done"

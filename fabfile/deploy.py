@@ -7,6 +7,7 @@ Verification is in verify.py, the rotation phases in rotate.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 
 from . import clients as C
 from . import fleet, registry
@@ -107,9 +108,11 @@ def trust_clients(
     force: bool = False,
     parallel: int = 10,
     batch: int = 1,
+    step: Callable[[Client, C.TrustJob], HostResult] = C.trust,
 ) -> Report:
-    """Fan out over clients. With a sudo password and several hosts, the first host's probe runs
-    with sudo as a canary (clients.SudoCanary): a wrong password fails once, not on every host."""
+    """Fan out ``step`` (clients.trust, or untrust) over clients. With a sudo password and several hosts,
+    the first host's probe runs with sudo as a canary (clients.SudoCanary): a wrong password fails once,
+    not on every host."""
     canary = C.SudoCanary(targets[0].name if s.settings.sudo_password and len(targets) > 1 else None)
     job = C.TrustJob(registry=s.inv.registry, anchors=s.anchors(material), connect=s.connect,
                      dry_run=dry_run, force=force, gate=C.RestartGate(batch), canary=canary)
@@ -117,7 +120,7 @@ def trust_clients(
     if not targets:
         return report
     with s.progress("clients", len(targets)) as progress:
-        for result in fleet.fan_out(targets, lambda c: C.trust(c, job), name=lambda c: c.name,
+        for result in fleet.fan_out(targets, lambda c: step(c, job), name=lambda c: c.name,
                                     parallel=parallel, progress=progress):
             report.add(result)
     return report
