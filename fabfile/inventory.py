@@ -645,7 +645,7 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
     groups.update({g: resolve(g, [g], [model.clients.defaults, layer], ("clients", "groups", g))
                    for g, layer in model.clients.groups.items()})
     if cert.mode == "self-signed" and not cert.accept_self_signed_os_trust:
-        for client in clients:
+        for client in (*clients, *groups.values()):  # groups too: export.cloud-init hands their trust out
             if "os" in client.trust:
                 raise fail(("certificate", "mode"),
                            f"self-signed with trust: os on {client.name}: its key, kept on the registry host, could "

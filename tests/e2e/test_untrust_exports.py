@@ -53,6 +53,7 @@ def ctr_pull(fleet, host: str, user: tuple[str, str]) -> subprocess.CompletedPro
 
 def test_containerd_daemonset_script_prometheus_status_then_untrust_brings_x509_back(fleet, user, tmp_path):
     fleet.edit(lambda d: (d.__setitem__("kubernetes", {"image": "busybox:1.36.1"}),
+                          d["certificate"].__setitem__("mode", "ca"),  # trust: os wants a CA (not the server key)
                           d["clients"]["hosts"]["client1"].__setitem__("trust", ["docker", "os"])))
     assert fleet.inv("registry.deploy").returncode == 0
     code, trusted = fleet.json("clients.trust", "--hosts", "client1")
@@ -100,7 +101,7 @@ def test_containerd_daemonset_script_prometheus_status_then_untrust_brings_x509_
     listing = "find /etc/docker/certs.d /usr/local/share/ca-certificates -type f | sort"
     others = [p for p in fleet.on("client1", listing).stdout.split()  # the machine's own CAs
               if p.startswith("/usr/local/") and "/registry-tls-" not in p]
-    anchor_line = (fleet.tmp / "pki" / "registry.crt").read_text().splitlines()[1]  # self-signed: the anchor
+    anchor_line = (fleet.tmp / "pki" / "ca.crt").read_text().splitlines()[1]  # the anchor: the lab's CA
     in_bundle = f"grep -c -F {anchor_line} /etc/ssl/certs/ca-certificates.crt"
     assert fleet.on("client1", in_bundle).stdout.strip() == "1"
     code, removed = fleet.json("clients.untrust", "--hosts", "client1")

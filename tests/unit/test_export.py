@@ -173,7 +173,7 @@ def inv(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 INVENTORY = """registry: {host: reg.example}
-certificate: {san: [DNS:reg.example], key_type: ecdsa-p256}
+certificate: {san: [DNS:reg.example], key_type: ecdsa-p256, mode: ca}
 clients:
   groups:
     builders: {trust: [docker, os]}
