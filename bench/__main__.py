@@ -830,7 +830,7 @@ def write_markdown(data: dict) -> str:
                   + ", ".join(f"{SHORT[t]} {v * 1000:.0f} ms" for t, v in per_host.items()) + "."]
     mem = agg.get(OURS_FIRST, {}).get(big)
     if mem:
-        lines += ["", f"Peak memory of our process (`inv clients.trust`, max RSS from wait4) at N={big}: "
+        lines += ["", f"Peak memory of our process (`registry-tls clients.trust`, max RSS from wait4) at N={big}: "
                       f"{mem['maxrss_mb']['median']:.0f} MB first run, "
                       f"{agg[OURS_NOOP][big]['maxrss_mb']['median']:.0f} MB no-op "
                       f"(asyncssh floor: {agg.get(FLOOR_JOB, {}).get(big, {}).get('maxrss_mb', {}).get('median', 0):.0f} MB)."]
