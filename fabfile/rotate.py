@@ -18,6 +18,7 @@ rotation touches only the registry: clients trust the CA, which does not change.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 
 from .certs import describe, validity_warnings
 from .deploy import deploy_registry, trust_clients
@@ -167,63 +168,16 @@ def rotate_all(
     def trust_all() -> Report:  # the clients trust what the rotation state says (Session.anchors)
         return trust_clients(s, _current(s), targets, parallel=parallel, batch=batch, force=force)
 
-    rotation = load(s)
-    if abort:
-        if rotation is None:
-            raise InputError(f"{s.state.rotation_path}: no rotation in progress to abort")
-        rotation = abort_rotation(s, rotation)
-        if rotation is None:
-            report.notes.append("rotation aborted before the switch: clients drop the new certificate")
-            return report.merge(trust_all())
-        report.notes.append("rotation aborted after the switch: rotating back to the previous certificate")
+    rotation = _begin(s, report, trust_all, abort=abort, dry_run=dry_run, renew_ca=renew_ca,
+                      if_expiring_within=if_expiring_within)
     if rotation is None:
-        left = days_left(s)
-        if if_expiring_within is not None and left > if_expiring_within:
-            report.notes.append(f"certificate valid {left} more days (more than {if_expiring_within}): nothing to do")
-            return report
-        if dry_run:
-            report.notes.append(f"would rotate the certificate ({left} days left): " + (
-                "new server certificate from the same CA, registry only" if s.inv.certificate.mode == "ca"
-                and not renew_ca else "generate, trust old+new on clients, switch the registry, drop the old"))
-            return report
-        rotation = start(s, renew_ca=renew_ca)
-        report.notes.append(f"phase generated: new certificate {rotation.new_fingerprint[:23]}...")
-    elif dry_run:
-        report.notes.append(f"would resume the rotation from phase {rotation.phase}")
         return report
-
     if rotation.kind == "anchor" and rotation.phase == "generated":
-        phase2 = trust_all()
-        report.merge(phase2)
-        missing = unreached(phase2)
-        if missing and not force:
-            names = ", ".join(r.host for r in missing)
-            report.notes.append(f"not switching: {len(missing)} client(s) do not trust the new certificate yet "
-                                f"({names}); fix them and run `inv rotate` again, or pass --force")
+        if not _trust_old_and_new(s, rotation, report, trust_all(), force=force) or until == "trusted":
             return report
-        rotation.phase = "trusted"
-        save(s, rotation)
-        report.notes.append("phase trusted: every client trusts the old and the new certificate")
-        if until == "trusted":
-            return report
-
     if rotation.phase in ("generated", "trusted"):
-        material = promote(s, rotation)
-        switch = deploy_registry(s, material)
-        report.merge(switch)
-        if switch.failed:
-            demote(s)
-            report.notes.append("switch failed: the registry keeps the old certificate; "
-                                "fix the cause and run `inv rotate` again")
+        if not _switch(s, rotation, report) or until == "switched":
             return report
-        rotation.phase = "switched"
-        save(s, rotation)
-        seconds = next(iter(switch.results.values())).facts.get("switch_seconds")
-        report.notes.append("phase switched: the registry serves the new certificate"
-                            + (f" (container re-created and healthy in {seconds}s)" if seconds else ""))
-        if until == "switched":
-            return report
-
     if rotation.kind == "anchor":
         cleanup = trust_all()
         report.merge(cleanup)
@@ -233,3 +187,67 @@ def rotate_all(
     finish(s)
     report.notes.append("rotation complete")
     return report
+
+
+def _begin(s: Session, report: Report, trust_all: Callable[[], Report], *, abort: bool, dry_run: bool,
+           renew_ca: bool, if_expiring_within: int | None) -> Rotation | None:
+    """The rotation to run: the recorded one, a new one, or the way back (abort); None: nothing to run."""
+    rotation = load(s)
+    if abort:
+        if rotation is None:
+            raise InputError(f"{s.state.rotation_path}: no rotation in progress to abort")
+        rotation = abort_rotation(s, rotation)
+        if rotation is None:
+            report.notes.append("rotation aborted before the switch: clients drop the new certificate")
+            report.merge(trust_all())
+            return None
+        report.notes.append("rotation aborted after the switch: rotating back to the previous certificate")
+    if rotation is None:
+        left = days_left(s)
+        if if_expiring_within is not None and left > if_expiring_within:
+            report.notes.append(f"certificate valid {left} more days (more than {if_expiring_within}): nothing to do")
+            return None
+        if dry_run:
+            report.notes.append(f"would rotate the certificate ({left} days left): " + (
+                "new server certificate from the same CA, registry only" if s.inv.certificate.mode == "ca"
+                and not renew_ca else "generate, trust old+new on clients, switch the registry, drop the old"))
+            return None
+        rotation = start(s, renew_ca=renew_ca)
+        report.notes.append(f"phase generated: new certificate {rotation.new_fingerprint[:23]}...")
+    elif dry_run:
+        report.notes.append(f"would resume the rotation from phase {rotation.phase}")
+        return None
+    return rotation
+
+
+def _trust_old_and_new(s: Session, rotation: Rotation, report: Report, phase2: Report, *, force: bool) -> bool:
+    """generated -> trusted, when every client took the new anchor beside the old one (or --force)."""
+    report.merge(phase2)
+    missing = unreached(phase2)
+    if missing and not force:
+        names = ", ".join(r.host for r in missing)
+        report.notes.append(f"not switching: {len(missing)} client(s) do not trust the new certificate yet "
+                            f"({names}); fix them and run `inv rotate` again, or pass --force")
+        return False
+    rotation.phase = "trusted"
+    save(s, rotation)
+    report.notes.append("phase trusted: every client trusts the old and the new certificate")
+    return True
+
+
+def _switch(s: Session, rotation: Rotation, report: Report) -> bool:
+    """-> switched: the registry serves the new certificate; on failure the old one is current again."""
+    material = promote(s, rotation)
+    switch = deploy_registry(s, material)
+    report.merge(switch)
+    if switch.failed:
+        demote(s)
+        report.notes.append("switch failed: the registry keeps the old certificate; "
+                            "fix the cause and run `inv rotate` again")
+        return False
+    rotation.phase = "switched"
+    save(s, rotation)
+    seconds = switch.results[("registry", s.inv.registry.host)].facts.get("switch_seconds")
+    report.notes.append("phase switched: the registry serves the new certificate"
+                        + (f" (container re-created and healthy in {seconds}s)" if seconds else ""))
+    return True
