@@ -21,6 +21,9 @@ Tags:
   PREVIOUS <json>                     a '<name>-previous' container left by an interrupted run
   IMAGE <id>                          the image the inventory names, as present on the host
   ENGINE up|down|missing <detail>
+  CERT <base64>                       the certificate <data_dir>/certs serves now (public; for the plan's identity)
+  USERS                               the htpasswd exists; then one line per user:
+  USER <name> <sha256(hash)[:16]>     a user and a digest of its hash (never the hash itself)
 """
 
 from __future__ import annotations
@@ -324,16 +327,30 @@ class RegistryFacts:
     image_id: str | None = None
     engine: str = "up"
     engine_detail: str = ""
+    cert_pem: bytes | None = None          # what <data_dir>/certs holds now
+    users: dict[str, str] | None = None    # name -> digest of its hash; None: no htpasswd yet
 
 
-def registry_script(engine: str, data_dir: str, container: str, image: str, paths: tuple[str, ...]) -> str:
+def registry_script(engine: str, data_dir: str, container: str, image: str, paths: tuple[str, ...],
+                    *, cert: str | None = None, htpasswd: str | None = None) -> str:
+    """``cert``/``htpasswd``: the current certificate and htpasswd, shown by identity (CERT, USER lines)."""
     certs = f"{data_dir}/certs"
     e = q(engine)
+    identity = []
+    if cert:
+        identity.append(f"[ -f {q(cert)} ] && echo \"CERT $(base64 -w0 < {q(cert)})\"")
+    if htpasswd:
+        identity.append(
+            f"if [ -f {q(htpasswd)} ]; then echo USERS; while IFS= read -r l || [ -n \"$l\" ]; do "
+            'case "$l" in *:*) case "$l" in "#"*) continue;; esac;; *) continue;; esac; '
+            'n=${l%%:*}; h=${l#*:}; echo "USER $n $(printf %s "$h" | sha256sum | cut -c1-16)"; '
+            f"done < {q(htpasswd)}; fi")
     return "\n".join([
         'echo "TIME $(date -u +%s)"',
         *_file_lines(paths),
         f"if [ -L {q(certs)} ]; then echo \"LINK $(readlink {q(certs)})\"; "
         f"elif [ -d {q(certs)} ]; then echo 'LINK DIR'; else echo 'LINK NONE'; fi",
+        *identity,
         f"if ! command -v {e} >/dev/null 2>&1; then echo {q(f'ENGINE missing {engine}: not found')}; exit 0; fi",
         # `ps` works for docker and for podman (which has no server version); it fails when the daemon is down
         f"if ! eo=$({e} ps -q 2>&1 >/dev/null); then "
@@ -366,11 +383,18 @@ def parse_registry(stdout: str, paths: tuple[str, ...] = ()) -> RegistryFacts:
         elif tag == "ENGINE":
             state, _, detail = rest.partition(" ")
             values["engine"], values["engine_detail"] = state, detail
+        elif tag == "CERT":
+            values["cert_pem"] = base64.b64decode(rest.strip() or b"")
+        elif tag == "USERS":
+            values["users"] = {}
+        elif tag == "USER" and "users" in values:
+            name, _, digest = rest.rpartition(" ")
+            values["users"][name.strip()] = digest
     return RegistryFacts(files=files, **values)
 
 
 def gather_registry(remote: Transport, engine: str, data_dir: str, container: str, image: str,
-                    paths: tuple[str, ...]) -> RegistryFacts:
+                    paths: tuple[str, ...], *, cert: str | None = None, htpasswd: str | None = None) -> RegistryFacts:
     """Run the registry probe (as root) and parse it: the one way to look at the registry host."""
-    script = registry_script(engine, data_dir, container, image, paths)
+    script = registry_script(engine, data_dir, container, image, paths, cert=cert, htpasswd=htpasswd)
     return parse_registry(remote.run(script, sudo=True).stdout, paths)

@@ -37,7 +37,8 @@ class DeployJob:
 
 def gather(remote: Transport, want: Desired) -> F.RegistryFacts:
     reg = want.registry
-    return F.gather_registry(remote, reg.engine, reg.data_dir, reg.container, reg.image, want.paths)
+    return F.gather_registry(remote, reg.engine, reg.data_dir, reg.container, reg.image, want.paths,
+                             cert=f"{reg.data_dir}/certs/{CERT_NAME}", htpasswd=want.htpasswd_path)
 
 
 def read_htpasswd(remote: Transport, reg: Registry) -> str | None:
@@ -81,6 +82,8 @@ def _look(remote: Transport, want: Desired, result: HostResult, before: Plan | N
 def _unchanged(job: DeployJob, want: Desired, todo: Plan, result: HostResult) -> HostResult:
     """A dry run, or nothing to do (then the health check proves it)."""
     result.changes = [f"would {c}" if job.dry_run else c for c in todo.describe(want)]
+    if not todo.empty:
+        result.facts["plan"] = todo.identity.to_json()
     result.status = Status.CHANGED if not todo.empty else Status.OK
     result.message = ("would change (dry run)" if not todo.empty
                       else "certificate, users and container already as desired")
@@ -135,6 +138,7 @@ def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result:
     remote.run(cleanup_script(want), sudo=True, check=False)
     result.status = Status.CHANGED
     result.changes = todo.describe(want)
+    result.facts["plan"] = todo.identity.to_json()
     result.message = "re-created the registry container" if todo.recreate else "updated"
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from .. import facts as F
 from ..errors import RemoteError
+from ..htpasswd import Htpasswd
+from ..identity import Identity, cert_change, user_change, user_digests
 from .spec import CERT_NAME, HTPASSWD_NAME, KEY_NAME, STORAGE_MOUNT, Desired
 
 
@@ -24,6 +26,7 @@ class Plan:
     old_link: str | None = None
     has_container: bool = False
     warnings: tuple[str, ...] = ()
+    identity: Identity = Identity()   # what changes, by identity (fingerprints, user names, setting keys)
 
     @property
     def empty(self) -> bool:
@@ -33,7 +36,7 @@ class Plan:
     def describe(self, want: Desired) -> list[str]:
         """One short line per change; paths are relative to data_dir."""
         name = want.registry.container
-        lines = []
+        lines = [f"change {line}" for line in self.identity.lines()]
         if self.previous == "restore":
             lines.append(f"restore {name}-previous left by an interrupted run")
         if self.upload_certs:
@@ -87,13 +90,20 @@ def plan(want: Desired, facts: F.RegistryFacts, *, now: float | None = None) -> 
         if kind == "volume" and source:
             migrate = source
     recreate = bool(reasons)
+    upload_htpasswd = not ht_ok
+    identity = Identity(
+        certificate=cert_change(facts.cert_pem, want.cert_pem) if not (cert_ok and key_ok and link_ok) else None,
+        users=user_change(facts.users, user_digests(Htpasswd.parse(want.htpasswd.decode()).entries))
+        if upload_htpasswd else None,
+        container=tuple(reasons) if recreate else (),
+    )
     return Plan(
         upload_certs=not (cert_ok and key_ok), switch_link=not link_ok,
-        legacy_certs_dir=facts.certs_link == "DIR", upload_htpasswd=not ht_ok,
+        legacy_certs_dir=facts.certs_link == "DIR", upload_htpasswd=upload_htpasswd,
         recreate=recreate, start=not recreate and container is not None and not container.running,
         reasons=tuple(reasons), migrate_from=migrate if recreate else None, previous=prev_action,
         old_link=facts.certs_link if facts.certs_link not in (None, "DIR") else None,
-        has_container=container is not None, warnings=(clock[1],) if clock else (),
+        has_container=container is not None, warnings=(clock[1],) if clock else (), identity=identity,
     )
 
 

@@ -49,23 +49,31 @@ class ContainerSpec:
         return join(args)
 
     def differences(self, have: F.ContainerFact) -> list[str]:
-        """Readable reasons the running container is not this spec (empty: it is)."""
+        """The settings in which the running container is not this spec, by key (empty: it is).
+
+        Environment variables are named, never shown: a value may be a secret.
+        """
         diffs = []
-        if have.labels.get(SPEC_LABEL) is None:
+        ours = have.labels.get(SPEC_LABEL)
+        if ours is None:
             diffs.append("container was not created by registry-tls")
-        elif have.labels.get(SPEC_LABEL) != self.digest:
-            diffs.append("configuration or certificate changed")
-        for key, value in self.env:
-            if have.env.get(key) != value:
-                diffs.append(f"env {key}: {have.env.get(key)!r} -> {value!r}")
+        keys = dict(self.env)
+        diffs += [f"env {k}" for k, v in self.env if have.env.get(k) != v]
+        diffs += [f"env {k} (removed)" for k in have.env if k.startswith("REGISTRY_") and k not in keys]
         for src, dst, _ in self.mounts:
             kind, source = have.volume_sources.get(dst, ("", ""))
             if dst == STORAGE_MOUNT and kind != "bind":
                 diffs.append(f"{dst}: {kind or 'no'} volume -> bind {src}")
+            elif dst == "/data/certs" and ours is not None and source != src:
+                diffs.append("certificate")
+            elif kind and source != src:
+                diffs.append(f"mount {dst}: {source} -> {src}")
         if have.restart_policy != self.restart_policy:
             diffs.append(f"restart policy: {have.restart_policy!r} -> {self.restart_policy!r}")
         if f"{self.port}/tcp->{self.port}" not in have.ports:
             diffs.append(f"port mapping -> {self.port}:{self.port}")
+        if ours is not None and ours != self.digest and not diffs:
+            diffs.append("configuration changed")
         return list(dict.fromkeys(diffs))
 
 
