@@ -34,7 +34,9 @@ def certificate(s: Session, *, renew: bool = False, dry_run: bool = False) -> tu
         if change:
             raise InputError(change)
         problems = s.pki.problems(material, s.now)
-        return material, (f"would renew: {problems[0]}" if problems else "certificate is valid and matches")
+        if problems:  # plan with the certificate a renewal would make (in memory only): SANs, users of the anchor
+            return s.pki.build(s.now), f"would renew: {problems[0]}"
+        return material, "certificate is valid and matches"
     outcome = s.pki.ensure(s.now, renew=renew)
     return outcome.material, outcome.message + "".join(f" (warning: {w})" for w in s.pki.warnings)
 
@@ -51,9 +53,11 @@ def registry_job(s: Session, material: Material, *, dry_run: bool = False,
         user, password = s.state.health_credentials()
         credentials = (user, password.reveal())
     register(material.key_pem)  # masked wherever it could ever be quoted (it only travels by SFTP)
+    on_disk = s.pki.load() if dry_run else material
     return registry.DeployJob(
         registry=s.inv.registry, material=material, htpasswd=s.state.htpasswd().render(),
         credentials=credentials, connect=s.connect, dry_run=dry_run, break_lock=break_lock,
+        provisional=on_disk is None or on_disk.fingerprint != material.fingerprint,
     )
 
 

@@ -20,12 +20,12 @@ from . import certs
 @dataclass(frozen=True)
 class CertChange:
     old: str | None          # fingerprint of the certificate the registry host has now (None: none, unreadable)
-    new: str
+    new: str | None          # None: a certificate the run will make (a dry run cannot know its fingerprint)
     sans_added: tuple[str, ...] = ()
     sans_removed: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        line = f"certificate {self.old or 'none'} -> {self.new}"
+        line = f"certificate {self.old or 'none'} -> {self.new or 'a new one made by the run'}"
         sans = [f"+{s}" for s in self.sans_added] + [f"-{s}" for s in self.sans_removed]
         return line + (f" (SANs {' '.join(sans)})" if sans else "")
 

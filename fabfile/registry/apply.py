@@ -6,7 +6,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import facts as F
 from .. import verify
@@ -32,6 +32,7 @@ class DeployJob:
     connect: Callable[[SshTarget], Transport]   # Session.connect
     dry_run: bool = False
     break_lock: bool = False
+    provisional: bool = False   # a dry run's certificate made in memory: its fingerprint is not the real one
     run_id: str = field(default_factory=lambda: f"{socket.gethostname()} pid {os.getpid()}")
 
 
@@ -81,6 +82,8 @@ def _look(remote: Transport, want: Desired, result: HostResult, before: Plan | N
 
 def _unchanged(job: DeployJob, want: Desired, todo: Plan, result: HostResult) -> HostResult:
     """A dry run, or nothing to do (then the health check proves it)."""
+    if job.provisional and todo.identity.certificate:
+        todo = replace(todo, identity=replace(todo.identity, certificate=replace(todo.identity.certificate, new=None)))
     result.changes = [f"would {c}" if job.dry_run else c for c in todo.describe(want)]
     if not todo.empty:
         result.facts["plan"] = todo.identity.to_json()

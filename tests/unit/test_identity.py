@@ -147,3 +147,8 @@ def test_registry_script_prints_the_current_certificate_and_users_for_real(tmp_p
     assert list(facts.users) == ["registry-tls-health", "alice", "last"]
     ht.unlink()
     assert F.parse_registry(run([bash, "-c", script]).stdout).users is None
+
+
+def test_a_certificate_the_run_will_make_is_named_not_given_an_invented_fingerprint(old):
+    change = CertChange(old=old.fingerprint, new=None, sans_added=("DNS:new.test",))
+    assert change.describe() == f"certificate {old.fingerprint} -> a new one made by the run (SANs +DNS:new.test)"
