@@ -52,9 +52,14 @@ class Identity:
         return [c.describe() for c in (self.certificate, self.users) if c is not None]
 
     def to_json(self) -> dict:
-        return {"certificate": asdict(self.certificate) if self.certificate else None,
-                "users": asdict(self.users) if self.users else None,
-                "container": list(self.container)}
+        return {"certificate": _plain(self.certificate), "users": _plain(self.users), "container": list(self.container)}
+
+
+def _plain(change: CertChange | UserChange | None) -> dict | None:
+    """A change as JSON-ready data (lists, not tuples), or None."""
+    if change is None:
+        return None
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(change).items()}
 
 
 def cert_change(old_pem: bytes | None, new_pem: bytes) -> CertChange | None:

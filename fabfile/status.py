@@ -126,6 +126,8 @@ def registry_status(s: Session, material: Material) -> HostResult:
     want = registry.desired(reg, material, s.state.htpasswd().render())
     with s.connect(reg.ssh) as remote:
         found = registry.gather(remote, want)
+        down = found.container is not None and (not found.container.running or served.error)
+        own = registry.container_reason(remote, reg) if down else None   # why, in the registry's words
     container = found.container
     result.facts = {
         "container": None if container is None else {
@@ -145,6 +147,8 @@ def registry_status(s: Session, material: Material) -> HostResult:
         problems.append(served.error)
     elif served.fingerprint != material.fingerprint:
         problems.append(f"serves {(served.fingerprint or '')[:23]}..., expected {material.fingerprint[:23]}...")
+    if own:
+        problems.append(f"its own output: {own}")
     if problems or container is None:  # no problem means a running container
         result.status, result.message = Status.FAILED, "; ".join(problems)
     else:

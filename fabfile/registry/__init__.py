@@ -23,10 +23,11 @@ Layers, each its own module:
     apply.py    deploy: look, plan, lock, apply, health gate, rollback
 """
 
-from .apply import DeployJob, deploy, gather, read_htpasswd
+from .apply import DeployJob, container_reason, deploy, gather, read_htpasswd
 from .plan import Plan, plan
 from .scripts import (
-    cleanup_script, lock_script, prepare_script, recreate_script, rollback_script, switch_link_script, unlock_script,
+    cleanup_script, failed_name, keep_failed_script, lock_script, parse_kept, prepare_script, recreate_script,
+    rollback_script, switch_link_script, unlock_script,
 )
 from .spec import (
     CERT_NAME, HTPASSWD_NAME, KEY_NAME, LOCK_STALE_SECONDS, SPEC_LABEL, STORAGE_MOUNT, ContainerSpec, Desired, desired,
@@ -35,6 +36,7 @@ from .spec import (
 __all__ = [
     "CERT_NAME", "HTPASSWD_NAME", "KEY_NAME", "LOCK_STALE_SECONDS", "SPEC_LABEL", "STORAGE_MOUNT",
     "ContainerSpec", "DeployJob", "Desired", "Plan",
-    "cleanup_script", "deploy", "desired", "gather", "lock_script", "plan", "prepare_script", "read_htpasswd",
-    "recreate_script", "rollback_script", "switch_link_script", "unlock_script",
+    "cleanup_script", "container_reason", "deploy", "desired", "failed_name", "gather", "keep_failed_script",
+    "lock_script", "parse_kept", "plan", "prepare_script", "read_htpasswd", "recreate_script", "rollback_script",
+    "switch_link_script", "unlock_script",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -11,16 +12,23 @@ from dataclasses import dataclass, field, replace
 from .. import facts as F
 from .. import verify
 from ..errors import RemoteError
+from ..failure import Failure, Rollback, message
+from ..failure import facts as failure_facts
 from ..inventory import Registry, SshTarget
 from ..pki import Material
-from ..redact import redact
+from ..reason import mask, reason
 from ..results import HostResult, Status
 from ..sh import cmd
 from ..transport import Result, Transport
 from .lock import remote_lock
 from .plan import Plan, plan
-from .scripts import cleanup_script, prepare_script, recreate_script, rollback_script, switch_link_script
-from .spec import CERT_NAME, HTPASSWD_NAME, KEY_NAME, Desired, desired
+from .scripts import (
+    cleanup_script, failed_name, keep_failed_script, parse_kept, prepare_script, recreate_script, rollback_script,
+    switch_link_script,
+)
+from .spec import CERT_NAME, HTPASSWD_NAME, KEY_NAME, LOG_LINES, Desired, desired
+
+log = logging.getLogger("registry_tls.registry")
 
 
 @dataclass
@@ -119,7 +127,7 @@ def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result:
                                              migrate_from=todo.migrate_from, data_dir=reg.data_dir),
                              sudo=True, check=False, timeout=180)
             if run.exited != 0:
-                raise RemoteError(reg.host, _recreate_error(run))
+                raise _NotUp(reg.host, run)
             _health_or_fail(job, want, result)
             result.facts["switch_seconds"] = round(time.monotonic() - start, 2)
         elif todo.start:
@@ -129,15 +137,13 @@ def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result:
             # htpasswd: the registry re-read the file by itself; 'remove': a run interrupted after
             # the re-create left <name>-previous: prove the new container healthy before dropping it
             _health_or_fail(job, want, result)
-    except (RemoteError, KeyboardInterrupt) as exc:
-        # on Ctrl-C too: a switch not yet proven healthy goes back to the old state, then we stop
+    except KeyboardInterrupt:
+        # a switch not yet proven healthy goes back to the old state, then we stop
         remote.run(rollback_script(engine, want, todo), sudo=True, check=False)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        restored = verify.probe(reg.ssh.address, reg.port, reg.host, None)
-        state = (f"rolled back; the registry serves {restored.fingerprint} again" if not restored.error
-                 else f"rolled back, but the registry does not answer: {restored.error}")
-        raise RemoteError(reg.host, f"{exc.reason}; {state}") from None
+        raise
+    except RemoteError as exc:
+        _roll_back(remote, job, want, todo, result, exc)
+        return
     remote.run(cleanup_script(want), sudo=True, check=False)
     result.status = Status.CHANGED
     result.changes = todo.describe(want)
@@ -145,12 +151,70 @@ def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result:
     result.message = "re-created the registry container" if todo.recreate else "updated"
 
 
-def _recreate_error(run: Result) -> str:
-    out = run.stdout.strip().splitlines()
-    last = out[-1] if out else ""
-    if last.startswith("EXITED"):
-        return f"new registry container did not stay up: {redact(last[7:]).strip() or 'no log output'}"
-    return f"re-creating the container failed: {run.tail()}"
+class _NotUp(RemoteError):
+    """The re-create script failed: the container did not stay up, or the engine could not run it."""
+
+    def __init__(self, host: str, run: Result):
+        lines = run.stdout.strip().splitlines()
+        self.exited = bool(lines) and lines[-1].strip() == "EXITED"
+        self.output = f"{run.stdout}\n{run.stderr}"
+        super().__init__(host, "new registry container did not start")
+
+
+def _roll_back(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result: HostResult,
+               exc: RemoteError) -> None:
+    """Keep the container that failed, put the previous state back, and check it like a deploy."""
+    reg = want.registry
+    started = time.monotonic()
+    why: str | None
+    if isinstance(exc, _NotUp):
+        what, why = ("did not start", None) if exc.exited else ("could not be run", reason(mask(exc.output)))
+    else:
+        what, why = "is not healthy", exc.reason.removeprefix("health check failed: ")
+    kept = None
+    if todo.recreate:
+        run = remote.run(keep_failed_script(reg.engine, reg.container, failed_name(reg.container, time.time())),
+                         sudo=True, check=False)
+        kept, state, output = parse_kept(run.stdout)
+        output = mask(output)
+        log.info("%s: output of the registry container that failed (%s, %s):\n%s",
+                 reg.host, kept or reg.container, state or "gone", output)
+        if why is None:
+            why = reason(output) or f"{state or 'exited'}, and printed nothing that says why"
+    failure = Failure(what=what, reason=why or exc.reason, kept=kept)
+    remote.run(rollback_script(reg.engine, want, todo), sudo=True, check=False)
+    rollback = _check_rollback(remote, job, want, todo, started)
+    result.status = Status.FAILED
+    result.message = message(failure, rollback, reg.engine)
+    result.facts.update(failure_facts(failure, rollback), plan=todo.identity.to_json())
+
+
+def _check_rollback(remote: Transport, job: DeployJob, want: Desired, todo: Plan, started: float) -> Rollback:
+    """The restored registry gets the same bounded wait and checks as a new one: the fingerprint it
+    served before, /v2/ 401 anonymous and 200 for the health user (when the rollback kept its password)."""
+    reg = want.registry
+    if todo.recreate and not todo.has_container:
+        return Rollback(restored=False, seconds=time.monotonic() - started, had_previous=False)
+    cert = todo.identity.certificate
+    expected = cert.old if cert else want.fingerprint
+    users = todo.identity.users
+    user_changed = users is not None and job.credentials[0] in users.added + users.password
+    _, problems = verify.wait_healthy(
+        reg.ssh.address, reg.port, reg.host, None, expected_fingerprint=expected,
+        credentials=None if user_changed or not job.credentials[0] else job.credentials,
+        timeout=reg.health_timeout,
+    )
+    seconds = time.monotonic() - started
+    if not problems:
+        return Rollback(restored=True, seconds=seconds)
+    return Rollback(restored=False, seconds=seconds, problem=problems[0], reason=container_reason(remote, reg))
+
+
+def container_reason(remote: Transport, reg: Registry) -> str | None:
+    """The error line of the registry container's own output (its last LOG_LINES lines), or None."""
+    run = remote.run(cmd("{} logs --tail {} {} 2>&1", reg.engine, LOG_LINES, reg.container), sudo=True,
+                     check=False)
+    return reason(mask(run.stdout)) if run.ok else None
 
 
 def _health_or_fail(job: DeployJob, want: Desired, result: HostResult) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from ..sh import Exit, q
 from .plan import Plan
-from .spec import ContainerSpec, Desired
+from .spec import FAILED_INFIX, LOG_LINES, ContainerSpec, Desired
 
 
 def lock_script(data_dir: str, owner: str, *, take_over: bool) -> str:
@@ -63,14 +65,53 @@ def recreate_script(engine: str, spec: ContainerSpec, *, has_old: bool, migrate_
         '  case "$s" in "true 0") [ $i -ge 5 ] && { echo RUNNING; exit 0; };; "false "*|*" "[1-9]*) break;; esac',
         "  sleep 0.2; i=$((i+1))",
         "done",
-        f"echo \"EXITED $({q(engine)} logs --tail 3 {q(spec.name)} 2>&1 | tr '\\n' ' ' | cut -c1-300)\"",
+        "echo EXITED",   # its output is read by keep_failed_script
         f"exit {Exit.CONTAINER_EXITED:d}",
     ]
     return "\n".join(lines)
 
 
+def failed_name(container: str, when: float) -> str:
+    return container + FAILED_INFIX + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+
+
+def keep_failed_script(engine: str, name: str, kept: str) -> str:
+    """Keep the container that failed as ``kept`` (only the latest one), stopped and never restarted; print
+    ``KEPT <name>``, ``STATE <status> <exit code>``, ``OUTPUT`` and then its output. Nothing when it does not exist."""
+    e = q(engine)
+    return "\n".join([
+        f"{e} inspect --type container {q(name)} >/dev/null 2>&1 || exit 0",
+        f"{e} update --restart=no {q(name)} >/dev/null 2>&1 || true",   # a daemon restart must not revive it
+        f"{e} stop -t 5 {q(name)} >/dev/null 2>&1 || true",
+        f"for c in $({e} ps -a --format '{{{{.Names}}}}'); do case \"$c\" in {q(name + FAILED_INFIX)}*) "
+        f"{e} rm -f \"$c\" >/dev/null;; esac; done",
+        f"k={q(name)}",
+        f"{e} rename {q(name)} {q(kept)} && k={q(kept)} && echo \"KEPT $k\"",
+        f"echo \"STATE $({e} inspect --format '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$k\")\"",
+        "echo OUTPUT",
+        f"{e} logs --tail {LOG_LINES} \"$k\" 2>&1",
+        "true",
+    ])
+
+
+def parse_kept(stdout: str) -> tuple[str | None, str, str]:
+    """(kept name or None, 'status exit-code', output) from keep_failed_script."""
+    kept, state = None, ""
+    lines = stdout.splitlines()
+    for i, line in enumerate(lines):
+        tag, _, rest = line.partition(" ")
+        if tag == "KEPT":
+            kept = rest.strip()
+        elif tag == "STATE":
+            state = rest.strip()
+        elif line == "OUTPUT":
+            return kept, state, "\n".join(lines[i + 1:])
+    return kept, state, ""
+
+
 def rollback_script(engine: str, want: Desired, plan_: Plan) -> str:
-    """Files first (link, htpasswd), then the previous container back under its name."""
+    """Files first (link, htpasswd), then, if the container was re-created, the previous one back under its
+    name (the new one is gone: removed here, or kept aside by keep_failed_script)."""
     reg = want.registry
     prev = f"{reg.container}-previous"
     d = reg.data_dir
@@ -84,10 +125,11 @@ def rollback_script(engine: str, want: Desired, plan_: Plan) -> str:
         lines.append(f"if [ -f {q(want.htpasswd_path + '.previous')} ]; then "
                      f"mv -f {q(want.htpasswd_path + '.previous')} {q(want.htpasswd_path)}; fi")
     e = q(engine)
-    lines.append(f"{e} rm -f {q(reg.container)} >/dev/null 2>&1 || true")
-    lines.append(f"if {e} inspect --type container {q(prev)} >/dev/null 2>&1; then "
-                 f"{e} rename {q(prev)} {q(reg.container)} && {e} start {q(reg.container)} >/dev/null; fi")
-    return "\n".join(lines)
+    if plan_.recreate:
+        lines.append(f"{e} rm -f {q(reg.container)} >/dev/null 2>&1 || true")
+        lines.append(f"if {e} inspect --type container {q(prev)} >/dev/null 2>&1; then "
+                     f"{e} rename {q(prev)} {q(reg.container)} && {e} start {q(reg.container)} >/dev/null; fi")
+    return "\n".join(lines) or "true"
 
 
 def cleanup_script(want: Desired) -> str:

@@ -17,6 +17,8 @@ HTPASSWD_NAME = "registry.password"
 SPEC_LABEL = "io.registry-tls.spec"
 STORAGE_MOUNT = "/var/lib/registry"
 LOCK_STALE_SECONDS = 3600
+FAILED_INFIX = "-failed-"   # <container>-failed-<UTC time>: the latest container that failed, kept stopped
+LOG_LINES = 500             # of a failed container's output, to the run log
 
 
 @dataclass(frozen=True)

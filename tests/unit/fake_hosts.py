@@ -8,9 +8,12 @@ on 127.0.0.1, the certificate of the running container's cert folder through
 ``TlsRegistry`` (real TLS, so the health gate and the rollback check in
 registry/apply.py run as they do against a real registry).
 
-Knobs for failure tables: ``crash`` (the new container exits: recreate exit 8),
-``serve_stale`` (the new container runs but serves the old certificate: the
-health check fails), ``locked_by`` (another run's lock owner line).
+Knobs for failure tables: ``crash`` (the new container exits: recreate exit 8;
+``output`` is what it printed), ``serve_stale`` (the new container runs but
+serves the old certificate: the health check fails), ``previous_broken`` (the
+container put back by a rollback does not serve either: it prints ``output``),
+``locked_by`` (another run's lock owner line). ``failed`` is the container a
+failure kept aside (``<name>-failed-<time>``).
 """
 
 from __future__ import annotations
@@ -143,12 +146,17 @@ class RegistryHost:
     locked_by: str | None = None
     crash: bool = False
     serve_stale: bool = False
+    previous_broken: bool = False
+    output: str = 'time="2026-12-02T00:35:54Z" level=fatal msg="open /data/certs/missing.crt: no such file or directory"'
+    failed: dict | None = None
     clock: int | None = None            # the host's clock; None: this machine's
     log: list[str] = field(default_factory=list)
     _ids: int = 0
 
     def __post_init__(self) -> None:
         h = self.host
+        h.on(r"update --restart=no", self._keep_failed)
+        h.on(r"^\S+ logs --tail", self._logs)
         h.on(r"echo 'LINK NONE'", self._probe)
         h.on(r"echo LOCK$", self._lock)
         h.on(r"^rm -rf .*\.registry-tls\.lock'?$", self._unlock)
@@ -172,6 +180,15 @@ class RegistryHost:
                 mode = self.host.modes.get(path, 0o644)
                 lines.append(f"F {hashlib.sha256(data).hexdigest()} {mode:o} root 1700000000 {path}")
         lines.append(f"LINK {self.link}" if self.link else "LINK NONE")
+        served = self.host.files.get(f"{self.data_dir}/{self.link}/registry_auth.crt") if self.link else None
+        if served and "CERT" in script:
+            lines.append("CERT " + base64.b64encode(served).decode())
+        htpasswd = self.host.files.get(f"{self.data_dir}/auth/registry.password")
+        if htpasswd is not None and "USERS" in script:
+            lines.append("USERS")
+            for line in htpasswd.decode().splitlines():
+                name, _, hashed = line.partition(":")
+                lines.append(f"USER {name} {hashlib.sha256(hashed.encode()).hexdigest()[:16]}")
         lines.append("ENGINE up")
         if self.container:
             lines.append("INSPECT " + json.dumps(self.container))
@@ -211,7 +228,7 @@ class RegistryHost:
         self.log.append("recreate")
         if self.crash:
             self.container["State"]["Running"] = False
-            return Result("EXITED level=fatal msg=\"open /data/certs/registry_auth.crt: no such file\"\n", "", 8)
+            return Result("EXITED\n", "", 8)
         if not self.serve_stale:
             self._serve(self.container)
         return Result("RUNNING\n", "", 0)
@@ -222,8 +239,21 @@ class RegistryHost:
         if m:
             self.link = shlex.split(m[1])[0]
         self.container, self.previous = self.previous, None
-        self._serve(self.container)
+        self._serve(None if self.previous_broken else self.container)
         return Result("", "", 0)
+
+    def _keep_failed(self, script: str) -> Result:
+        if self.container is None:
+            return Result("", "", 0)
+        kept = re.search(r"rename \S+ (\S+) &&", script)[1]   # type: ignore[index]
+        self.failed = {**self.container, "Name": f"/{kept}", "State": {"Running": False}}
+        self.container = None
+        self.tls.serve(None, None)
+        self.log.append(f"kept {kept}")
+        return Result(f"KEPT {kept}\nSTATE exited 1\nOUTPUT\n{self.output}\n", "", 0)
+
+    def _logs(self, script: str) -> Result:
+        return Result(self.output + "\n", "", 0)
 
     def _cleanup(self, script: str) -> Result:
         self.previous = None

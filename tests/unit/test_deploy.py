@@ -147,7 +147,8 @@ def world(tmp_path):
 def steps(world: World) -> list[str]:
     """The registry host's commands, by what they do."""
     names = [("#put_many", "upload"), ("echo LOCK", "lock"), ("echo 'LINK NONE'", "probe"), ("umask 077", "prepare"),
-             (" run -d ", "recreate"), ("inspect --type container", "rollback"), ("ln -sfn", "switch"),
+             (" run -d ", "recreate"), ("update --restart=no", "keep failed"), (" logs --tail ", "logs"),
+             ("inspect --type container", "rollback"), ("ln -sfn", "switch"),
              ("ls -1dt", "cleanup"), ("registry-tls.lock", "unlock"), ("&& cat ", "read users")]
     return [next((n for pattern, n in names if pattern in c), c) for c in world.fleet.commands("registry.test")]
 
@@ -169,11 +170,15 @@ def test_registry_first_deploy_runs_the_plan_in_order_then_a_rerun_changes_nothi
 
 
 @pytest.mark.parametrize("mode, knob, reason", [
-    ("self-signed", "serve_stale", "health check failed: TLS verification failed: self-signed certificate"),
-    ("ca", "serve_stale", "health check failed: serves certificate "),  # same CA: the fingerprint check catches it
-    ("ca", "crash", "new registry container did not stay up: level=fatal"),
+    ("self-signed", "serve_stale", "new registry container is not healthy: TLS verification failed: self-signed "
+                                   "certificate"),
+    ("ca", "serve_stale", "new registry container is not healthy: serves certificate "),  # same CA: the fingerprint
+    ("ca", "crash", "new registry container did not start: fatal: open /data/certs/missing.crt: no such file or "
+                    "directory"),
 ])
 def test_registry_failure_after_the_switch_rolls_back_to_the_serving_container(world, mode, knob, reason):
+    """The failed container is kept aside, the previous one put back and checked like a deploy: it must serve
+    the OLD certificate (real TLS) before the message may say so."""
     cfg = replace(world.s.inv.certificate, mode=mode)
     world.s.inv, world.s.pki = replace(world.s.inv, certificate=cfg), Pki(cfg)
     old, _ = D.certificate(world.s)
@@ -182,11 +187,54 @@ def test_registry_failure_after_the_switch_rolls_back_to_the_serving_container(w
     setattr(world.registry, knob, True)
     world.fleet.calls.clear()
     (result,) = D.deploy_registry(world.s, new).results.values()
+    kept = world.registry.failed["Name"].lstrip("/")
     assert result.status == Status.FAILED
-    assert result.message.startswith(reason)
-    assert result.message.endswith(f"; rolled back; the registry serves {old.fingerprint} again")
-    assert steps(world)[-2:] == ["rollback", "unlock"]
+    assert result.message.startswith(reason), result.message
+    assert (f" (kept, stopped, as {kept}: `docker logs {kept}`); rolled back; the previous registry serves again "
+            "(after ") in result.message
+    assert kept.startswith("registry-failed-") and world.registry.container["Name"] == "/registry"
+    assert steps(world)[-3:] == ["keep failed", "rollback", "unlock"]
     assert world.registry.link.endswith(old.fingerprint.replace(":", "").lower()[:16])
+    assert result.facts["failure"]["kept"] == kept and result.facts["rollback"]["restored"] is True
+    assert result.facts["plan"]["certificate"]["old"] == old.fingerprint
+
+
+def test_a_previous_registry_that_does_not_come_back_is_reported_down_with_its_own_reason(world):
+    old, _ = D.certificate(world.s)
+    D.deploy_registry(world.s, old)
+    new = world.s.pki.generate(world.s.now, force=True)
+    world.registry.crash = world.registry.previous_broken = True
+    world.registry.output = "panic: StorageDriver not registered: bogus-driver\n\ngoroutine 1 [running]:\n\tmain.go:22"
+    (result,) = D.deploy_registry(world.s, new).results.values()
+    assert result.status == Status.FAILED
+    assert "did not start: panic: StorageDriver not registered: bogus-driver (kept" in result.message
+    assert "; rolled back, but the previous registry does not come back (" in result.message
+    assert result.message.endswith("its own output: panic: StorageDriver not registered: bogus-driver")
+    assert "serves again" not in result.message and result.facts["rollback"]["restored"] is False
+    assert result.facts["rollback"]["seconds"] >= 1   # the same bounded wait as a deploy (health_timeout: 1)
+
+
+def test_a_first_deploy_that_fails_says_there_was_nothing_to_roll_back_to(world):
+    world.registry.crash = True
+    material, _ = D.certificate(world.s)
+    (result,) = D.deploy_registry(world.s, material).results.values()
+    assert result.message.endswith("rolled back; there was no registry container before this run, so none serves now")
+    assert "did not start: fatal: open /data/certs/missing.crt" in result.message
+
+
+def test_the_run_log_gets_the_failed_containers_whole_output_with_secrets_masked(world, caplog):
+    old, _ = D.certificate(world.s)
+    D.deploy_registry(world.s, old)
+    world.registry.crash = True
+    world.registry.output = ('level=warning msg="htpasswd is missing, provisioning with default user" '
+                             'password=iElxXLKaZCCbGLMvK3wJhUdeqVzk06MsqnYynFVkjmA user=docker\n'
+                             'level=fatal msg="listen tcp: address nonsense: missing port in address"')
+    with caplog.at_level("INFO", logger="registry_tls.registry"):
+        (result,) = D.deploy_registry(world.s, world.s.pki.generate(world.s.now, force=True)).results.values()
+    assert "did not start: fatal: listen tcp: address nonsense: missing port in address" in result.message
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "provisioning with default user" in logged and "password=*** user=docker" in logged
+    assert "iElxXLKa" not in logged + result.message
 
 
 def test_registry_locked_by_a_live_run_elsewhere_fails_without_touching_it(world):
@@ -334,3 +382,16 @@ def test_a_client_lost_mid_command_is_unreachable_with_what_is_known_of_it(world
     assert c2.status == Status.UNREACHABLE
     assert c2.message.startswith("connection lost mid-command: the host stopped; state: ")
     assert [r.status for r in report.results.values()] == [Status.CHANGED, Status.UNREACHABLE, Status.CHANGED]
+
+
+def test_a_dry_run_names_the_certificate_by_both_fingerprints_and_users_by_name(world):
+    old, _ = D.certificate(world.s)
+    D.deploy_registry(world.s, old)
+    new = world.s.pki.generate(world.s.now, force=True)
+    world.s.state.save_htpasswd(world.s.state.htpasswd().with_user("bob", "a long password", 10))
+    world.fleet.calls.clear()
+    (result,) = D.deploy_registry(world.s, new, dry_run=True).results.values()
+    assert result.changes[:2] == [f"would change certificate {old.fingerprint} -> {new.fingerprint}",
+                                  "would change users: add bob"]
+    assert result.facts["plan"]["users"] == {"added": ["bob"], "removed": [], "password": []}
+    assert world.mutating() == []
