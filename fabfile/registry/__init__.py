@@ -18,9 +18,12 @@ Layers, each its own module:
 
     spec.py     desired state (pure): ContainerSpec, Desired
     plan.py     facts -> Plan (pure)
+    identity.py what a plan changes, by identity: fingerprints and SANs, user names, setting keys (pure)
     scripts.py  the shell scripts that carry a plan out, and undo it
     lock.py     the remote lock: one changing run per registry
     apply.py    deploy: look, plan, lock, apply, health gate, rollback
+    reason.py   why a container did not come up, in the registry's own words (pure)
+    failure.py  a failed change and its verified rollback, as one line (pure)
 """
 
 from .apply import DeployJob, container_reason, deploy, gather, read_htpasswd

@@ -12,16 +12,16 @@ from dataclasses import dataclass, field, replace
 from .. import facts as F
 from .. import verify
 from ..errors import RemoteError
-from ..failure import Failure, Rollback, message
-from ..failure import facts as failure_facts
 from ..inventory import Registry, SshTarget
 from ..pki import Material
-from ..reason import mask, reason
 from ..results import HostResult, Status
 from ..sh import cmd
 from ..transport import Result, Transport
+from .failure import Failure, Rollback, message
+from .failure import facts as failure_facts
 from .lock import remote_lock
 from .plan import Plan, plan
+from .reason import mask, reason
 from .scripts import (
     cleanup_script, failed_name, keep_failed_script, parse_kept, prepare_script, recreate_script, rollback_script,
     switch_link_script,

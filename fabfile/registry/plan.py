@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .. import facts as F
 from ..errors import RemoteError
 from ..htpasswd import Htpasswd
-from ..identity import Identity, cert_change, user_change, user_digests
+from .identity import Identity, cert_change, user_change, user_digests
 from .spec import CERT_NAME, HTPASSWD_NAME, KEY_NAME, STORAGE_MOUNT, Desired
 
 

@@ -137,7 +137,7 @@ def test_F21_container_that_cannot_start_is_kept_and_rolled_back_with_the_regist
     assert fleet.inv("cert.generate", "--force").returncode == 0
     kept = []
     for i, (env, own) in enumerate(CANNOT_START):
-        fleet.edit(lambda d: d["registry"].__setitem__("env", env))
+        fleet.edit(lambda d, env=env: d["registry"].__setitem__("env", env))
         code, out = fleet.json("registry.deploy")
         reg = out["registry"]
         name = reg["facts"]["failure"]["kept"]

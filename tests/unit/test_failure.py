@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fabfile.failure import Failure, Rollback, facts, message
+from fabfile.registry.failure import Failure, Rollback, facts, message
 
 PANIC = "panic: StorageDriver not registered: bogus-driver"
 KEPT = "registry-failed-20261202T003605Z"

@@ -15,7 +15,7 @@ from fabfile import certs
 from fabfile import facts as F
 from fabfile import registry as R
 from fabfile.htpasswd import Htpasswd
-from fabfile.identity import CertChange, Identity, UserChange, cert_change, user_change, user_digests
+from fabfile.registry.identity import CertChange, Identity, UserChange, cert_change, user_change, user_digests
 from fabfile.pki import Material
 
 HASH = "$2b$10$" + "h" * 53

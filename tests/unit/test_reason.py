@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from _support import CASES
-from fabfile.reason import LIMIT, mask, reason
+from fabfile.registry.reason import LIMIT, mask, reason
 from fabfile.redact import register
 
 OUTPUTS = CASES / "registry_output"

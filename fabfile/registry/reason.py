@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 
-from .redact import MASK, redact
+from ..redact import MASK, redact
 
 LIMIT = 300  # characters of the reason in a one-line message
 

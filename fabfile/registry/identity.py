@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from cryptography import x509
 
-from . import certs
+from .. import certs
 
 
 @dataclass(frozen=True)
