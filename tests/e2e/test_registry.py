@@ -172,6 +172,7 @@ def test_san_change_dry_run_shows_both_fingerprints_and_a_registry_that_cannot_c
     previous registry cannot restart (its certificate file is gone) is reported down with its own reason,
     after health_timeout, and `status` agrees."""
     fleet.edit(lambda d: d["registry"].__setitem__("health_timeout", 4))
+    fleet.edit(lambda d: d["certificate"].__setitem__("mode", "self-signed"))  # ca mode: a new name needs a new CA
     assert fleet.inv("registry.deploy").returncode == 0  # the registry host is the point: no clients
     old = served_fingerprint(fleet)
     fleet.edit(lambda d: d["certificate"]["san"].append("DNS:registry2.lab"))
