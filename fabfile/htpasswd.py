@@ -16,12 +16,12 @@ from .errors import InputError
 from .redact import register
 
 BCRYPT = re.compile(r"^\$2[abyx]?\$(\d\d)\$[./A-Za-z0-9]{53}$")
-USER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+USER = re.compile(r"[A-Za-z0-9._@-]{1,64}")  # fullmatch: '$' would accept a trailing newline (review L5)
 HEALTH_USER = "registry-tls-health"
 
 
 def check_user(name: str) -> str:
-    if not USER.match(name):
+    if not USER.fullmatch(name) or name.startswith("-"):
         raise InputError(f"user name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-' (no ':' or spaces)")
     return name
 

@@ -20,6 +20,7 @@ value length are bounded. Loading is linear in the file's size.
 from __future__ import annotations
 
 import difflib
+import posixpath
 import re
 import ipaddress
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ def _check_address(value: str | None) -> str | None: ...
 def _check_address(value: str | None) -> str | None:
     if value is None:
         return None
+    if "%" in value:
+        raise ValueError(f"{value!r}: zone indexes (%iface) are not accepted")  # review L10
     try:
         ipaddress.ip_address(value)
         return value
@@ -60,6 +63,32 @@ def _check_address(value: str | None) -> str | None:
         pass
     try:
         return certs.parse_dns_name(value)
+    except CertificateError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# POSIX-ish login names (review L10): they reach ssh_config's %r and ProxyCommand, which paramiko shlex-splits
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_CONTAINER = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")                   # docker's own rule (review M4)
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")                   # a reference, never an option
+_REALM = re.compile(r'[ !#-\[\]-~]{1,128}')                                   # printable ASCII, no '"' or '\'
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# environment keys registry-tls sets itself (review L9): registry.env may not override them
+MANAGED_ENV = re.compile(r"REGISTRY_(AUTH.*|HTTP_ADDR|HTTP_TLS_.*)")
+SYSTEM_DIRS = {"/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/run", "/sbin",
+               "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/tmp", "/usr/local"}
+
+
+def check_user(value: str | None) -> str | None:
+    if value is not None and not _USER.fullmatch(value):
+        raise ValueError(f"{value!r}: a user name is letters, digits, '_', '.', '-' (not starting with '-' or a digit)")
+    return value
+
+
+def check_name(value: str) -> str:
+    """A registry name clients use (registry_names, review M1): a DNS name or an IP, never a wildcard."""
+    try:
+        return certs.san_text(certs.parse_san(value)).partition(":")[2]
     except CertificateError as exc:
         raise ValueError(str(exc)) from None
 
@@ -75,7 +104,7 @@ def parse_gateway(text: str) -> tuple[str | None, str, int | None]:
     port = int(m["port"]) if m["port"] else None
     if port is not None and not 1 <= port <= 65535:
         raise ValueError(f"{text!r}: port {port} is not in 1-65535")
-    return m["user"], _check_address(m["ip6"] or m["host"]), port
+    return check_user(m["user"]), _check_address(m["ip6"] or m["host"]), port
 
 
 class SshVars(_Strict):
@@ -91,6 +120,11 @@ class SshVars(_Strict):
     @classmethod
     def _address(cls, v: str | None) -> str | None:
         return _check_address(v)
+
+    @field_validator("ssh_user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        return check_user(v)
 
     @field_validator("gateway")
     @classmethod
@@ -108,6 +142,11 @@ class ClientVars(SshVars):
     restart_command: str | None = None
     registry_names: list[str] | None = None
     verify: bool | None = None
+
+    @field_validator("registry_names")
+    @classmethod
+    def _names(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [check_name(n) for n in v]
 
     @field_validator("trust")
     @classmethod
@@ -151,14 +190,42 @@ class RegistrySection(SshVars):
     def _absolute(cls, v: str) -> str:
         if not v.startswith("/") or v.rstrip("/") == "":
             raise ValueError(f"must be an absolute path other than '/', got {v!r}")
-        return v.rstrip("/")
+        if any(part in ("..", ".") for part in v.split("/")) or re.search(r"[:,\x00-\x1f\x7f]", v):
+            raise ValueError(f"{v!r}: no '.', '..', ':', ',' or control characters (root writes there)")  # review L2
+        if posixpath.normpath(v) in SYSTEM_DIRS:
+            raise ValueError(f"{v!r} is a system folder; give a folder of its own, e.g. /var/lib/docker-registry")
+        return posixpath.normpath(v)
+
+    @field_validator("container")
+    @classmethod
+    def _container(cls, v: str) -> str:
+        if not _CONTAINER.fullmatch(v):
+            raise ValueError(f"{v!r}: a container name is letters, digits, '_', '.', '-', starting with a letter or digit")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        if not _IMAGE.fullmatch(v):
+            raise ValueError(f"{v!r}: not an image reference (e.g. registry:2 or registry@sha256:...)")
+        return v
+
+    @field_validator("realm")
+    @classmethod
+    def _realm(cls, v: str) -> str:
+        if not _REALM.fullmatch(v):
+            raise ValueError(f"{v!r}: printable ASCII without '\"' or '\\' (it is quoted in WWW-Authenticate)")
+        return v
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         for name in v:
-            if not name.replace("_", "").isalnum() or name[0].isdigit():
+            if not _ENV_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
+            if MANAGED_ENV.fullmatch(name.upper()):
+                raise ValueError(f"{name!r} is set by registry-tls (auth, TLS and address follow the inventory: "
+                                 "realm, minimum_tls, port); remove it from registry.env")
         return v
 
 
@@ -619,6 +686,11 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
             if not covered(n):
                 raise fail((*loc, "registry_names", i),
                            f"{n!r} is not in certificate.san; docker would fail with 'certificate is valid for'")
+        if loc[1] == "hosts" and not merged.get("address"):
+            try:  # the host's key is its SSH address (review L10)
+                _check_address(name)
+            except ValueError as exc:
+                raise fail(loc, f"{exc}; a client without address: must be named by its DNS name or IP") from None
         return Client(
             ssh=SshTarget(name=name, address=merged.get("address") or name, user=merged.get("ssh_user"),
                           port=merged.get("ssh_port"), key=_expand(merged.get("ssh_key"), base),

@@ -209,6 +209,18 @@ def ssh_config(path: Path | None) -> paramiko.SSHConfig:
         raise InputError(f"{path}: cannot read this ssh config: {exc}") from None
 
 
+def install_line(staged: str, dest: str, mode: int, owner: str, group: str) -> str:
+    """One uploaded file into place: install beside ``dest``, rename over it, drop the staged copy.
+
+    ``|| exit 1`` on every line: under ``set -e`` a failure inside an AND list other than the last
+    line's would not stop the script (review L1), and a key that did not land must fail the upload.
+    """
+    parent = dest.rsplit("/", 1)[0] or "/"
+    final_tmp = f"{parent}/.{dest.rsplit('/', 1)[1]}.registry-tls.tmp"
+    template = "{{ install -m " + f"{mode:04o}" + " -o {} -g {} {} {} && mv -f {} {} && rm -f {}; }} || exit 1"
+    return cmd(template, owner, group, staged, final_tmp, final_tmp, dest, staged)
+
+
 class Remote:
     """One host over SSH. Use as a context manager; the connection opens on first use."""
 
@@ -450,12 +462,7 @@ class Remote:
                 with sftp.open(staged, "wb") as fh:
                     fh.chmod(0o600)
                     fh.write(data)
-                parent = dest.rsplit("/", 1)[0] or "/"
-                final_tmp = f"{parent}/.{dest.rsplit('/', 1)[1]}.registry-tls.tmp"
-                script.append(
-                    cmd(f"install -m {mode:04o} -o {{}} -g {{}} {{}} {{}} && mv -f {{}} {{}} && rm -f {{}}",
-                        owner, group, staged, final_tmp, final_tmp, dest, staged)
-                )
+                script.append(install_line(staged, dest, mode, owner, group))
             self.run("\n".join(script), sudo=True)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise RemoteError(self.name, f"upload failed: {redact(str(exc)) or type(exc).__name__}") from None

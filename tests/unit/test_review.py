@@ -1,0 +1,116 @@
+"""Security review findings closed in code, one test each (ids from shared/reviews/security.md).
+
+H1 and M2 are in test_anchor.py / test_rotate (pending anchor); the rest are here as data:
+hostile inventory values refused with the key named (M1, M4, L2, L9, L10), user names with a
+trailing newline (L5), and an upload script that reports a failed install of any file (L1).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fabfile import htpasswd, inventory
+from fabfile.errors import InputError, InventoryError
+from fabfile.transport import install_line
+
+BASE = {
+    "registry": "{host: registry.test%s}",
+    "certificate": "{san: [DNS:registry.test, IP:192.0.2.10], key_type: ecdsa-p256}",
+    "clients": "{hosts: {c1: {address: 192.0.2.21%s}}}",
+}
+
+
+def write(tmp_path: Path, registry: str = "", client: str = "", hosts: str | None = None) -> Path:
+    path = tmp_path / "inventory.yaml"
+    clients = hosts if hosts is not None else BASE["clients"] % client
+    path.write_text(f"registry: {BASE['registry'] % registry}\ncertificate: {BASE['certificate']}\n"
+                    f"clients: {clients}\n")
+    return path
+
+
+def test_the_base_inventory_loads(tmp_path):
+    inv = inventory.load(write(tmp_path))
+    assert inv.registry.container == "registry" and inv.clients[0].registry_names == ("registry.test", "192.0.2.10")
+
+
+@pytest.mark.parametrize("case, registry, client, key, message", [
+    ("M1-registry-name-injection", "", ", registry_names: ['registry.test; id']",
+     "registry_names", "label 'test; id' must be"),
+    ("M1-registry-name-wildcard", "", ", registry_names: ['*.test']", "registry_names", "wildcards are refused"),
+    ("M4-container-option", ", container: --privileged", "", "registry.container", "a container name is"),
+    ("M4-image-command", ", image: 'registry:2 $(id)'", "", "registry.image", "not an image reference"),
+    ("M4-image-option", ", image: '-v/:/host'", "", "registry.image", "not an image reference"),
+    ("M4-realm-quote", ", realm: 'R\" x'", "", "registry.realm", "printable ASCII without"),
+    ("M4-env-non-ascii", ", env: {ÄBC: x}", "", "registry.env", "is not a valid environment variable name"),
+    ("L9-env-overrides-tls", ", env: {REGISTRY_HTTP_TLS_MINIMUMTLS: tls1.0}", "", "registry.env",
+     "'REGISTRY_HTTP_TLS_MINIMUMTLS' is set by registry-tls"),
+    ("L9-env-overrides-auth", ", env: {REGISTRY_AUTH_HTPASSWD_PATH: /data/auth/other}", "", "registry.env",
+     "is set by registry-tls"),
+    ("L9-env-overrides-addr", ", env: {registry_http_addr: '0.0.0.0:80'}", "", "registry.env", "is set by registry-tls"),
+    ("L2-data-dir-dotdot", ", data_dir: /etc/..", "", "registry.data_dir", "no '.', '..', ':'"),
+    ("L2-data-dir-dot", ", data_dir: /.", "", "registry.data_dir", "no '.', '..', ':'"),
+    ("L2-data-dir-colon", ", data_dir: '/srv/a:b'", "", "registry.data_dir", "no '.', '..', ':'"),
+    ("L2-data-dir-newline", ', data_dir: "/srv/a\\nb"', "", "registry.data_dir", "control character"),
+    ("L2-data-dir-system", ", data_dir: /etc", "", "registry.data_dir", "is a system folder"),
+    ("L2-data-dir-tmp", ", data_dir: /tmp/", "", "registry.data_dir", "is a system folder"),
+    ("L10-ssh-user-option", ", ssh_user: 'root -oProxyCommand=id'", "", "registry.ssh_user", "a user name is"),
+    ("L10-client-user", "", ", ssh_user: '-oProxyCommand=id'", "ssh_user", "a user name is"),
+    ("L10-gateway-user", ", gateway: 'a b@jump'", "", "registry.gateway", "expected [user@]host"),
+    ("L10-gateway-user-dash", ", gateway: '-oX@jump'", "", "registry.gateway", "a user name is"),
+    ("L10-zone-id", ", address: 'fe80::1%eth0'", "", "registry.address", "zone indexes"),
+])
+def test_hostile_inventory_values_are_refused_with_the_key_named(tmp_path, case, registry, client, key, message):
+    with pytest.raises(InventoryError) as err:
+        inventory.load(write(tmp_path, registry, client))
+    text = str(err.value)
+    assert key in text and message in text and "\n" not in text, text
+
+
+def test_L10_a_client_name_used_as_ssh_address_must_be_a_host_name(tmp_path):
+    path = write(tmp_path, hosts="{hosts: {'evil host; $(id)': {}}}")
+    with pytest.raises(InventoryError, match=r"clients\.hosts\.evil host; \$\(id\): .*a client without address: must "
+                                             r"be named by its DNS name or IP"):
+        inventory.load(path)
+    assert inventory.load(write(tmp_path, hosts="{hosts: {'odd name': {address: 192.0.2.5}}}")).clients[0].name \
+        == "odd name"  # with an address, the name is only a label
+    assert inventory.load(write(tmp_path, hosts="{groups: {k8s_nodes: {}}, hosts: {c1.example: {groups: [k8s_nodes]}}}"))
+
+
+def test_L2_data_dir_is_normalised(tmp_path):
+    assert inventory.load(write(tmp_path, ", data_dir: /srv//registry/")).registry.data_dir == "/srv/registry"
+
+
+def test_L9_other_registry_settings_stay_allowed(tmp_path):
+    inv = inventory.load(write(tmp_path, ", env: {REGISTRY_STORAGE_DELETE_ENABLED: 'true', REGISTRY_HTTP_SECRET: s}"))
+    assert dict(inv.registry.env)["REGISTRY_STORAGE_DELETE_ENABLED"] == "true"
+
+
+@pytest.mark.parametrize("name", ["alice\n", "-rf", "al ice", "a:b", ""])
+def test_L5_user_names_with_a_trailing_newline_or_an_option_are_refused(name):
+    with pytest.raises(InputError, match="user name"):
+        htpasswd.check_user(name)
+    assert htpasswd.check_user("alice.b@corp") == "alice.b@corp"
+
+
+def test_L1_a_failed_install_of_any_file_fails_the_upload_script(tmp_path):
+    """The real install/mv under sh: file 0's folder is missing, file 1 is fine; the script must fail."""
+    owner, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    staged = [tmp_path / "0", tmp_path / "1"]
+    for f in staged:
+        f.write_bytes(b"data")
+    (tmp_path / "ok").mkdir()
+    dests = [str(tmp_path / "missing-dir" / "registry_auth.key"), str(tmp_path / "ok" / "registry_auth.crt")]
+    script = "\n".join(["set -e", *(install_line(str(s), d, 0o600, owner, group) for s, d in zip(staged, dests))])
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1 and "missing-dir" in result.stderr
+    control = "\n".join(["set -e", *(install_line(str(s), d, 0o600, owner, group)
+                                     for s, d in zip(staged, [dests[1], dests[1]]))])
+    staged[0].write_bytes(b"data")
+    assert subprocess.run(["sh", "-c", control], capture_output=True).returncode == 0
+    assert (tmp_path / "ok" / "registry_auth.crt").stat().st_mode & 0o777 == 0o600
