@@ -33,6 +33,21 @@ def ensure_dir(path: Path, mode: int = 0o700) -> Path:
     return path
 
 
+def check_private(path: Path) -> Path:
+    """Refuse a folder of secrets or trust decisions (pki_dir, state_dir) that another user could change
+    (review M2, L3): it must be ours and not group/other-writable."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return path
+    if st.st_uid != os.geteuid():
+        raise InputError(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()}); "
+                         "it holds keys and trust decisions")
+    if st.st_mode & 0o022:
+        raise InputError(f"{path}: writable by group or others (mode {st.st_mode & 0o777:04o}); chmod 700 it")
+    return path
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder and rename(2).
 

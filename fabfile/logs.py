@@ -34,7 +34,7 @@ def setup(state_dir: Path, *, verbose: bool = False, command: str = "") -> Path:
     log_dir = ensure_dir(state_dir / "log")
     path = log_dir / "registry-tls.log"
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))  # review L3
     except OSError as exc:
         raise InputError(f"{path}: cannot open the log file: {exc.strerror or exc}") from None
     file_handler = logging.FileHandler(path, encoding="utf-8")

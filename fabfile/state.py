@@ -23,7 +23,7 @@ from pathlib import Path
 from .errors import InputError, LockedError
 from .htpasswd import HEALTH_USER, Htpasswd
 from .inventory import Inventory
-from .localfs import atomic_write, ensure_dir, read_optional
+from .localfs import atomic_write, check_private, ensure_dir, read_optional
 from .redact import Secret, register
 from .results import Report
 
@@ -184,9 +184,10 @@ class LocalState:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """One changing run per inventory on this machine; released by the kernel if we die."""
-        path = ensure_dir(self.root) / "lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        check_private(self.pki_dir)
+        path = check_private(ensure_dir(self.root)) / "lock"
+        try:  # never through a symlink: the lock is truncated (review L3)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise InputError(f"{path}: cannot open the lock file: {exc.strerror or exc}") from None
         try:

@@ -114,3 +114,77 @@ def test_L1_a_failed_install_of_any_file_fails_the_upload_script(tmp_path):
     staged[0].write_bytes(b"data")
     assert subprocess.run(["sh", "-c", control], capture_output=True).returncode == 0
     assert (tmp_path / "ok" / "registry_auth.crt").stat().st_mode & 0o777 == 0o600
+
+
+# --------------------------------------------------------------------------- local state (M2, L3)
+
+
+def local_state(tmp_path: Path):
+    from fabfile.state import LocalState
+
+    inv = inventory.load(write(tmp_path))
+    return inv, LocalState(inv)
+
+
+def test_L3_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path):
+    inv, state = local_state(tmp_path)
+    inv.state_dir.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious data")
+    (inv.state_dir / "lock").symlink_to(victim)
+    with pytest.raises(InputError, match="cannot open the lock file"):
+        with state.lock():
+            pass
+    assert victim.read_text() == "precious data"
+
+
+def test_L3_a_symlinked_log_is_refused(tmp_path):
+    from fabfile import logs
+
+    (tmp_path / "state" / "log").mkdir(parents=True, mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious data")
+    (tmp_path / "state" / "log" / "registry-tls.log").symlink_to(victim)
+    with pytest.raises(InputError, match="cannot open the log file"):
+        logs.setup(tmp_path / "state")
+    assert victim.read_text() == "precious data"
+
+
+def test_M2_L3_a_state_or_pki_dir_others_can_write_is_refused(tmp_path):
+    inv, state = local_state(tmp_path)
+    inv.state_dir.mkdir(mode=0o700)
+    inv.state_dir.chmod(0o770)
+    with pytest.raises(InputError, match=r"\.registry-tls: writable by group or others \(mode 0770\); chmod 700 it"):
+        with state.lock():
+            pass
+    inv.state_dir.chmod(0o700)
+    inv.certificate.pki_dir.mkdir(mode=0o700)
+    inv.certificate.pki_dir.chmod(0o777)
+    with pytest.raises(InputError, match=r"pki: writable by group or others"):
+        with state.lock():
+            pass
+    inv.certificate.pki_dir.chmod(0o700)
+    with state.lock():
+        pass
+
+
+def test_M2_the_pending_anchor_comes_from_pki_next_never_from_rotation_json(tmp_path):
+    """The review's reproduction: rotation.json names an unrelated CA; clients must never get it."""
+    from fabfile import certs
+    from fabfile.pki import Pki
+    from fabfile.session import open_session
+    from fabfile.state import Rotation
+
+    s = open_session(write(tmp_path))
+    current = s.pki.generate(s.now)
+    nxt = Pki(s.inv.certificate, root=s.pki.root / "next").generate(s.now, new_ca=True)
+    stranger = certs.cert_pem(certs.build_self_signed(s.inv.certificate.spec, certs.generate_key("ecdsa-p256"), s.now))
+    record = Rotation(kind="anchor", phase="trusted", old_fingerprint=current.fingerprint,
+                      new_fingerprint=nxt.fingerprint, new_anchor_pem=stranger.decode(),
+                      old_anchor_pem=current.anchor_pem.decode())
+    s.state.save_rotation(record)
+    assert [a.pem for a in s.anchors(current)] == [current.anchor_pem, nxt.anchor_pem]  # not the stranger
+    record.new_fingerprint = "AA:" * 31 + "AA"
+    s.state.save_rotation(record)
+    with pytest.raises(InputError, match=r"next/registry.crt: does not hold the certificate rotation.json records"):
+        s.anchors(current)
