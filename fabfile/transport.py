@@ -63,6 +63,7 @@ _known_hosts_lock = threading.Lock()
 
 KEEPALIVE_SECONDS = 3       # SSH keepalive after this long without sending (paramiko)
 DEAD_PEER_SECONDS = 12      # data unacknowledged this long: the peer is gone (Linux TCP_USER_TIMEOUT)
+IDLE_POLL_SECONDS = 1.0     # how often an idle connection's transport thread wakes (paramiko: 0.1)
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,11 @@ class Remote:
             cxn.connect_kwargs = {**cxn.connect_kwargs, "sock": self._socket(cxn.host, cxn.port)}
         cxn.open()
         cxn.transport.set_keepalive(KEEPALIVE_SECONDS)
+        # paramiko's transport thread wakes every 0.1 s on an idle socket (a timeout raised and
+        # caught in Python): measured 0.6 ms CPU per connection per idle second (50 connections,
+        # 5 s: 150 ms; at 1 s: 35 ms), which adds up with hundreds of hosts. Data still wakes it
+        # at once; only the keepalive check gets coarser (1 s).
+        cxn.transport.sock.settimeout(IDLE_POLL_SECONDS)
 
     def _socket(self, host: str, port: int) -> socket.socket:
         sock = socket.create_connection((host, port), timeout=self.settings.connect_timeout)
