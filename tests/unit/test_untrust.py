@@ -113,3 +113,29 @@ def test_script_removes_ours_keeps_a_folder_with_other_files(tmp_path):
     proc = subprocess.run(["bash", "-c", U.script(todo)], capture_output=True, text=True, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     assert not emptied.exists() and sorted(p.name for p in shared.iterdir()) == ["client.cert"]
+
+
+# --------------------------------------------------------------------------- orchestration (fake transport)
+
+
+def test_untrust_through_the_fake_transport_removes_on_one_host_nothing_on_the_other(tmp_path):
+    from fabfile import deploy as D
+    from fabfile.results import Status
+    from fabfile.session import open_session
+    from fake_hosts import MUTATING, write_inventory
+    from fake_transport import FakeFleet
+
+    fleet = FakeFleet()
+    s = open_session(write_inventory(tmp_path, 2, trust="[docker]"))
+    s.opener = fleet.opener
+    material, _ = D.certificate(s)
+    c1 = s.inv.clients[0]
+    installed = {f.path: f.content for f in C.desired_files(c1, s.inv.registry, s.anchors(material), "debian")}
+    fleet.host("c1").on(r"echo \"TIME", "OS debian\n" + "".join(file_line(p, b) + "\n" for p, b in installed.items()))
+    fleet.host("c2").on(r"echo \"TIME", "OS debian\n")
+    report = D.trust_clients(s, material, s.inv.clients, step=U.untrust)
+    assert {r.host: r.status for r in report.results.values()} == {"c1": Status.CHANGED, "c2": Status.OK}
+    (script,) = [c for c in fleet.calls if c.host == "c1" and c.sudo]
+    assert all(f"rm -f {p}" in script.command for p in installed) and "rmdir" in script.command
+    assert [c for c in fleet.calls if c.host == "c2" and c.sudo] == [] and fleet.sent(MUTATING, "c2") == []
+    assert not any(r.restarted for r in report.results.values())  # certs.d only: no dockerd restart
