@@ -53,6 +53,7 @@ def registry_job(s: Session, material: Material, *, dry_run: bool = False,
         user, password = s.state.health_credentials()
         credentials = (user, password.reveal())
     register(material.key_pem)  # masked wherever it could ever be quoted (it only travels by SFTP)
+    register(*(value for _, value in s.inv.registry.env))  # env values are often secrets (review M3): never logged
     on_disk = s.pki.load() if dry_run else material
     return registry.DeployJob(
         registry=s.inv.registry, material=material, htpasswd=s.state.htpasswd().render(),

@@ -188,3 +188,15 @@ def test_M2_the_pending_anchor_comes_from_pki_next_never_from_rotation_json(tmp_
     s.state.save_rotation(record)
     with pytest.raises(InputError, match=r"next/registry.crt: does not hold the certificate rotation.json records"):
         s.anchors(current)
+
+
+def test_M3_registry_env_values_are_masked_in_every_log_line(tmp_path):
+    from fabfile import deploy as D
+    from fabfile.redact import redact
+    from fabfile.session import open_session
+
+    s = open_session(write(tmp_path, ", env: {REGISTRY_HTTP_SECRET: s3cr3t-http-secret-value}"))
+    line = "docker run -e REGISTRY_HTTP_SECRET=s3cr3t-http-secret-value registry:2"
+    assert redact(line) == line  # not yet known
+    D.registry_job(s, s.pki.build(s.now), dry_run=True)
+    assert redact(line) == "docker run -e REGISTRY_HTTP_SECRET=*** registry:2"
