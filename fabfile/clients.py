@@ -1,10 +1,12 @@
 """Docker clients: which trust files they need, what differs, and the one script that fixes it.
 
 Per host and run: one SSH connection; one probe (files, OS, dockerd start
-time, a TLS check with the installed trust); when something differs, one
-apply script (atomic writes, stale-anchor removal, OS store refresh, TLS
-check again); when the OS trust store changed, one restart, gated so that at
-most ``batch`` hosts restart at once and restarts stop after the first failure.
+time, what else sits in the certs.d folders); when something differs, one
+apply script (atomic writes, stale-anchor removal, OS store refresh, then each
+runtime asked whether it accepts the registry's TLS: ``runtimes``); when the
+OS trust store changed, one restart, gated so that at most ``batch`` hosts
+restart at once and restarts stop after the first failure, then the runtimes
+asked again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from . import facts as F
+from . import runtimes as RT
 from .errors import ConnectionLost, RemoteError, RestartRefused, WrongSudoPassword
 from .inventory import Client, Registry, SshTarget
 from .results import HostResult, Status
@@ -159,6 +162,33 @@ def extra_globs(client: Client, registry: Registry) -> tuple[tuple[str, str], ..
         elif target == "buildkit":
             globs.append((f"{BUILDKIT_CERTS}/{registry.endpoint}/registry-tls-", ".crt"))
     return tuple(globs)
+
+
+def check_targets(client: Client, registry: Registry, anchors: tuple[Anchor, ...]) -> tuple[RT.Target, ...]:
+    """What ``runtimes.script`` asks on this client: each trust target, every name it pulls with.
+
+    Empty when ``verify: false``.
+    """
+    if not client.verify:
+        return ()
+    folders = tuple(certs_d_dirs(client.registry_names, registry.port))
+    endpoints = tuple(f"[{n}]:{registry.port}" if ":" in n else f"{n}:{registry.port}" for n in client.registry_names)
+    out = []
+    for target in client.trust:
+        if target in CERTS_D:
+            out.append(RT.Target(target, folders))
+        elif target == "os":
+            out.append(RT.Target("os", endpoints))
+        elif target == "buildkit":
+            cas = tuple(f.path for f in desired_files(client, registry, anchors, None) if f.target == "buildkit")
+            out.append(RT.Target("buildkit", (f"{registry.host}:{registry.port}",), cas))
+    return tuple(out)
+
+
+def trust_folders(client: Client, registry: Registry) -> tuple[str, ...]:
+    """The certs.d folders of the registry's names for this client's targets (status reads all they hold)."""
+    dirs = certs_d_dirs(client.registry_names, registry.port)
+    return tuple(f"{CERTS_D[t]}/{d}" for t in client.trust if t in CERTS_D for d in dirs)
 
 
 def verify_probe(client: Client, registry: Registry, anchors: tuple[Anchor, ...]) -> F.VerifyProbe | None:
@@ -453,7 +483,7 @@ def trust(client: Client, job: TrustJob) -> HostResult:
 def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
     registry, anchors = job.registry, job.anchors
     paths = probe_paths(client, registry, anchors)
-    probe = verify_probe(client, registry, anchors)
+    targets = check_targets(client, registry, anchors)
     phases: dict[str, float] = {}  # seconds per round trip, shown by --json as facts.phase_seconds
     mark = time.monotonic()
 
@@ -471,32 +501,36 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
             job.canary.wait(client.name)
             return remote.run(command, sudo=True, check=check, timeout=timeout)
 
-        # Read-only, so no sudo unless a file is unreadable; no TLS check either: the trust is
-        # checked when it is installed, and `inv verify` checks it on demand.
+        # Read-only, so no sudo unless a file is unreadable; no TLS check either: each runtime is
+        # asked when the trust changes, and `inv verify` / `inv status` ask on demand. Listing the
+        # certs.d folders (shell builtins) finds files we did not write, even on a no-op run.
         # On the sudo canary host the probe runs with sudo: that is the check.
         canary = client.name == job.canary.host
 
         def look() -> F.ClientFacts:
             return F.gather_client(remote, paths, extra_globs(client, registry),
                                    buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None,
+                                   folders=trust_folders(client, registry),
                                    sudo=True if canary else None, before_sudo=lambda: job.canary.wait(client.name))
 
         found = job.canary.check(client.name, look) if canary else look()
         lap("probe")
         todo = plan(client, registry, anchors, found, now=time.time())
-        result = HostResult(host=client.name, warnings=list(todo.warnings),
+        foreign, foreign_warnings = RT.foreign_files(found.listing, trust_folders(client, registry))
+        result = HostResult(host=client.name, warnings=list(todo.warnings) + foreign_warnings,
                             facts={"os": found.os_family or found.os_id, "phase_seconds": phases})
         if job.dry_run:
             result.changes = [f"would {line}" for line in todo.describe()]
             result.status = Status.CHANGED if not todo.empty else Status.OK
             result.message = "would change (dry run)" if not todo.empty else "nothing to change"
             return result
-        verify = None
+        checks = None
+        check_script = RT.script(targets) if targets else "true"
         if todo.writes or todo.removes:
             known[0] = (f"{len(todo.writes) + len(todo.removes)} trust file change(s) sent, outcome unknown "
                         "(each file is the old or the new one: writes are atomic)")
-            out = as_root("\n".join(apply_script(todo) + F.verify_script(probe))).stdout
-            verify = F.parse_client(out).verify
+            out = as_root("\n".join(apply_script(todo)) + "\n" + check_script).stdout
+            checks = RT.judge(RT.parse(out), targets, found.listing)
             lap("apply")
             known[0] = f"{len(todo.writes) + len(todo.removes)} trust file(s) changed"
         if todo.restart:
@@ -506,19 +540,35 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
             result.restarted = True
             lap("restart")
             known[0] = f"{files}; dockerd restarted; TLS check not done"
-            if probe is not None:
-                job.canary.wait(client.name)
-                verify = F.check_tls(remote, probe)
+            if targets:
+                checks = RT.judge(RT.parse(as_root(check_script).stdout), targets, found.listing)
                 lap("verify")
     result.changes = todo.describe()
     result.status = Status.CHANGED if not todo.empty else Status.OK
     result.message = f"{len(todo.writes) + len(todo.removes)} file(s) changed" if not todo.empty else "trust in place"
-    if verify is not None and probe is not None:  # no probe: no TLS check ran
-        state, detail = verify
-        result.facts["verify"] = state
-        if state == "fail":
-            result.status = Status.FAILED
-            result.message = f"TLS check to {probe.name}:{probe.port} failed: {detail or 'unknown error'}"
-        elif state == "skip":
-            result.warnings.append(f"TLS check skipped: {detail}")
+    if checks:
+        apply_checks(result, checks)
+    if foreign:   # not ours to delete: the host fails with docker's reason until someone decides
+        result.status, result.message = Status.FAILED, explain(result, foreign)
     return result
+
+
+def explain(result: HostResult, foreign: list[RT.Foreign]) -> str:
+    """The message for a host where files we did not write break a runtime: what the runtime said
+    (when it was asked and refused) plus the cause; else the runtime's rule, in its words."""
+    if result.facts.get("verify") == "fail":
+        return f"{result.message} ({'; '.join(f.cause for f in foreign)})"
+    return "; ".join(f.text for f in foreign)
+
+
+def apply_checks(result: HostResult, checks: tuple[RT.Check, ...]) -> str:
+    """Record what the runtimes said: a refusal fails the host in the runtime's words; an absent or
+    stopped runtime is a warning and never reads as trusted. Returns the summary in words."""
+    overall, message, warnings = RT.summary(checks)
+    result.facts["verify"] = overall
+    result.facts["checks"] = [{"target": c.target, "name": c.name, "state": c.state, "detail": c.detail}
+                              for c in checks]
+    result.warnings += warnings
+    if overall == "fail":
+        result.status, result.message = Status.FAILED, f"TLS refused: {message}"
+    return result.message if overall == "fail" else message

@@ -24,6 +24,7 @@ Tags:
   CERT <base64>                       the certificate <data_dir>/certs serves now (public; for the plan's identity)
   USERS                               the htpasswd exists; then one line per user:
   USER <name> <sha256(hash)[:16]>     a user and a digest of its hash (never the hash itself)
+  L <path>                            a file in a certs.d folder of a registry name (runtimes.foreign_files)
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ class ClientFacts:
     contents: dict[str, bytes] = field(default_factory=dict)
     dockerd: str | None = None  # "up <version>" | "down" | "missing", when asked
     unreadable: tuple[str, ...] = ()  # files this user could not read: probe again with sudo
+    listing: tuple[str, ...] = ()     # every file in the certs.d folders of the registry's names
 
     @property
     def os_family(self) -> str | None:
@@ -185,6 +187,7 @@ def client_script(
     buildkit_toml: str | None = None,
     contents: bool = False,
     docker: bool = False,
+    folders: tuple[str, ...] = (),
 ) -> str:
     lines = [
         'echo "TIME $(date -u +%s)"',
@@ -206,6 +209,9 @@ def client_script(
         toml = q(buildkit_toml)
         lines.append(f"if [ -f {toml} ] && [ ! -r {toml} ]; then echo U {toml}; "
                      f"elif [ -f {toml} ]; then echo \"B $(base64 -w0 < {toml})\"; fi")
+    if folders:  # shell builtins only: what else sits beside our files (runtimes.foreign_files)
+        lines.append(f"for x in {' '.join(q(f) + '/*' for f in folders)}; do "
+                     '[ -e "$x" ] && echo "L $x"; done')
     lines += verify_script(verify)
     lines.append("true")
     return "\n".join(lines)
@@ -213,7 +219,7 @@ def client_script(
 
 def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
     files: dict[str, RemoteFile | None] = {p: None for p in paths}
-    values: dict = {"extra": [], "contents": {}, "unreadable": []}
+    values: dict = {"extra": [], "contents": {}, "unreadable": [], "listing": []}
     for line in stdout.splitlines():
         tag, _, rest = line.partition(" ")
         if _parse_common(tag, rest, line, files, values):
@@ -238,7 +244,10 @@ def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
             values["contents"][path] = base64.b64decode(data)
         elif tag == "DOCKERD":
             values["dockerd"] = rest.strip()
+        elif tag == "L":
+            values["listing"].append(rest)
     values["extra"] = tuple(values["extra"])
+    values["listing"] = tuple(values["listing"])
     values["unreadable"] = tuple(values["unreadable"])
     return ClientFacts(files=files, **values)
 
@@ -254,13 +263,15 @@ def gather_client(
     docker: bool = False,
     sudo: bool | None = None,
     before_sudo: Callable[[], None] | None = None,
+    folders: tuple[str, ...] = (),
 ) -> ClientFacts:
     """Run the client probe and parse it: the one way to look at a client.
 
     ``sudo`` None: without sudo (it only reads), and again with sudo when a file was unreadable,
     after ``before_sudo`` (the sudo canary's verdict).
     """
-    script = client_script(paths, extra_globs, buildkit_toml=buildkit_toml, contents=contents, docker=docker)
+    script = client_script(paths, extra_globs, buildkit_toml=buildkit_toml, contents=contents, docker=docker,
+                           folders=folders)
     found = parse_client(remote.run(script, sudo=bool(sudo)).stdout, paths)
     if sudo is None and found.unreadable:
         if before_sudo is not None:

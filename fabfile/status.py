@@ -15,6 +15,7 @@ from cryptography import x509
 from . import clients as C
 from . import facts as F
 from . import registry, verify
+from . import runtimes as RT
 from .certs import describe, fingerprint
 from .inventory import Client
 from .pki import Material
@@ -88,8 +89,15 @@ def client_status(client: Client, s: Session, material: Material) -> HostResult:
     reg = s.inv.registry
     anchors = s.anchors(material)
     paths = C.probe_paths(client, reg, anchors)
-    with s.connect(client.ssh) as remote:
-        found = F.gather_client(remote, paths, C.extra_globs(client, reg), contents=True, docker=True, sudo=True)
+    folders = C.trust_folders(client, reg)
+    targets = C.check_targets(client, reg, anchors)
+    script = F.client_script(paths, C.extra_globs(client, reg), contents=True, docker=True, folders=folders,
+                             buildkit_toml=C.BUILDKIT_TOML if "buildkit" in client.trust else None)
+    with s.connect(client.ssh) as remote:   # one round trip, as root: files, folders, every runtime asked
+        out = remote.run(script + "\n" + RT.script(targets), sudo=True).stdout
+    found = F.parse_client(out, paths)
+    checks = RT.judge(RT.parse(out), targets, found.listing)
+    foreign, foreign_warnings = RT.foreign_files(found.listing, folders)
     want = C.desired_files(client, reg, anchors, found.os_family)
     trust = TrustState.compare(want, found)
     stale = [p for p in found.extra if p not in {f.path for f in want}]
@@ -111,6 +119,13 @@ def client_status(client: Client, s: Session, material: Material) -> HostResult:
         result.message = f"stale anchor files: {', '.join(stale)}"
     else:
         result.message = f"trusts {material.anchor_fingerprint[:23]}... ({', '.join(trust.targets)})"
+    if checks:   # what the runtimes say comes after what the files say
+        files_message = result.message
+        result.message = f"{files_message}; {C.apply_checks(result, checks)}"
+    result.warnings += foreign_warnings
+    if foreign:   # breaks docker: CRITICAL; the runtime's words (it was asked), then the cause
+        result.message = C.explain(result, foreign)
+        result.status = Status.FAILED
     if found.dockerd and not found.dockerd.startswith("up") and "docker" in client.trust:
         result.warnings.append(f"dockerd {found.dockerd}")
     return result

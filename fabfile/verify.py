@@ -24,6 +24,7 @@ from cryptography import x509
 from . import certs, fleet
 from . import clients as C
 from . import facts as F
+from . import runtimes as RT
 from .errors import InputError
 from .htpasswd import HEALTH_USER
 from .inventory import Client
@@ -186,15 +187,23 @@ def verify_registry(s: Session, material: Material) -> HostResult:
 
 
 def verify_client(client: Client, s: Session, material: Material) -> HostResult:
-    check = C.verify_probe(client, s.inv.registry, s.anchors(material))
-    if check is None:
+    """Ask every runtime of the client's trust targets itself (``runtimes``), in one remote script."""
+    reg = s.inv.registry
+    targets = C.check_targets(client, reg, s.anchors(material))
+    if not targets:
         return HostResult(host=client.name, status=Status.SKIPPED, message="verify: false for this client")
+    folders = C.trust_folders(client, reg)
     with s.connect(client.ssh) as remote:
-        state, detail = F.check_tls(remote, check)
-    status = {"ok": Status.OK, "skip": Status.SKIPPED}.get(state, Status.FAILED)
-    return HostResult(host=client.name, status=status,
-                      message=f"TLS to {check.name}:{check.port} validates with the installed trust ({detail})"
-                      if state == "ok" else f"TLS to {check.name}:{check.port}: {detail}")
+        out = remote.run(F.client_script((), folders=folders) + "\n" + RT.script(targets), sudo=True).stdout
+    found = F.parse_client(out)
+    result = HostResult(host=client.name)
+    result.message = C.apply_checks(result, RT.judge(RT.parse(out), targets, found.listing))
+    foreign, warnings = RT.foreign_files(found.listing, folders)
+    result.warnings += warnings
+    if foreign:   # the runtime's words (it was asked), then the cause
+        result.message = C.explain(result, foreign)
+        result.status = Status.FAILED
+    return result
 
 
 def survey(s: Session, title: str, on_registry: Callable[[], HostResult],

@@ -1,0 +1,390 @@
+"""Ask each runtime itself whether it accepts the registry's TLS: one remote script, a pure judge.
+
+The script (run as root, one round trip with whatever else the caller sends)
+asks, for every trust target of the client and every name it pulls with:
+
+  docker      dockerd, through its Engine API: ``POST /auth`` on the local socket
+              with a throwaway user. dockerd reads certs.d exactly as for a pull;
+              ``401 Unauthorized`` means TLS was accepted. Nothing is stored.
+              dockerd not running: certs.d is read by docker's rules (below) and
+              the folder's CAs are checked with openssl; the message says so.
+  containerd  ``ctr images pull --hosts-dir /etc/containerd/certs.d`` of a tag
+              that does not exist, with the OS store emptied (SSL_CERT_FILE,
+              SSL_CERT_DIR), so only hosts.toml can make it succeed (401).
+  podman      containers/image (``skopeo login``, else ``podman login`` with a
+              throwaway root) with a throwaway authfile, removed afterwards.
+  os          curl (else openssl) with the system store only: no CA file.
+  buildkit    no daemon is asked (buildkitd has no API that tests TLS without a
+              build): the CAs buildkitd.toml names are checked with openssl.
+
+Tags it prints:
+  RT <target> <name> <exit> <base64 output>    one check's raw outcome
+  RTX <target> absent|down <detail>            the runtime is not installed / not running
+
+``judge`` turns them into one verdict per (target, name), in the runtime's own words.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+from dataclasses import dataclass
+
+CERTS_D = {
+    "docker": "/etc/docker/certs.d",
+    "podman": "/etc/containers/certs.d",
+    "containerd": "/etc/containerd/certs.d",
+}
+BUILDKIT_CERTS = "/etc/buildkit/certs.d"
+PROBE_USER = "registry-tls-probe"  # never a real account: its login must be refused (401)
+DOCKER_SOCKET = "/var/run/docker.sock"
+CONTAINERD_SOCKETS = ("/run/containerd/containerd.sock", "/run/docker/containerd/containerd.sock")
+NO_OS_STORE = "env SSL_CERT_FILE=/dev/null SSL_CERT_DIR=/nonexistent"
+TIMEOUT = 20
+
+
+@dataclass(frozen=True)
+class Target:
+    """One trust target to check on one client: the names (certs.d folder names) to try."""
+
+    kind: str                      # docker | containerd | podman | os | buildkit
+    names: tuple[str, ...]         # certs.d folder forms (docker, containerd, podman), host:port (os, buildkit)
+    ca_files: tuple[str, ...] = () # buildkit: the CAs buildkitd.toml names
+
+
+@dataclass(frozen=True)
+class Check:
+    target: str
+    name: str
+    state: str    # ok | fail | absent | down
+    detail: str   # the runtime's own words
+
+    @property
+    def line(self) -> str:
+        return f"{self.target} {self.name}: {self.detail}" if self.name else f"{self.target}: {self.detail}"
+
+
+# --------------------------------------------------------------------------- script
+
+
+def _emit(target: str, name: str, command: str) -> str:
+    """Run ``command`` (its output captured), print ``RT target name exit base64``."""
+    return (f"o=$({command} 2>&1); printf 'RT %s %s %s %s\\n' {target} {shlex.quote(name)} \"$?\" "
+            "\"$(printf '%s' \"$o\" | base64 -w0)\"")
+
+
+def _parallel(lines: list[str]) -> list[str]:
+    """Each check in a background subshell, then wait: the names of a target are checked at once."""
+    return [f"( {line} ) &" for line in lines] + ["wait"]
+
+
+def _docker(t: Target) -> list[str]:
+    def auth(name: str) -> str:
+        body = json.dumps({"username": PROBE_USER, "password": "x", "serveraddress": name})
+        return _emit("docker", name, f"curl -sS --max-time {TIMEOUT} --unix-socket {DOCKER_SOCKET} "
+                     f"-H 'Content-Type: application/json' -d {shlex.quote(body)} http://docker/auth")
+
+    def files(name: str) -> str:
+        folder = shlex.quote(f"{CERTS_D['docker']}/{name}")
+        return _emit("docker-files", name, f"cat {folder}/*.crt > \"$vt\" 2>/dev/null; "
+                     + _openssl_cmd(endpoint(name), '"$vt"'))
+
+    return [
+        "if ! command -v dockerd >/dev/null 2>&1 && ! command -v docker >/dev/null 2>&1; then "
+        "echo 'RTX docker absent docker is not installed'",
+        f"elif command -v curl >/dev/null 2>&1 && [ -S {DOCKER_SOCKET} ] && "
+        f"curl -s --max-time 5 --unix-socket {DOCKER_SOCKET} -o /dev/null http://docker/_ping; then",
+        *_parallel([auth(n) for n in t.names]),
+        f"else echo 'RTX docker down dockerd does not answer on {DOCKER_SOCKET} (or curl is missing)'; vt=$(mktemp)",
+        *[files(n) for n in t.names],
+        "rm -f \"$vt\"; fi",
+    ]
+
+
+def endpoint(folder: str) -> str:
+    """A certs.d folder name as host:port ('registry.lab' is port 443)."""
+    return folder if ":" in folder.rsplit("]", 1)[-1] else f"{folder}:443"
+
+
+def _containerd(t: Target) -> list[str]:
+    sockets = " ".join(CONTAINERD_SOCKETS)
+    pulls = [_emit("containerd", n, f"{NO_OS_STORE} timeout {TIMEOUT} ctr --address \"$cs\" -n {PROBE_USER} "
+                   f"images pull --hosts-dir {CERTS_D['containerd']} {shlex.quote(_ref(n))}") for n in t.names]
+    return [
+        f"cs=; for x in {sockets}; do [ -S \"$x\" ] && {{ cs=$x; break; }}; done",
+        "if ! command -v ctr >/dev/null 2>&1; then echo 'RTX containerd absent ctr is not installed'",
+        "elif [ -z \"$cs\" ]; then echo 'RTX containerd down containerd is not running (no socket)'",
+        "else",
+        *_parallel(pulls),
+        f"ctr --address \"$cs\" namespaces rm {PROBE_USER} >/dev/null 2>&1; fi",
+    ]
+
+
+def _ref(name: str) -> str:
+    return f"{name}/registry-tls/probe:none"
+
+
+def _podman(t: Target) -> list[str]:
+    def login(i: int, name: str) -> str:
+        return _emit("podman", name, f"printf 'x\\n' | timeout {TIMEOUT} $pl --authfile \"$pt/auth{i}.json\" "
+                     f"-u {PROBE_USER} --password-stdin {shlex.quote(name)}")
+
+    return [
+        "pt=$(mktemp -d)",
+        "if command -v skopeo >/dev/null 2>&1; then pl='skopeo login'",
+        "elif command -v podman >/dev/null 2>&1; then "
+        "pl=\"podman --root $pt/root --runroot $pt/run --storage-driver vfs login\"",
+        "else pl=; echo 'RTX podman absent neither podman nor skopeo is installed'; fi",
+        "if [ -n \"$pl\" ]; then",
+        *_parallel([login(i, n) for i, n in enumerate(t.names)]),
+        "fi; rm -rf \"$pt\"",
+    ]
+
+
+def _openssl_cmd(endpoint: str, cafile: str | None) -> str:
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]")
+    check = f"-verify_ip {host}" if _is_ip(host) else f"-verify_hostname {shlex.quote(host)}"
+    if cafile:  # only that file: OpenSSL reads its default locations from these variables
+        return (f"{NO_OS_STORE} timeout {TIMEOUT} openssl s_client -connect {shlex.quote(endpoint)} "
+                f"-servername {shlex.quote(host)} {check} -verify_return_error -CAfile {cafile} </dev/null")
+    return (f"timeout {TIMEOUT} openssl s_client -connect {shlex.quote(endpoint)} -servername {shlex.quote(host)} "
+            f"{check} -verify_return_error </dev/null")
+
+
+def _os(t: Target) -> list[str]:
+    def one(endpoint: str) -> str:
+        host, _, port = endpoint.rpartition(":")
+        return ("if command -v curl >/dev/null 2>&1; then "
+                + _emit("os", endpoint, f"curl -sS -o /dev/null --max-time {TIMEOUT} "
+                        f"{shlex.quote(f'https://{endpoint}/v2/')}")
+                + "; else " + _emit("os-openssl", endpoint, _openssl_cmd(endpoint, None)) + "; fi")
+
+    return _parallel([one(e) for e in t.names])
+
+
+def _buildkit(t: Target) -> list[str]:
+    files = " ".join(shlex.quote(p) for p in t.ca_files)
+    return ["bt=$(mktemp)", f"cat {files} > \"$bt\" 2>/dev/null",
+            *[_emit("buildkit", e, _openssl_cmd(e, '"$bt"')) for e in t.names], "rm -f \"$bt\""]
+
+
+BUILDERS = {"docker": _docker, "containerd": _containerd, "podman": _podman, "os": _os, "buildkit": _buildkit}
+
+
+def script(targets: tuple[Target, ...]) -> str:
+    """Shell lines checking every target (targets one after another, the names of each in parallel)."""
+    lines: list[str] = []
+    for t in targets:
+        lines += BUILDERS[t.kind](t)
+    lines.append("true")
+    return "\n".join(lines)
+
+
+def _is_ip(name: str) -> bool:
+    return bool(re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]*:[0-9a-fA-F:.]*", name))
+
+
+# --------------------------------------------------------------------------- parse + judge (pure)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    raw: tuple[tuple[str, str, int, str], ...]  # (target, name, exit, output)
+    missing: dict[str, tuple[str, str]]          # target -> (absent|down, detail)
+
+
+def parse(stdout: str) -> Outcome:
+    raw: list[tuple[str, str, int, str]] = []
+    missing: dict[str, tuple[str, str]] = {}
+    for line in stdout.splitlines():
+        tag, _, rest = line.partition(" ")
+        if tag == "RT":
+            target, name, code, data = (rest.split(" ", 3) + ["", "", "", ""])[:4]
+            text = base64.b64decode(data or b"").decode(errors="replace")
+            raw.append((target, name, int(code) if code.lstrip("-").isdigit() else -1, text))
+        elif tag == "RTX":
+            target, state, detail = (rest.split(" ", 2) + ["", "", ""])[:3]
+            missing[target] = (state, detail)
+    return Outcome(tuple(raw), missing)
+
+
+def _last_line(text: str, pattern: str | None = None) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if pattern:
+        hits = [ln for ln in lines if re.search(pattern, ln)]
+        lines = hits or lines
+    line = lines[-1] if lines else "no output"
+    m = re.search(r'msg="(.*)"$', line)  # logrus lines: keep the message
+    return (m.group(1).replace('\\"', '"') if m else line)[:300]
+
+
+def _docker_verdict(code: int, out: str) -> tuple[str, str]:
+    try:
+        reply = json.loads(out.strip())
+    except ValueError:
+        return "fail", f"dockerd: {_last_line(out)}"
+    status = reply.get("Status") or ""
+    message = reply.get("message") or ""
+    if status == "Login Succeeded" or "401 Unauthorized" in message:
+        return "ok", "dockerd accepts the TLS (login as a throwaway user: 401 Unauthorized)"
+    return "fail", message or status or "no answer"
+
+
+def _containerd_verdict(code: int, out: str) -> tuple[str, str]:
+    line = _last_line(out, r"^ctr: ")
+    if re.search(r"\b401 Unauthorized\b|\bnot found\b", line) and "x509" not in line:
+        return "ok", "ctr with hosts.toml only (no OS store) accepts the TLS (401 Unauthorized)"
+    return "fail", line.removeprefix("ctr: ")
+
+
+def _podman_verdict(code: int, out: str) -> tuple[str, str]:
+    line = _last_line(out)
+    if code == 0 or "invalid username/password" in line or "401 Unauthorized" in line:
+        return "ok", "containers/image accepts the TLS (login as a throwaway user: invalid username/password)"
+    return "fail", line.removeprefix("Error: ")
+
+
+def _curl_verdict(code: int, out: str) -> tuple[str, str]:
+    if code == 0:
+        return "ok", "curl with the system store accepts the TLS"
+    return "fail", _last_line(out, r"^curl: ").removeprefix("curl: ")
+
+
+def _openssl_verdict(what: str):
+    def verdict(code: int, out: str) -> tuple[str, str]:
+        if code == 0:
+            return "ok", what
+        first = "verify error" if "verify error" in out else r"errno|error:|refused|No route|timed out|unable"
+        return "fail", "openssl: " + _last_line(out, first)
+    return verdict
+
+
+VERDICTS = {
+    "docker": _docker_verdict, "containerd": _containerd_verdict, "podman": _podman_verdict,
+    "os": _curl_verdict, "os-openssl": _openssl_verdict("openssl with the system store accepts the TLS"),
+    "buildkit": _openssl_verdict("buildkitd not asked (no daemon API to test TLS without a build); "
+                                 "the CAs buildkitd.toml names validate the registry (openssl)"),
+    "docker-files": _openssl_verdict("dockerd is not running: certs.d read by docker's rules, "
+                                     "its CAs validate the registry (openssl)"),
+}
+
+
+def docker_folder_error(files: list[str]) -> str | None:
+    """What docker says about a certs.d folder's files (registry's ReadCertsDirectory), or None.
+
+    Files are read in name order: ``*.crt`` are CAs, ``*.cert`` needs its ``.key``
+    and ``*.key`` its ``.cert``; the first mismatch fails every pull from that name.
+    """
+    names = sorted(p.rsplit("/", 1)[-1] for p in files)
+    present = set(names)
+    for name in names:
+        if name.endswith(".cert") and name[:-5] + ".key" not in present:
+            return (f"missing key {name[:-5]}.key for client certificate {name}. "
+                    "Note that CA certificates should use the extension .crt")
+        if name.endswith(".key") and name[:-4] + ".cert" not in present:
+            return f"Missing client certificate {name[:-4]}.cert for key {name}"
+    return None
+
+
+def judge(outcome: Outcome, targets: tuple[Target, ...], listing: tuple[str, ...] = ()) -> tuple[Check, ...]:
+    """One Check per (target, name); ``listing`` (the probe's L lines) lets a stopped dockerd be judged
+    by docker's rules for certs.d."""
+    checks: list[Check] = []
+    by_folder: dict[str, list[str]] = {}
+    for path in listing:
+        by_folder.setdefault(path.rsplit("/", 1)[0], []).append(path)
+    for t in targets:
+        if t.kind in outcome.missing:
+            state, detail = outcome.missing[t.kind]
+            if t.kind != "docker" or state != "down":
+                checks.append(Check(t.kind, "", state, detail))
+                continue
+        seen = {(target, name): (code, out) for target, name, code, out in outcome.raw}
+        for name in t.names:
+            keys = [k for k in ((t.kind, name), ("docker-files", name), ("os-openssl", name)) if k in seen]
+            if not keys:
+                checks.append(Check(t.kind, name, "fail", "no answer from the check (timed out or killed)"))
+                continue
+            kind = keys[0][0]
+            state, detail = VERDICTS[kind](*seen[keys[0]])
+            if kind == "docker-files":
+                error = docker_folder_error(by_folder.get(f"{CERTS_D['docker']}/{name}", []))
+                if error:
+                    state, detail = "fail", f"{error} (dockerd is not running: certs.d read by docker's rules)"
+            checks.append(Check(t.kind, name, state, detail))
+    return tuple(checks)
+
+
+def summary(checks: tuple[Check, ...]) -> tuple[str, str, list[str]]:
+    """(overall, message, warnings): overall 'fail' if any runtime refused, 'unchecked' if a runtime
+    is absent or down (never 'ok' then), else 'ok'."""
+    failed = [c for c in checks if c.state == "fail"]
+    missing = [c for c in checks if c.state in ("absent", "down")]
+    warnings = [f"{c.target}: {c.detail}: not checked, not trusted by anything here" if c.state == "absent"
+                else f"{c.target}: {c.detail}: not checked through it" for c in missing]
+    if failed:
+        shown = "; ".join(c.line for c in failed[:2]) + (f" (+{len(failed) - 2} more)" if len(failed) > 2 else "")
+        return "fail", shown, warnings
+    targets = list(dict.fromkeys(c.target for c in checks if c.state == "ok"))
+    if missing:
+        return "unchecked", f"TLS accepted by {', '.join(targets) or 'no runtime'}", warnings
+    return "ok", f"TLS accepted by {', '.join(targets)} ({len(checks)} check(s), each runtime asked itself)", warnings
+
+
+# --------------------------------------------------------------------------- files we did not write (pure)
+
+OURS = re.compile(r"^(ca\.crt|registry-tls-[^/]+\.crt|hosts\.toml)$")
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A certs.d folder where files registry-tls did not write make the runtime refuse every pull."""
+
+    runtime: str
+    folder: str
+    error: str                 # the runtime's words
+    files: tuple[str, ...]     # the files it stumbles on
+
+    @property
+    def cause(self) -> str:
+        return f"{', '.join(self.files)}: not written by registry-tls, left in place (remove or pair it)"
+
+    @property
+    def text(self) -> str:
+        return f"{self.runtime} refuses every pull from {self.folder.rsplit('/', 1)[-1]}: {self.error} ({self.cause})"
+
+
+def foreign_files(listing: tuple[str, ...], folders: tuple[str, ...]) -> tuple[list[Foreign], list[str]]:
+    """(errors, warnings) for files registry-tls did not write in the certs.d folders of the registry's names.
+
+    docker and podman read every file there (``*.crt`` CAs, ``*.cert``/``*.key``
+    client pairs): an unpaired key or certificate breaks every pull from that
+    name (an error, in the runtime's words); another CA only adds trust (a
+    warning). containerd reads what hosts.toml names, so other files there are
+    a warning. Nothing is deleted: these files are not ours.
+    """
+    errors: list[Foreign] = []
+    warnings: list[str] = []
+    for folder in folders:
+        inside = [p for p in listing if p.rsplit("/", 1)[0] == folder]
+        extra = sorted(p for p in inside if not OURS.match(p.rsplit("/", 1)[-1]))
+        if not extra:
+            continue
+        runtime = next((t for t, base in CERTS_D.items() if folder.startswith(base + "/")), "docker")
+        if runtime == "containerd":
+            warnings.append(f"{folder}: files registry-tls did not write (containerd reads only what hosts.toml "
+                            f"names): {', '.join(extra)}")
+            continue
+        error = docker_folder_error(inside)
+        if error:
+            errors.append(Foreign(runtime, folder, error, tuple(p for p in extra if p.endswith((".cert", ".key")))))
+        cas = [p for p in extra if p.endswith(".crt")]
+        if cas:
+            warnings.append(f"{folder}: another CA adds trust for this name: {', '.join(cas)}")
+        other = [p for p in extra if not p.endswith((".crt", ".cert", ".key"))]
+        if other:
+            warnings.append(f"{folder}: files registry-tls did not write ({runtime} ignores them): {', '.join(other)}")
+    return errors, warnings

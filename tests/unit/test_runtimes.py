@@ -1,0 +1,153 @@
+"""runtimes: the remote script is valid sh, the judge reads each runtime's own answer (outputs recorded on
+the lab: dockerd 20.10 POST /auth, ctr 1.6, skopeo 1.9, curl 7.88, openssl 3.0), and files we did not write
+in certs.d are judged by docker's rules (registry ReadCertsDirectory)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+
+import pytest
+
+from fabfile import runtimes as RT
+
+FOLDERS = ("registry.lab", "registry.lab:443")
+TARGETS = (RT.Target("docker", FOLDERS), RT.Target("containerd", ("registry.lab",)),
+           RT.Target("podman", ("registry.lab",)), RT.Target("os", ("registry.lab:443",)),
+           RT.Target("buildkit", ("registry.lab:443",), ("/etc/buildkit/certs.d/registry.lab/ca.crt",)))
+
+DOCKER_OK = '{"message":"login attempt to https://registry.lab/v2/ failed with status: 401 Unauthorized"}\n'
+DOCKER_X509 = '{"message":"Get \\"https://registry.lab/v2/\\": x509: certificate signed by unknown authority"}\n'
+DOCKER_STRAY_KEY = '{"message":"Missing client certificate domain.cert for key domain.key"}\n'
+CTR_OK = ('time="2026-12-02T00:38:09Z" level=info msg="trying next host" error="..." host=registry.lab\n'
+          'ctr: failed to resolve reference "registry.lab/registry-tls/probe:none": pulling from host registry.lab '
+          'failed with status code [manifests none]: 401 Unauthorized\n')
+CTR_X509 = ('ctr: failed to resolve reference "registry.lab/registry-tls/probe:none": failed to do request: Head '
+            '"https://registry.lab/v2/registry-tls/probe/manifests/none": x509: certificate signed by unknown authority\n')
+SKOPEO_OK = 'time="2026-12-02T00:38:21Z" level=fatal msg="logging into \\"registry.lab\\": invalid username/password"\n'
+SKOPEO_X509 = ('time="2026-12-02T00:39:33Z" level=fatal msg="authenticating creds for \\"registry.lab\\": pinging '
+               'container registry registry.lab: Get \\"https://registry.lab/v2/\\": x509: certificate signed by '
+               'unknown authority"\n')
+CURL_X509 = "curl: (60) SSL certificate problem: self-signed certificate\nMore details here: https://curl.se/docs/\n"
+OPENSSL_FAIL = ("verify error:num=18:self-signed certificate\n"
+                "4037448E517F0000:error:0A000086:SSL routines::certificate verify failed\n")
+
+
+def rt(target: str, name: str, code: int, out: str) -> str:
+    return f"RT {target} {name} {code} {base64.b64encode(out.encode()).decode()}"
+
+
+def test_the_script_is_valid_sh_and_never_puts_a_real_secret_on_a_command_line():
+    text = RT.script(TARGETS)
+    subprocess.run(["sh", "-n"], input=text, text=True, check=True)
+    assert "--password-stdin" in text and "--hosts-dir /etc/containerd/certs.d" in text
+    assert "SSL_CERT_FILE=/dev/null" in text            # containerd: hosts.toml alone must carry the trust
+    assert "/var/run/docker.sock" in text and "http://docker/auth" in text
+    assert '"password": "x"' in text and RT.PROBE_USER in text   # a throwaway user, nothing stored
+    assert 'rm -rf "$pt"' in text                        # podman's throwaway authfile goes
+
+
+def test_every_runtime_accepting_is_ok_in_its_own_words():
+    out = "\n".join([rt("docker", "registry.lab", 0, DOCKER_OK), rt("docker", "registry.lab:443", 0, DOCKER_OK),
+                     rt("containerd", "registry.lab", 1, CTR_OK), rt("podman", "registry.lab", 1, SKOPEO_OK),
+                     rt("os", "registry.lab:443", 0, ""), rt("buildkit", "registry.lab:443", 0, "")])
+    checks = RT.judge(RT.parse(out), TARGETS)
+    assert [(c.target, c.name, c.state) for c in checks] == [
+        ("docker", "registry.lab", "ok"), ("docker", "registry.lab:443", "ok"), ("containerd", "registry.lab", "ok"),
+        ("podman", "registry.lab", "ok"), ("os", "registry.lab:443", "ok"), ("buildkit", "registry.lab:443", "ok")]
+    assert "buildkitd not asked" in checks[-1].detail   # said, not hidden
+    overall, message, warnings = RT.summary(checks)
+    assert overall == "ok" and not warnings
+    assert message == "TLS accepted by docker, containerd, podman, os, buildkit (6 check(s), each runtime asked itself)"
+
+
+def test_refusals_carry_the_runtime_error():
+    out = "\n".join([rt("docker", "registry.lab", 0, DOCKER_STRAY_KEY), rt("docker", "registry.lab:443", 0, DOCKER_X509),
+                     rt("containerd", "registry.lab", 1, CTR_X509), rt("podman", "registry.lab", 1, SKOPEO_X509),
+                     rt("os", "registry.lab:443", 60, CURL_X509), rt("buildkit", "registry.lab:443", 1, OPENSSL_FAIL)])
+    checks = RT.judge(RT.parse(out), TARGETS)
+    assert [c.state for c in checks] == ["fail"] * 6
+    assert [c.detail for c in checks] == [
+        "Missing client certificate domain.cert for key domain.key",
+        'Get "https://registry.lab/v2/": x509: certificate signed by unknown authority',
+        'failed to resolve reference "registry.lab/registry-tls/probe:none": failed to do request: Head '
+        '"https://registry.lab/v2/registry-tls/probe/manifests/none": x509: certificate signed by unknown authority',
+        'authenticating creds for "registry.lab": pinging container registry registry.lab: Get '
+        '"https://registry.lab/v2/": x509: certificate signed by unknown authority',
+        "(60) SSL certificate problem: self-signed certificate",
+        "openssl: verify error:num=18:self-signed certificate"]
+    overall, message, _ = RT.summary(checks)
+    assert overall == "fail"
+    assert message.startswith("docker registry.lab: Missing client certificate domain.cert for key domain.key; "
+                              "docker registry.lab:443: Get ") and message.endswith("(+4 more)")
+
+
+def test_an_absent_or_stopped_runtime_is_never_ok():
+    out = "\n".join(["RTX containerd absent ctr is not installed", "RTX podman down podman is not running",
+                     rt("docker", "registry.lab", 0, DOCKER_OK), rt("docker", "registry.lab:443", 0, DOCKER_OK),
+                     rt("os", "registry.lab:443", 0, ""), rt("buildkit", "registry.lab:443", 0, "")])
+    checks = RT.judge(RT.parse(out), TARGETS)
+    overall, message, warnings = RT.summary(checks)
+    assert overall == "unchecked" and message == "TLS accepted by docker, os, buildkit"
+    assert warnings == ["containerd: ctr is not installed: not checked, not trusted by anything here",
+                        "podman: podman is not running: not checked through it"]
+
+
+def test_a_check_that_printed_nothing_fails():
+    checks = RT.judge(RT.parse(""), (RT.Target("os", ("registry.lab:443",)),))
+    assert [(c.state, c.detail) for c in checks] == [("fail", "no answer from the check (timed out or killed)")]
+
+
+def test_stopped_dockerd_reads_certs_d_by_docker_rules():
+    docker = (RT.Target("docker", FOLDERS),)
+    out = "\n".join(["RTX docker down dockerd does not answer on /var/run/docker.sock (or curl is missing)",
+                     rt("docker-files", "registry.lab", 0, ""), rt("docker-files", "registry.lab:443", 0, "")])
+    listing = ("/etc/docker/certs.d/registry.lab/ca.crt", "/etc/docker/certs.d/registry.lab/domain.key",
+               "/etc/docker/certs.d/registry.lab:443/ca.crt")
+    checks = RT.judge(RT.parse(out), docker, listing)
+    assert [(c.name, c.state) for c in checks] == [("registry.lab", "fail"), ("registry.lab:443", "ok")]
+    assert checks[0].detail.startswith("Missing client certificate domain.cert for key domain.key (dockerd is not")
+    assert checks[1].detail.startswith("dockerd is not running: certs.d read by docker's rules")
+
+
+@pytest.mark.parametrize(("files", "error"), [
+    (["ca.crt"], None),
+    (["ca.crt", "client.cert", "client.key"], None),
+    (["ca.crt", "domain.key"], "Missing client certificate domain.cert for key domain.key"),
+    (["ca.crt", "client.cert"], "missing key client.key for client certificate client.cert. "
+                                "Note that CA certificates should use the extension .crt"),
+    (["a.cert", "b.key"], "missing key a.key for client certificate a.cert. "
+                          "Note that CA certificates should use the extension .crt"),  # name order, first wins
+    (["other-ca.crt", "ca.crt", "README"], None),
+])
+def test_docker_folder_rules(files, error):
+    assert RT.docker_folder_error([f"/etc/docker/certs.d/r/{f}" for f in files]) == error
+
+
+def test_foreign_files_break_or_add_trust_and_ours_are_never_foreign():
+    d, c = "/etc/docker/certs.d/registry.lab", "/etc/containerd/certs.d/registry.lab"
+    listing = (f"{d}/ca.crt", f"{d}/registry-tls-rotation.crt", f"{d}/domain.key", f"{d}/corp-ca.crt", f"{d}/notes.txt",
+               f"{c}/ca.crt", f"{c}/hosts.toml", f"{c}/domain.key")
+    errors, warnings = RT.foreign_files(listing, (d, c))
+    assert [e.text for e in errors] == [
+        "docker refuses every pull from registry.lab: Missing client certificate domain.cert for key domain.key "
+        f"({d}/domain.key: not written by registry-tls, left in place (remove or pair it))"]
+    assert warnings == [f"{d}: another CA adds trust for this name: {d}/corp-ca.crt",
+                        f"{d}: files registry-tls did not write (docker ignores them): {d}/notes.txt",
+                        f"{c}: files registry-tls did not write (containerd reads only what hosts.toml names): "
+                        f"{c}/domain.key"]
+    assert RT.foreign_files((f"{d}/ca.crt", f"{d}/registry-tls-rotation.crt"), (d,)) == ([], [])
+
+
+@pytest.mark.parametrize(("folder", "endpoint"), [
+    ("registry.lab", "registry.lab:443"), ("registry.lab:5000", "registry.lab:5000"),
+    ("[::1]", "[::1]:443"), ("[::1]:5000", "[::1]:5000"), ("10.0.0.1", "10.0.0.1:443")])
+def test_folder_endpoints(folder, endpoint):
+    assert RT.endpoint(folder) == endpoint
+
+
+def test_docker_answer_that_is_not_json_is_a_failure_with_its_text():
+    assert RT.VERDICTS["docker"](7, "curl: (7) Couldn't connect to server") == (
+        "fail", "dockerd: curl: (7) Couldn't connect to server")
+    assert RT.VERDICTS["docker"](0, json.dumps({"Status": "Login Succeeded"}))[0] == "ok"
