@@ -279,7 +279,7 @@ def deploy(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, for
 @cli
 def verify(c, inventory=None, hosts=None, groups=None, parallel=10, json=False, verbose=False,
            accept_new_host_keys=False):
-    """Check what the seed checks with openssl s_client, from here and from every client."""
+    """Check the registry from here (as the seed does with openssl s_client) and each client through its runtimes."""
     parallel = integer(parallel, "parallel")
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
     rep = V.verify_all(s, D.select_clients(s, hosts=hosts, groups=groups), parallel=parallel)

@@ -367,10 +367,11 @@ def registry_script(engine: str, data_dir: str, container: str, image: str, path
         f"if ! eo=$({e} ps -q 2>&1 >/dev/null); then "
         "echo \"ENGINE down $(printf '%s' \"$eo\" | tail -n1)\"; exit 0; fi",
         "echo 'ENGINE up'",
+        # one line each: podman (4.x) prints the inspect array indented whatever the --format
         f"i=$({e} inspect --type container --format '{{{{json .}}}}' {q(container)} 2>/dev/null) "
-        "&& echo \"INSPECT $i\"",
+        "&& echo \"INSPECT $(printf '%s' \"$i\" | tr -d '\\n')\"",
         f"i=$({e} inspect --type container --format '{{{{json .}}}}' {q(container + '-previous')} 2>/dev/null) "
-        "&& echo \"PREVIOUS $i\"",
+        "&& echo \"PREVIOUS $(printf '%s' \"$i\" | tr -d '\\n')\"",
         f"i=$({e} image inspect --format '{{{{.Id}}}}' {q(image)} 2>/dev/null) && echo \"IMAGE $i\"",
         "true",
     ])

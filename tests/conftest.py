@@ -3,6 +3,7 @@ lab's own tests and by the end-to-end tests. RTLS_LAB_PREFIX / RTLS_LAB_SUBNET l
 checkouts run their suites on one machine at the same time."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,9 @@ from fabfile.lab import Lab, LabError  # noqa: E402
 PREFIX = os.environ.get("RTLS_LAB_PREFIX", "rtls")
 SUBNET = os.environ.get("RTLS_LAB_SUBNET", "10.213.0.0/24")
 LAB_ROOT = REPO / f".lab-test-{PREFIX}"
+# The session lab takes the lower half of SUBNET, the host-kinds lab (podman registry, podman and
+# containerd clients) the upper half, so both fit in the one subnet a checkout is given.
+MAIN_SUBNET, KINDS_SUBNET = (str(n) for n in ipaddress.ip_network(SUBNET).subnets(prefixlen_diff=1))
 
 
 def pytest_configure(config):
@@ -40,7 +44,24 @@ def lab():
     if reason:
         pytest.skip(reason)
     try:
-        lab.up(clients=3, docker=True, subnet=SUBNET)
+        lab.up(clients=3, docker=True, subnet=MAIN_SUBNET)
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="session")
+def kinds_lab():
+    """One more lab, brought up once: a registry host whose engine is podman (no dockerd), a Docker
+    client, a client with podman and no dockerd (podman1), a client with containerd only (containerd1)."""
+    lab = Lab(root=REPO / f".lab-test-{PREFIX}k", prefix=f"{PREFIX}k"[:6])
+    try:
+        lab.preflight(("podman", "containerd"))
+    except LabError as exc:
+        pytest.skip(f"lab unavailable: {exc}")
+    try:
+        lab.up(clients=1, docker=True, subnet=KINDS_SUBNET, registry_engine="podman", podman_clients=1,
+               containerd_clients=1)
         yield lab
     finally:
         lab.down()
@@ -49,6 +70,11 @@ def lab():
 RESET_REGISTRY = """
 ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids >/dev/null
 docker volume prune -f >/dev/null 2>&1
+rm -rf /var/lib/docker-registry && mkdir -p /var/lib/docker-registry
+"""
+RESET_PODMAN_REGISTRY = """
+podman rm -f -a -t 1 >/dev/null 2>&1
+podman volume prune -f >/dev/null 2>&1
 rm -rf /var/lib/docker-registry && mkdir -p /var/lib/docker-registry
 """
 RESET_CLIENT = """
@@ -65,9 +91,13 @@ iptables -F INPUT 2>/dev/null || true
 def reset_hosts(lab) -> None:
     """Wipe what earlier tests left on the lab hosts: containers, registry data, installed trust,
     pulled images, firewall rules; restart a dockerd a test stopped. Hosts in parallel."""
+    kinds = {h.name: h.kind for h in lab._state().hosts}
+
     def reset(host: str):
         script = RESET_REGISTRY if host == "registry" else RESET_CLIENT
-        if host != "registry":
+        if kinds[host] == "podman" and host == "registry":
+            script = RESET_PODMAN_REGISTRY
+        if host != "registry" and kinds[host] == "docker":
             script += f"\ndocker info >/dev/null 2>&1 || {lab.restart_dockerd_path} {host} >/dev/null"
         return host, lab.run(host, script, timeout=120)
 

@@ -20,6 +20,7 @@ __all__ = ["Lab", "LabError", "HostStatus"]
 
 DEFAULT_SUBNET = "10.213.0.0/24"
 CLEAN_IN_DOCKER = 'ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids >/dev/null'
+CLEAN_IN_PODMAN = "podman rm -f -a -t 1 >/dev/null 2>&1; true"   # its containers live in their own namespaces
 
 
 @dataclass
@@ -83,9 +84,9 @@ class Lab:
                 "-F", "/dev/null", f"{user}@{self.address(host)}"]
 
     # -- up ----------------------------------------------------------------------------------
-    def preflight(self) -> str:
-        """Raise LabError unless this machine can run the lab (root, packages, root location);
-        return the path of tini."""
+    def preflight(self, kinds: tuple[str, ...] = ()) -> str:
+        """Raise LabError unless this machine can run the lab (root, packages, root location, and
+        podman / containerd when those host kinds are asked for); return the path of tini."""
         _need_root()
         for name, package in (("ip", "iproute2"), ("nsenter", "util-linux"), ("unshare", "util-linux"),
                               ("mount", "mount")):
@@ -95,6 +96,12 @@ class Lab:
         hostmod.tool("dockerd", "docker.io")        # the registry host always runs dockerd
         hostmod.tool("docker", "docker.io")
         hostmod.tool("ldd", "libc-bin")
+        if "podman" in kinds:
+            hostmod.tool("podman", "podman")
+            hostmod.tool("skopeo", "skopeo")
+        if "containerd" in kinds:
+            hostmod.tool("containerd", "containerd")
+            hostmod.tool("ctr", "containerd")
         if not images.REGISTRY_BINARY.exists():
             raise LabError(f"{images.REGISTRY_BINARY} not found; apt-get install docker-registry")
         hostmod.check_root_location(self.root)
@@ -105,11 +112,15 @@ class Lab:
                 or bool(netns.netns_names(self.prefix)) or bool(netns.link_names(self.prefix)))
 
     def up(self, clients: int = 3, docker: bool = True, subnet: str = DEFAULT_SUBNET,
-           timeout: float = 90.0) -> list[HostStatus]:
+           timeout: float = 90.0, registry_engine: str = "docker", podman_clients: int = 0,
+           containerd_clients: int = 0) -> list[HostStatus]:
         """Clean any stale lab, start the registry host and `clients` clients, wait until all answer
-        (sshd; dockerd + imported images unless docker=False, which makes sshd-only clients)."""
-        tini = self.preflight()
-        state = plan(self.prefix, subnet, clients, docker)
+        (sshd; dockerd + imported images unless docker=False, which makes sshd-only clients).
+        ``registry_engine='podman'``: the registry host runs podman (no dockerd), its image in podman's
+        storage; ``podman_clients`` / ``containerd_clients``: clients with podman and no dockerd, or
+        with containerd only."""
+        state = plan(self.prefix, subnet, clients, docker, registry_engine, podman_clients, containerd_clients)
+        tini = self.preflight(tuple({h.kind for h in state.hosts}))
         netns.check_subnet_free(state.subnet, state.bridge)   # before touching a running lab
         if self._stale():
             self._down(sweep_foreign=True)      # even a lab of another root with our prefix
@@ -180,9 +191,25 @@ class Lab:
             else:
                 images.import_image(enter, hello_tar, images.HELLO_IMAGE)
 
+        def other_ready(h) -> None:
+            """podman: the registry image in its storage (registry host); containerd: its socket answers."""
+            enter = hostmod.enter_argv(h.holder_pid, [])
+            if h.kind == "podman" and h.role == "registry":
+                images.import_image(enter, registry_tar, images.REGISTRY_IMAGE, images.REGISTRY_CHANGES,
+                                    engine="podman")
+            while h.kind == "containerd" and subprocess.run(
+                    [*enter, "ctr", "--address", hostmod.CONTAINERD_SOCKET, "version"], env=hostmod.ENV,
+                    capture_output=True, timeout=10).returncode != 0:
+                if abort.is_set():
+                    return
+                self._check_alive(h, deadline, "containerd", "containerd.log")
+                time.sleep(0.1)
+
         docker_hosts = [h for h in state.hosts if h.docker]
-        with ThreadPoolExecutor(max_workers=min(8, len(docker_hosts))) as pool:
+        others = [h for h in state.hosts if h.kind in ("podman", "containerd")]
+        with ThreadPoolExecutor(max_workers=min(8, len(docker_hosts) + len(others))) as pool:
             futures = [pool.submit(docker_ready, h) for h in docker_hosts]
+            futures += [pool.submit(other_ready, h) for h in others]
             try:
                 pending = list(state.hosts)
                 while pending:
@@ -296,6 +323,10 @@ class Lab:
         found = lab_processes()
         if ours:   # holders of a lab whose state is lost: tini processes in the lab's netns
             holders.update({p: s for p, s in found.items() if _comm(p) == "tini"})
+        for h in (state.hosts if state else []):
+            if h.kind == "podman" and h.holder_pid in holders:
+                subprocess.run(hostmod.enter_argv(h.holder_pid, ["/bin/sh", "-c", CLEAN_IN_PODMAN]),
+                               env=hostmod.ENV, capture_output=True, timeout=60)
         dockerds = {p: s for p, s in found.items() if _comm(p) == "dockerd"}
         if dockerds:
             def clean(pid: int) -> None:

@@ -25,6 +25,7 @@ OVERLAID = ("/etc", "/var")          # overlay targets (lowerdir = the machine's
 TMPFS = ("/run", "/tmp")
 HOMES = ("/root", "/home")
 HOST_MARKER = "rtls-lab-host"        # /etc/rtls-lab-host inside a host holds its name
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
 
 
 def tool(name: str, package: str) -> str:
@@ -201,7 +202,26 @@ def prepare(root: Path, state: LabState, host: HostState, machine: Machine) -> s
     ]) + "\n")
     if host.docker:
         (d / "docker.enabled").write_text("")
+    if host.kind == "podman":
+        _podman_config(etc)
     return pub
+
+
+# vfs: the host's /var is an overlay, where podman's overlay driver cannot stack; rlimits: a lab
+# host's hard limits are the machine's session ones, below podman's defaults (runc would refuse).
+PODMAN_STORAGE = '[storage]\ndriver = "vfs"\nrunroot = "/run/containers/storage"\n' \
+                 'graphroot = "/var/lib/containers/storage"\n'
+PODMAN_CONTAINERS = '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n'
+
+
+def _podman_config(etc: Path) -> None:
+    conf = etc / "containers"
+    if Path("/etc/containers").is_dir():
+        _mirror_dir(conf, Path("/etc/containers"))
+    else:
+        conf.mkdir(mode=0o755)
+    _write(conf / "storage.conf", PODMAN_STORAGE)
+    _write(conf / "containers.conf", PODMAN_CONTAINERS)
 
 
 def holder_script(root: Path, state: LabState, host: HostState) -> str:
@@ -235,6 +255,9 @@ def holder_script(root: Path, state: LabState, host: HostState) -> str:
                  "</dev/null >/dev/null 2>&1 & )")
     if host.docker:
         lines.append(f"{q(str(root / 'bin' / 'restart-dockerd'))} {q(host.name)} --no-wait")
+    if host.kind == "containerd":    # containerd alone, on its default socket (no dockerd)
+        lines.append(f"( setsid containerd --root {q(str(d / 'containerd'))} --state /run/containerd "
+                     f"--address {CONTAINERD_SOCKET} </dev/null >>{q(str(d / 'containerd.log'))} 2>&1 & )")
     lines.append("exec sleep infinity")
     return "\n".join(lines) + "\n"
 

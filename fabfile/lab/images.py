@@ -96,13 +96,13 @@ def build_hello_tar(path: Path) -> Path:
     return path
 
 
-def import_image(enter: list[str], tar: Path, ref: str, changes: list[str] = ()) -> None:
-    """docker import the tar (fed on stdin) into the dockerd of the host `enter` leads into."""
-    argv = [*enter, "docker", "import"]
+def import_image(enter: list[str], tar: Path, ref: str, changes: list[str] = (), engine: str = "docker") -> None:
+    """`docker import` (or `podman import`) the tar, fed on stdin, in the host `enter` leads into."""
+    argv = [*enter, engine, "import"]
     for change in changes:
         argv += ["-c", change]
     argv += ["-", ref]
     with open(tar, "rb") as f:
         proc = subprocess.run(argv, stdin=f, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
-        raise LabError(f"docker import {ref} failed: {proc.stderr.strip()}")
+        raise LabError(f"{engine} import {ref} failed: {proc.stderr.strip()}")

@@ -26,6 +26,8 @@ def build(state: LabState, root: Path) -> CommentedMap:
         ("host", "registry.lab"), ("address", reg.address), ("port", 443),
         ("ssh_user", DEPLOY), ("ssh_key", key), ("data_dir", "/var/lib/docker-registry"),
         ("container", "registry"), ("image", DoubleQuotedScalarString("registry:2"))])
+    if reg.kind == "podman":
+        inv["registry"]["engine"] = "podman"
     inv["certificate"] = CommentedMap([
         ("subject", _flow({"CN": "registry.lab", "O": "registry-tls lab"})),
         ("san", _flow(["DNS:registry.lab", f"IP:{reg.address}"])),
@@ -37,6 +39,8 @@ def build(state: LabState, root: Path) -> CommentedMap:
         if h.role == "client":
             hosts[h.name] = _flow({"address": h.address, "groups": _flow(["lab"]),
                                    "restart_command": f"{restart} {h.name}"})
+            if h.kind in ("podman", "containerd"):    # the runtime that host has, instead of docker
+                hosts[h.name]["trust"] = _flow([h.kind])
     inv["clients"] = CommentedMap([
         ("defaults", CommentedMap([("ssh_user", DEPLOY), ("ssh_key", key),
                                    ("trust", _flow(["docker"])), ("restart", "auto")])),

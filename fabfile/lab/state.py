@@ -23,6 +23,7 @@ class HostState:
     netns: str
     veth: str                     # machine-side end of the host's veth pair (peer is eth0 inside)
     docker: bool
+    kind: str = "docker"             # docker (dockerd) | sshd (nothing) | podman (no daemon) | containerd
     holder_pid: int | None = None    # tini -s holding the host's mount/UTS namespaces
     holder_start: int | None = None  # its start time (guards against PID reuse)
     sshd_pid: int | None = None      # as started; status() reads the live ones from /run/*.pid
@@ -77,9 +78,17 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def plan(prefix: str, subnet: str, clients: int, docker: bool) -> LabState:
-    """Names and addresses for a registry host and `clients` client hosts."""
+KINDS = ("docker", "podman")           # what a registry host's engine may be
+
+
+def plan(prefix: str, subnet: str, clients: int, docker: bool, registry_engine: str = "docker",
+         podman_clients: int = 0, containerd_clients: int = 0) -> LabState:
+    """Names and addresses for a registry host, `clients` client hosts (dockerd, or sshd only), then
+    `podman_clients` podman hosts without dockerd (podman1...) and `containerd_clients` hosts running
+    containerd only (containerd1...)."""
     check_prefix(prefix)
+    if registry_engine not in KINDS:
+        raise LabError(f"registry engine {registry_engine!r}: expected one of {', '.join(KINDS)}")
     try:
         net = ipaddress.ip_network(subnet)
     except ValueError as exc:
@@ -89,14 +98,15 @@ def plan(prefix: str, subnet: str, clients: int, docker: bool) -> LabState:
     if not net.is_private or net.is_loopback:
         raise LabError(f"lab subnet {subnet} must be a private (RFC 1918) range")
     last = min(LAST_HOST, net.num_addresses - 2)
-    if clients < 0 or FIRST_HOST + clients > last:
-        raise LabError(f"{clients} clients do not fit in {subnet} (at most {max(0, last - FIRST_HOST)})")
+    total = clients + podman_clients + containerd_clients
+    if min(clients, podman_clients, containerd_clients) < 0 or FIRST_HOST + total > last:
+        raise LabError(f"{total} clients do not fit in {subnet} (at most {max(0, last - FIRST_HOST)})")
     state = LabState(prefix=prefix, subnet=str(net), bridge=f"{prefix}-br0", docker=docker)
-    for i in range(clients + 1):
-        name = REGISTRY if i == 0 else f"client{i}"
-        state.hosts.append(HostState(
-            name=name, role="registry" if i == 0 else "client",
-            address=str(net[FIRST_HOST + i]), netns=f"{prefix}-{name}",
-            veth=f"{prefix}-reg" if i == 0 else f"{prefix}-c{i}",
-            docker=docker or i == 0))
+    hosts = [(REGISTRY, "registry", f"{prefix}-reg", registry_engine)]
+    hosts += [(f"client{i}", "client", f"{prefix}-c{i}", "docker" if docker else "sshd") for i in range(1, clients + 1)]
+    hosts += [(f"podman{i}", "client", f"{prefix}-p{i}", "podman") for i in range(1, podman_clients + 1)]
+    hosts += [(f"containerd{i}", "client", f"{prefix}-d{i}", "containerd") for i in range(1, containerd_clients + 1)]
+    for n, (name, role, veth, kind) in enumerate(hosts):
+        state.hosts.append(HostState(name=name, role=role, address=str(net[FIRST_HOST + n]), netns=f"{prefix}-{name}",
+                                     veth=veth, docker=kind == "docker", kind=kind))
     return state

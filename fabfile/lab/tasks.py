@@ -43,13 +43,18 @@ def _table(statuses) -> str:
 
 @task(help={"clients": "number of client hosts (default 3)",
             "docker": "run dockerd on the clients (--no-docker: sshd-only clients)",
+            "registry_engine": "the registry host's engine: docker (default) or podman (no dockerd there)",
+            "podman_clients": "extra clients podman1.. with podman and no dockerd (trust: [podman])",
+            "containerd_clients": "extra clients containerd1.. with containerd only (trust: [containerd])",
             "subnet": f"lab IPv4 subnet (default {DEFAULT_SUBNET})", "root": ROOT_HELP})
 @_readable
-def up(c, clients=3, docker=True, subnet=DEFAULT_SUBNET, root=None):
+def up(c, clients=3, docker=True, registry_engine="docker", podman_clients=0, containerd_clients=0,
+       subnet=DEFAULT_SUBNET, root=None):
     """Start the lab (cleaning any stale one first) and write its inventory."""
     lab = _lab(root)
     started = time.monotonic()
-    statuses = lab.up(clients=int(clients), docker=docker, subnet=subnet)
+    statuses = lab.up(clients=int(clients), docker=docker, subnet=subnet, registry_engine=registry_engine,
+                      podman_clients=int(podman_clients), containerd_clients=int(containerd_clients))
     print(_table(statuses))
     print(f"lab up in {time.monotonic() - started:.1f} s; inventory: {lab.inventory_path}")
     if not all(s.up for s in statuses):

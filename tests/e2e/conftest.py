@@ -58,15 +58,18 @@ class Fleet:
     def login(self, host: str, user: str, password: str, ref: str = "registry.lab") -> subprocess.CompletedProcess:
         return self.on(host, f"printf %s '{password}' | docker login -u {user} --password-stdin {ref}")
 
+    @property
+    def engine(self) -> str:
+        return "podman" if self.lab._state().host("registry").kind == "podman" else "docker"
+
     def container_id(self) -> str:
-        return self.on("registry", "docker inspect -f '{{.Id}}' registry").stdout.strip()
+        return self.on("registry", f"{self.engine} inspect -f '{{{{.Id}}}}' registry").stdout.strip()
 
     def dockerd_pid(self, host: str) -> str:
         return self.on(host, "cat /run/docker.pid").stdout.strip()
 
 
-@pytest.fixture
-def fleet(lab, tmp_path) -> Fleet:
+def private_fleet(lab, tmp_path) -> Fleet:
     reset_hosts(lab)
     yaml = YAML()
     data = yaml.load(lab.inventory_path.read_text())
@@ -76,6 +79,17 @@ def fleet(lab, tmp_path) -> Fleet:
     with open(inventory, "w") as fh:
         yaml.dump(data, fh)
     return Fleet(lab=lab, inventory=inventory, tmp=tmp_path)
+
+
+@pytest.fixture
+def fleet(lab, tmp_path) -> Fleet:
+    return private_fleet(lab, tmp_path)
+
+
+@pytest.fixture
+def kinds(kinds_lab, tmp_path) -> Fleet:
+    """The host-kinds lab (podman registry, client1 docker, podman1, containerd1), wiped, private inventory."""
+    return private_fleet(kinds_lab, tmp_path)
 
 
 @pytest.fixture

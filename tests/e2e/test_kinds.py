@@ -1,0 +1,128 @@
+"""The seed's registry host is CentOS 8, where the engine is podman (issue 13): `engine: podman` for real on
+the host-kinds lab (registry with podman and no dockerd; client1 Docker; podman1 podman without dockerd;
+containerd1 containerd only). One lab, one sequence: deploy, idempotent rerun, each runtime pulls, a new
+certificate keeps the images, a container that fails is rolled back, rotation, takeover of a registry made
+by hand with podman."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+REF = "registry.lab/kinds/hello:1"
+CLIENTS = ("client1", "podman1", "containerd1")
+NO_OS_STORE = "env SSL_CERT_FILE=/dev/null SSL_CERT_DIR=/nonexistent"
+
+
+def pulls(fleet, user: str, password: str) -> dict[str, str]:
+    """Each client's own runtime fetching the image: '' when it worked, else its error."""
+    creds = shlex.quote(f"{user}:{password}")
+    runs = {
+        "client1": f"printf %s {shlex.quote(password)} | docker login -u {user} --password-stdin registry.lab "
+                   f">/dev/null && docker rmi -f {REF} >/dev/null 2>&1; docker pull -q {REF}",
+        "podman1": f"skopeo inspect --creds {creds} docker://{REF}",
+        "containerd1": f"{NO_OS_STORE} ctr -n e2e images rm {REF} >/dev/null 2>&1; {NO_OS_STORE} ctr -n e2e "
+                       f"images pull --hosts-dir /etc/containerd/certs.d --user {creds} {REF}",
+    }
+    out = {}
+    for host, command in runs.items():
+        r = fleet.on(host, command)
+        out[host] = "" if r.returncode == 0 else (r.stdout + r.stderr)[-400:]
+    return out
+
+
+@pytest.fixture
+def alice(kinds) -> tuple[str, str]:
+    password = "correct horse battery"
+    assert kinds.inv("users.add", "alice", "--no-deploy", input=password + "\n").returncode == 0
+    return "alice", password
+
+
+def test_podman_engine_deploy_rerun_pulls_new_certificate_rollback_rotation(kinds, alice):
+    fleet = kinds
+    code, first = fleet.json("deploy")
+    assert code == 0, first
+    assert first["registry"]["status"] == "changed"
+    assert {h: (r["status"], r["facts"]["verify"]) for h, r in first["hosts"].items()} == dict.fromkeys(
+        CLIENTS, ("changed", "ok"))
+    assert {h: {c["target"] for c in r["facts"]["checks"]} for h, r in first["hosts"].items()} == {
+        "client1": {"docker"}, "podman1": {"podman"}, "containerd1": {"containerd"}}  # each asked its runtime
+    assert fleet.on("registry", "command -v dockerd >/dev/null && test -S /var/run/docker.sock").returncode != 0
+    container = fleet.container_id()
+    assert container
+
+    code, again = fleet.json("deploy")
+    assert code == 0 and {r["status"] for r in (again["registry"], *again["hosts"].values())} == {"ok"}, again
+    assert fleet.container_id() == container
+
+    assert fleet.login("client1", *alice).returncode == 0
+    assert fleet.on("client1", f"docker tag lab/hello:1 {REF} && docker push -q {REF}").returncode == 0
+    assert pulls(fleet, *alice) == dict.fromkeys(CLIENTS, "")
+
+    assert fleet.inv("cert.generate", "--force").returncode == 0      # a new certificate: new container
+    code, renewed = fleet.json("deploy")
+    assert code == 0, renewed
+    assert fleet.container_id() != container
+    assert pulls(fleet, *alice) == dict.fromkeys(CLIENTS, "")          # the pushed image is still there
+
+    container = fleet.container_id()
+    fleet.edit(lambda d: d["registry"].__setitem__("env", {"REGISTRY_HTTP_TLS_MINIMUMTLS": "tls9.9"}))
+    assert fleet.inv("cert.generate", "--force").returncode == 0
+    failed = fleet.inv("registry.deploy")
+    assert failed.returncode == 1 and "rolled back" in failed.stdout, failed.stdout
+    assert fleet.container_id() == container
+    assert fleet.on("registry", "podman ps -a --format '{{.Names}}'").stdout.split() == ["registry"]
+
+    fleet.edit(lambda d: d["registry"].pop("env"))
+    assert fleet.inv("deploy").returncode == 0   # the certificate made above, deployed
+    code, rotated = fleet.json("rotate")         # then a rotation: trust old+new, switch, drop the old
+    assert code == 0 and rotated["notes"][-1] == "rotation complete", rotated
+    code, status = fleet.json("status")
+    assert code == 0 and status["status"] == "ok", status["reasons"]
+    assert status["registry"]["facts"]["served_fingerprint"] == status["certificate"]["sha256"]
+    assert pulls(fleet, *alice) == dict.fromkeys(CLIENTS, "")
+
+
+SEED_RUN = """
+set -e
+mkdir -p /var/lib/docker-registry/certs /var/lib/docker-registry/auth
+cp /tmp/seed.crt /var/lib/docker-registry/certs/registry_auth.crt
+cp /tmp/seed.key /var/lib/docker-registry/certs/registry_auth.key
+cp /tmp/seed.htpasswd /var/lib/docker-registry/auth/registry.password
+podman run -d -p 443:443 --name registry --restart=always -v /var/lib/docker-registry:/data \
+  -e REGISTRY_AUTH=htpasswd -e "REGISTRY_AUTH_HTPASSWD_REALM=Registry Realm" \
+  -e REGISTRY_AUTH_HTPASSWD_PATH=/data/auth/registry.password -e REGISTRY_HTTP_ADDR=0.0.0.0:443 \
+  -e REGISTRY_HTTP_TLS_CERTIFICATE=/data/certs/registry_auth.crt \
+  -e REGISTRY_HTTP_TLS_KEY=/data/certs/registry_auth.key registry:2 >/dev/null
+"""
+
+
+def test_podman_registry_made_by_hand_is_taken_over_with_its_images_and_users(kinds):
+    """The seed's procedure with podman, as on its CentOS 8 host: images in an anonymous volume, users
+    made by hand; the first deploy keeps both."""
+    import datetime as dt
+
+    from fabfile import certs, htpasswd
+
+    fleet = kinds
+    now = dt.datetime.now(dt.timezone.utc)
+    spec = certs.CertSpec(subject=(("CN", "registry.lab"),),
+                          sans=(certs.parse_san("registry.lab"), certs.parse_san(fleet.lab.address("registry"))),
+                          key_type="ecdsa-p256")
+    key = certs.generate_key("ecdsa-p256")
+    cert = certs.build_self_signed(spec, key, now)
+    for name, data in (("seed.crt", certs.cert_pem(cert)), ("seed.key", certs.private_key_pem(key)),
+                       ("seed.htpasswd", htpasswd.Htpasswd().with_user("seed", "seed-password", 10).render())):
+        fleet.lab.run("registry", f"cat > /tmp/{name}", input=data)
+    assert fleet.on("registry", SEED_RUN).returncode == 0
+    fleet.lab.run("client1", "mkdir -p /etc/docker/certs.d/registry.lab && "
+                             "cat > /etc/docker/certs.d/registry.lab/ca.crt", input=certs.cert_pem(cert))
+    assert fleet.login("client1", "seed", "seed-password").returncode == 0
+    assert fleet.on("client1", f"docker tag lab/hello:1 {REF} && docker push -q {REF}").returncode == 0
+
+    result = fleet.inv("deploy")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kept 1 user(s) from the registry host's htpasswd" in result.stdout
+    assert pulls(fleet, "seed", "seed-password") == dict.fromkeys(CLIENTS, "")
