@@ -30,6 +30,7 @@ import base64
 import json
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 
 CERTS_D = {
@@ -254,7 +255,7 @@ def _curl_verdict(code: int, out: str) -> tuple[str, str]:
     return "fail", _last_line(out, r"^curl: ").removeprefix("curl: ")
 
 
-def _openssl_verdict(what: str):
+def _openssl_verdict(what: str) -> Callable[[int, str], tuple[str, str]]:
     def verdict(code: int, out: str) -> tuple[str, str]:
         if code == 0:
             return "ok", what

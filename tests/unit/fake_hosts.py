@@ -285,13 +285,13 @@ class ClientHost:
 
     host: FakeHost
     os_id: str = "debian"
-    verify: str = "ok openssl"           # what the TLS check on the client says
+    verify: str = "ok"                   # what every runtime says: "ok", or "fail <the runtime's words>"
     files: dict[str, bytes] = field(default_factory=dict)
     restarts: int = 0
 
     def __post_init__(self) -> None:
         self.host.on(r"echo \"TIME", self._probe).on(r"base64 -d", self._apply)
-        self.host.on(r"dockerd --validate", self._restart).on(r"VERIFY", self._verify)
+        self.host.on(r"dockerd --validate", self._restart).on(r"RT %s", self._verify)
 
     def _probe(self, script: str) -> Result:
         lines = [f"TIME {int(time.time())}", f"OS {self.os_id} "]
@@ -309,7 +309,7 @@ class ClientHost:
                     lines.append(f"C {base64.b64encode(self.files[path]).decode()} {path}")
         if "DOCKERD" in script:
             lines.append("DOCKERD up 26.1.5")
-        return Result("\n".join(lines) + "\n", "", 0)
+        return Result("\n".join(lines) + "\n" + self._verify(script).stdout, "", 0)   # status: one round trip
 
     def _apply(self, script: str) -> Result:
         for path, data in re.findall(r"^w (\S+) (\S+)$", script, re.M):
@@ -323,7 +323,22 @@ class ClientHost:
         return Result("UP\n", "", 0)
 
     def _verify(self, script: str) -> Result:
-        return Result(f"VERIFY {self.verify}\n" if "VERIFY" in script else "", "", 0)
+        """The runtime check's RT lines (runtimes.py): each runtime's own answer, accepting or refusing."""
+        ok, _, why = self.verify.partition(" ")
+        ok = ok == "ok"
+        answers = {   # target -> (exit, output) as the real tools print them
+            "docker": (0, '{"message":"login attempt failed with status: 401 Unauthorized"}' if ok
+                       else json.dumps({"message": why})),
+            "containerd": (1, "ctr: pulling from host failed with status code [manifests none]: 401 Unauthorized"
+                           if ok else f"ctr: {why}"),
+            "podman": (1, "Error: logging into: invalid username/password" if ok else f"Error: {why}"),
+            "os": (0, "") if ok else (60, f"curl: (60) {why}"),
+        }
+        lines = []
+        for target, name in re.findall(r"printf 'RT %s %s %s %s\\n' (\S+) (\S+)", script):
+            code, out = answers.get(target, (0, "") if ok else (1, why))
+            lines.append(f"RT {target} {shlex.split(name)[0]} {code} {base64.b64encode(out.encode()).decode()}")
+        return Result("".join(f"{line}\n" for line in lines), "", 0)
 
 
 # --------------------------------------------------------------------------- a whole fleet

@@ -3,6 +3,7 @@ order, to which host, and what each host's result says. No SSH, no root, no netw
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -123,15 +124,32 @@ def test_an_unreachable_client_does_not_stop_the_others(tmp_path, fleet):
 # --------------------------------------------------------------------------- verify
 
 
-def test_verify_client_runs_the_tls_check_on_the_client_with_sudo(tmp_path, fleet):
+def test_verify_client_asks_the_runtime_on_the_client_with_sudo(tmp_path, fleet):
+    """One script, as root: the certs.d listing and dockerd asked through its API for the folder name."""
+
     s = session_for(tmp_path, fleet, clients=1)
-    fleet.host("c1").on("VERIFY", "VERIFY ok openssl\n")
+    answer = base64.b64encode(b'{"message":"login attempt to https://registry.test:5443/v2/ failed with status: '
+                              b'401 Unauthorized"}').decode()
+    fleet.host("c1").on("docker/auth", f"RT docker registry.test:5443 0 {answer}\n")
     material, _ = D.certificate(s)
     result = V.verify_client(s.inv.clients[0], s, material)
     assert (result.status, result.message) == (
-        Status.OK, "TLS to registry.test:5443 validates with the installed trust (openssl)")
+        Status.OK, "TLS accepted by docker (1 check(s), each runtime asked itself)")
+    assert result.facts["checks"] == [{"target": "docker", "name": "registry.test:5443", "state": "ok",
+                                       "detail": "dockerd accepts the TLS (login as a throwaway user: 401 Unauthorized)"}]
     (call,) = fleet.calls
-    assert call.sudo and "/etc/docker/certs.d/registry.test:5443/ca.crt" in call.command
+    assert call.sudo and "/etc/docker/certs.d/registry.test:5443/*" in call.command
+    assert '"serveraddress": "registry.test:5443"' in call.command
+
+
+def test_verify_client_with_no_answer_fails(tmp_path, fleet):
+    s = session_for(tmp_path, fleet, clients=1)
+    fleet.host("c1").on("docker/auth", "")
+    material, _ = D.certificate(s)
+    result = V.verify_client(s.inv.clients[0], s, material)
+    assert result.status is Status.FAILED
+    assert result.message == ("TLS refused: docker registry.test:5443: no answer from the check "
+                              "(timed out or killed)")
 
 
 # --------------------------------------------------------------------------- the registry host (fake_registry)
