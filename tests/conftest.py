@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from fabfile.lab import Lab, LabError  # noqa: E402
+
+# A suite started in the background (nohup, `cmd &` in a script) inherits SIGINT ignored, and so would
+# every `inv` it starts: the interrupt tests (F24) need Ctrl-C to mean Ctrl-C, here and in the children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PREFIX = os.environ.get("RTLS_LAB_PREFIX", "rtls")
 SUBNET = os.environ.get("RTLS_LAB_SUBNET", "10.213.0.0/24")
