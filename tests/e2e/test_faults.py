@@ -380,7 +380,7 @@ def test_F13_secrets_never_reach_output_logs_container_config_or_remote_argv(fle
     sudoers = "/etc/sudoers.d/rtls-lab"
     fleet.on("registry", f"cp {sudoers} /root/sudoers.bak && sed -i 's/NOPASSWD: //' {sudoers}")
     assert fleet.on("registry", "su deploy -s /bin/sh -c 'cd /; sudo -n true'").returncode != 0  # now it asks
-    fleet.edit(lambda d: d["registry"].__setitem__("env", {"REGISTRY_HTTP_TLS_MINIMUMTLS": "tls9.9"}))
+    fleet.edit(lambda d: d["registry"].__setitem__("env", {"REGISTRY_STORAGE": "bogus-driver"}))  # the registry refuses it
     assert fleet.inv("cert.generate", "--force").returncode == 0
     fleet.on("registry", "rm -f /run/ps.log /run/ps.stop; nohup sh -c 'while [ ! -e /run/ps.stop ]; do "
                          "ps -eo args >> /run/ps.log; sleep 0.01; done' >/dev/null 2>&1 &")
