@@ -226,6 +226,9 @@ class RegistrySection(SshVars):
             if MANAGED_ENV.fullmatch(name.upper()):
                 raise ValueError(f"{name!r} is set by registry-tls (auth, TLS and address follow the inventory: "
                                  "realm, minimum_tls, port); remove it from registry.env")
+            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v[name]):
+                raise ValueError(f"{name}: the value has a control character (it is written to an env file, "
+                                 "one KEY=VALUE a line)")
         return v
 
 

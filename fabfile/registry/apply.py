@@ -115,6 +115,8 @@ def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result:
                     (want.cert_pem, f"{want.cert_dir}/{CERT_NAME}", 0o644)]
     if todo.upload_htpasswd:
         uploads.append((want.htpasswd, want.htpasswd_path, 0o600))
+    if todo.upload_env:
+        uploads.append((want.env_file, want.env_path, 0o600))
     if uploads:
         remote.put_many(uploads)
     try:

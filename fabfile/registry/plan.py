@@ -9,7 +9,7 @@ from .. import facts as F
 from ..errors import RemoteError
 from ..htpasswd import Htpasswd
 from .identity import Identity, cert_change, user_change, user_digests
-from .spec import CERT_NAME, HTPASSWD_NAME, KEY_NAME, STORAGE_MOUNT, Desired
+from .spec import CERT_NAME, ENV_NAME, HTPASSWD_NAME, KEY_NAME, STORAGE_MOUNT, Desired
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class Plan:
     switch_link: bool = False
     legacy_certs_dir: bool = False
     upload_htpasswd: bool = False
+    upload_env: bool = False
     recreate: bool = False
     start: bool = False
     reasons: tuple[str, ...] = ()
@@ -30,7 +31,7 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not (self.upload_certs or self.switch_link or self.upload_htpasswd
+        return not (self.upload_certs or self.switch_link or self.upload_htpasswd or self.upload_env
                     or self.recreate or self.start or self.previous)
 
     def describe(self, want: Desired) -> list[str]:
@@ -45,6 +46,8 @@ class Plan:
             lines.append(f"point certs -> {want.cert_dir_name}")
         if self.upload_htpasswd:
             lines.append(f"write auth/{HTPASSWD_NAME} (the registry reloads it live)")
+        if self.upload_env:
+            lines.append(f"write {ENV_NAME} (registry.env, values not shown)")
         if self.migrate_from:
             lines.append(f"copy images from volume {self.migrate_from} to storage/")
         if self.recreate:
@@ -69,6 +72,7 @@ def plan(want: Desired, facts: F.RegistryFacts, *, now: float | None = None) -> 
     cert_ok = _matches(have.get(f"{want.cert_dir}/{CERT_NAME}"), want.cert_pem, 0o644)
     key_ok = _matches(have.get(f"{want.cert_dir}/{KEY_NAME}"), want.key_pem, 0o600)
     ht_ok = _matches(have.get(want.htpasswd_path), want.htpasswd, 0o600)
+    env_ok = not reg.env or _matches(have.get(want.env_path), want.env_file, 0o600)
     link_ok = facts.certs_link == want.cert_dir_name
     container, previous = facts.container, facts.previous
     prev_action = ""
@@ -99,7 +103,7 @@ def plan(want: Desired, facts: F.RegistryFacts, *, now: float | None = None) -> 
     )
     return Plan(
         upload_certs=not (cert_ok and key_ok), switch_link=not link_ok,
-        legacy_certs_dir=facts.certs_link == "DIR", upload_htpasswd=upload_htpasswd,
+        legacy_certs_dir=facts.certs_link == "DIR", upload_htpasswd=upload_htpasswd, upload_env=not env_ok,
         recreate=recreate, start=not recreate and container is not None and not container.running,
         reasons=tuple(reasons), migrate_from=migrate if recreate else None, previous=prev_action,
         old_link=facts.certs_link if facts.certs_link not in (None, "DIR") else None,

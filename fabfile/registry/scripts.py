@@ -30,8 +30,10 @@ def prepare_script(want: Desired) -> str:
         "set -e", "umask 077",
         f"mkdir -p {q(want.cert_dir)} {q(d + '/auth')} {q(d + '/storage')}",
         f"chmod 0700 {q(want.cert_dir)}",
-        # keep the current htpasswd for rollback (same folder: the rename back is atomic)
-        f"if [ -f {q(want.htpasswd_path)} ]; then cp -p {q(want.htpasswd_path)} {q(want.htpasswd_path + '.previous')}; fi",
+        # keep the current htpasswd and env file for rollback (same folder: the rename back is atomic);
+        # --remove-destination: a link planted at .previous is replaced, never followed (review L2)
+        *(f"if [ -f {q(path)} ]; then cp -p --remove-destination {q(path)} {q(path + '.previous')}; "
+          f"else rm -f {q(path + '.previous')}; fi" for path in (want.htpasswd_path, want.env_path)),
     ])
 
 
@@ -124,6 +126,10 @@ def rollback_script(engine: str, want: Desired, plan_: Plan) -> str:
     if plan_.upload_htpasswd:
         lines.append(f"if [ -f {q(want.htpasswd_path + '.previous')} ]; then "
                      f"mv -f {q(want.htpasswd_path + '.previous')} {q(want.htpasswd_path)}; fi")
+    if plan_.upload_env:   # the previous env file, or none, with the previous container
+        env = want.env_path
+        lines.append(f"if [ -f {q(env + '.previous')} ]; then mv -f {q(env + '.previous')} {q(env)}; "
+                     f"else rm -f {q(env)}; fi")
     e = q(engine)
     if plan_.recreate:
         lines.append(f"{e} rm -f {q(reg.container)} >/dev/null 2>&1 || true")
@@ -137,7 +143,8 @@ def cleanup_script(want: Desired) -> str:
     reg = want.registry
     return "\n".join([
         f"{q(reg.engine)} rm -f {q(reg.container + '-previous')} >/dev/null 2>&1 || true",
-        f"rm -f {q(want.htpasswd_path + '.previous')}",
+        f"rm -f {q(want.htpasswd_path + '.previous')} {q(want.env_path + '.previous')}",
+        *([] if reg.env else [f"rm -f {q(want.env_path)}"]),   # registry.env emptied: no secrets left behind
         f"cd {q(reg.data_dir)} && ls -1dt .certs-* 2>/dev/null | grep -v -x -e {q(want.cert_dir_name)} "
         "| grep -v -x .certs-legacy | tail -n +2 | xargs -r rm -rf",
     ])

@@ -14,6 +14,7 @@ from ..sh import join
 CERT_NAME = "registry_auth.crt"
 KEY_NAME = "registry_auth.key"
 HTPASSWD_NAME = "registry.password"
+ENV_NAME = "registry.env"   # registry.env of the inventory, 0600 root, beside auth/ (not mounted): --env-file
 SPEC_LABEL = "io.registry-tls.spec"
 STORAGE_MOUNT = "/var/lib/registry"
 LOCK_STALE_SECONDS = 3600
@@ -30,6 +31,8 @@ class ContainerSpec:
     mounts: tuple[tuple[str, str, bool], ...]  # (host path, container path, read-only)
     restart_policy: str
     cert_fingerprint: str
+    env_file: str | None = None       # these keys come from this file (--env-file): their values are never argv
+    file_keys: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -46,7 +49,10 @@ class ContainerSpec:
         for src, dst, ro in self.mounts:
             args += ["-v", f"{src}:{dst}{':ro' if ro else ''}"]
         for key, value in self.env:
-            args += ["-e", f"{key}={value}"]
+            if key not in self.file_keys:
+                args += ["-e", f"{key}={value}"]
+        if self.env_file:
+            args += ["--env-file", self.env_file]
         args += ["--label", f"{SPEC_LABEL}={self.digest}", self.image]
         return join(args)
 
@@ -100,8 +106,17 @@ class Desired:
         return f"{self.registry.data_dir}/auth/{HTPASSWD_NAME}"
 
     @property
+    def env_path(self) -> str:
+        return f"{self.registry.data_dir}/{ENV_NAME}"
+
+    @property
+    def env_file(self) -> bytes:
+        """registry.env as an env file (one KEY=VALUE a line; values have no control characters)."""
+        return "".join(f"{k}={v}\n" for k, v in self.registry.env).encode()
+
+    @property
     def paths(self) -> tuple[str, ...]:
-        return (f"{self.cert_dir}/{CERT_NAME}", f"{self.cert_dir}/{KEY_NAME}", self.htpasswd_path)
+        return (f"{self.cert_dir}/{CERT_NAME}", f"{self.cert_dir}/{KEY_NAME}", self.htpasswd_path, self.env_path)
 
     @property
     def spec(self) -> ContainerSpec:
@@ -123,6 +138,7 @@ class Desired:
                     (f"{reg.data_dir}/auth", "/data/auth", True),
                     (f"{reg.data_dir}/storage", STORAGE_MOUNT, False)),
             restart_policy=reg.restart_policy, cert_fingerprint=self.fingerprint,
+            env_file=self.env_path if reg.env else None, file_keys=tuple(k for k, _ in reg.env),
         )
 
 

@@ -100,8 +100,9 @@ class TlsRegistry:
         self._dir.cleanup()
 
 
-def _inspect(argv: list[str], cid: str, image_id: str) -> dict:
-    """What ``docker inspect`` says about a container started with ``argv`` (a ``docker run`` line)."""
+def _inspect(argv: list[str], cid: str, image_id: str, files: dict[str, bytes]) -> dict:
+    """What ``docker inspect`` says about a container started with ``argv`` (a ``docker run`` line; an
+    ``--env-file`` is read from the host's ``files``)."""
     env, mounts, labels, ports = [], [], {}, {}
     name = restart = image = ""
     i = 3  # docker run -d
@@ -121,6 +122,9 @@ def _inspect(argv: list[str], cid: str, image_id: str) -> dict:
             i += 2
         elif arg == "-e":
             env.append(argv[i + 1])
+            i += 2
+        elif arg == "--env-file":
+            env += files[argv[i + 1]].decode().splitlines()
             i += 2
         elif arg == "--label":
             key, value = argv[i + 1].split("=", 1)
@@ -224,7 +228,7 @@ class RegistryHost:
         if self.container:
             self.previous = self.container
         self._ids += 1
-        self.container = _inspect(argv, f"{self._ids:064x}", self.image_id)
+        self.container = _inspect(argv, f"{self._ids:064x}", self.image_id, self.host.files)
         self.log.append("recreate")
         if self.crash:
             self.container["State"]["Running"] = False

@@ -419,6 +419,9 @@ def test_run_command_carries_the_seed_environment_and_directory_mounts(material)
     argv = shlex.split(d.spec.run_command("docker"))
     assert argv[:7] == ["docker", "run", "-d", "--name", "registry", "--restart=always", "-p"] and argv[7] == "443:443"
     env = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-e")
+    assert "REGISTRY_STORAGE_DELETE_ENABLED" not in env   # registry.env: from the env file, never argv (M3)
+    assert argv[argv.index("--env-file") + 1] == "/var/lib/docker-registry/registry.env" == d.env_path
+    env.update(line.split("=", 1) for line in d.env_file.decode().splitlines())
     assert env == {
         "REGISTRY_AUTH": "htpasswd",
         "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
@@ -433,6 +436,43 @@ def test_run_command_carries_the_seed_environment_and_directory_mounts(material)
     assert mounts == [f"{d.cert_dir}:/data/certs:ro", "/var/lib/docker-registry/auth:/data/auth:ro",
                       "/var/lib/docker-registry/storage:/var/lib/registry"]
     assert argv[-3:] == ["--label", f"{R.SPEC_LABEL}={d.spec.digest}", "registry:2"]
+
+
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+def test_M3_env_values_are_in_a_0600_file_never_in_the_run_command_or_the_plan(material):
+    d = want(material, env=(("REGISTRY_STORAGE_S3_SECRETKEY", SECRET), ("REGISTRY_HTTP_SECRET", "s3cr3t=x y")))
+    run = d.spec.run_command("docker")
+    assert SECRET not in run and "s3cr3t" not in run and "--env-file /var/lib/docker-registry/registry.env" in run
+    assert d.env_file == f"REGISTRY_STORAGE_S3_SECRETKEY={SECRET}\nREGISTRY_HTTP_SECRET=s3cr3t=x y\n".encode()
+    p = registry_plan(d, files="none", container=None)
+    assert p.upload_env and p.recreate
+    assert not registry_plan(d).upload_env and registry_plan(d).empty
+    text = "\n".join(p.describe(d))
+    assert "write registry.env (registry.env, values not shown)" in text
+    assert SECRET not in text and "s3cr3t" not in text
+
+
+def test_M3_a_changed_env_value_is_noticed_by_key_and_the_file_is_rewritten(material):
+    old = want(material, env=(("REGISTRY_HTTP_SECRET", "old-value"),))
+    new = want(material, env=(("REGISTRY_HTTP_SECRET", "new-value"),))
+    inspect = {"Config": {"Labels": {R.SPEC_LABEL: old.spec.digest},
+                          "Env": [f"{k}={v}" for k, v in old.spec.env]}}
+    container = F.ContainerFact.from_inspect(inspect)
+    diffs = new.spec.differences(container)
+    assert "env REGISTRY_HTTP_SECRET" in diffs and not any("value" in x for x in diffs)
+    assert old.spec.digest != new.spec.digest and old.env_file != new.env_file
+
+
+def test_M3_rollback_restores_the_previous_env_file_and_cleanup_leaves_no_copy(material, tmp_path):
+    d = want(material, env=(("REGISTRY_HTTP_SECRET", "v"),))
+    prep = R.prepare_script(d)
+    assert "cp -p --remove-destination" in prep and f"{d.env_path}.previous" in prep
+    roll = R.rollback_script("docker", d, R.Plan(upload_env=True))
+    assert f"mv -f {d.env_path}.previous {d.env_path}" in roll and f"else rm -f {d.env_path}; fi" in roll
+    assert f"rm -f {d.htpasswd_path}.previous {d.env_path}.previous" in R.cleanup_script(d)
+    assert f"rm -f {d.env_path}" in R.cleanup_script(want(material, env=()))
 
 
 def test_F27_only_directories_are_mounted(material):
@@ -473,7 +513,7 @@ def test_desired_layout(material):
     fp16 = material.fingerprint.replace(":", "").lower()[:16]
     assert d.cert_dir == f"/var/lib/docker-registry/.certs-{fp16}"
     assert d.paths == (f"{d.cert_dir}/registry_auth.crt", f"{d.cert_dir}/registry_auth.key",
-                       "/var/lib/docker-registry/auth/registry.password")
+                       "/var/lib/docker-registry/auth/registry.password", "/var/lib/docker-registry/registry.env")
 
 
 # --------------------------------------------------------------------------- registry: plans as data
@@ -502,8 +542,9 @@ def inspect_of(spec: R.ContainerSpec, **changes) -> dict:
 def registry_output(d: R.Desired, *, files="all", link="current", container="match", previous=None,
                     image="sha256:" + "1" * 64, engine="up", key_mode=0o600, htpasswd=HTPASSWD) -> str:
     lines = [f"TIME {NOW_EPOCH}"]
-    contents = {d.paths[0]: (d.cert_pem, 0o644), d.paths[1]: (d.key_pem, key_mode), d.paths[2]: (htpasswd, 0o600)}
-    present = {"all": d.paths, "none": (), "htpasswd-only": d.paths[2:]}[files]
+    contents = {d.paths[0]: (d.cert_pem, 0o644), d.paths[1]: (d.key_pem, key_mode), d.paths[2]: (htpasswd, 0o600),
+                d.paths[3]: (d.env_file, 0o600)}
+    present = {"all": d.paths, "none": (), "htpasswd-only": d.paths[2:3]}[files]
     for path in d.paths:
         lines.append(file_line(path, contents[path][0], contents[path][1]) if path in present else f"M {path}")
     lines.append("LINK " + {"current": d.cert_dir_name, None: "NONE"}.get(link, link))

@@ -53,6 +53,8 @@ def test_the_base_inventory_loads(tmp_path):
     ("L9-env-overrides-auth", ", env: {REGISTRY_AUTH_HTPASSWD_PATH: /data/auth/other}", "", "registry.env",
      "is set by registry-tls"),
     ("L9-env-overrides-addr", ", env: {registry_http_addr: '0.0.0.0:80'}", "", "registry.env", "is set by registry-tls"),
+    ("M3-env-value-newline", ', env: {REGISTRY_HTTP_SECRET: "a\\nREGISTRY_AUTH=none"}', "", "registry.env",
+     "REGISTRY_HTTP_SECRET: control character"),
     ("L2-data-dir-dotdot", ", data_dir: /etc/..", "", "registry.data_dir", "no '.', '..', ':'"),
     ("L2-data-dir-dot", ", data_dir: /.", "", "registry.data_dir", "no '.', '..', ':'"),
     ("L2-data-dir-colon", ", data_dir: '/srv/a:b'", "", "registry.data_dir", "no '.', '..', ':'"),
@@ -200,3 +202,4 @@ def test_M3_registry_env_values_are_masked_in_every_log_line(tmp_path):
     assert redact(line) == line  # not yet known
     D.registry_job(s, s.pki.build(s.now), dry_run=True)
     assert redact(line) == "docker run -e REGISTRY_HTTP_SECRET=*** registry:2"
+
