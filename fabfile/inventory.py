@@ -330,7 +330,7 @@ class Registry:
     restart_policy: str
     minimum_tls: str
     bcrypt_cost: int
-    env: tuple[tuple[str, str], ...]
+    env: tuple[tuple[str, str], ...] = field(repr=False)   # values may be secrets (review L6)
     health_timeout: int
 
     @property

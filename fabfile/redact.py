@@ -12,6 +12,9 @@ import logging
 import threading
 
 MASK = "***"
+# Shorter values are not masked: replacing a short word everywhere reveals it by its context
+# ("systemctl restart ***" for the password "docker"), and the design never puts a secret in text (review L6).
+MIN_MASKED = 8
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
@@ -40,7 +43,7 @@ def register(*values: str | bytes | None) -> None:
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str.__str__(value)
             for part in [text, *text.splitlines()]:
                 part = part.strip()
-                if len(part) >= 4 and not part.startswith("-----"):
+                if len(part) >= MIN_MASKED and not part.startswith("-----"):
                     _secrets.add(part)
 
 

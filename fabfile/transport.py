@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -74,7 +74,7 @@ class SshSettings:
     ssh_config: Path | None = None
     connect_timeout: int = 10
     accept_new_host_keys: bool = False
-    sudo_password: str | None = None
+    sudo_password: str | None = field(default=None, repr=False)   # never in a repr (review L6)
     command_timeout: int = 300
 
 

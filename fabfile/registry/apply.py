@@ -35,8 +35,8 @@ log = logging.getLogger("registry_tls.registry")
 class DeployJob:
     registry: Registry
     material: Material
-    htpasswd: bytes
-    credentials: tuple[str, str]
+    htpasswd: bytes = field(repr=False)
+    credentials: tuple[str, str] = field(repr=False)   # the health user's password: never in a repr (L6)
     connect: Callable[[SshTarget], Transport]   # Session.connect
     dry_run: bool = False
     break_lock: bool = False

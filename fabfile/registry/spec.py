@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import facts as F
 from ..inventory import Registry
@@ -27,7 +27,7 @@ class ContainerSpec:
     name: str
     image: str
     port: int
-    env: tuple[tuple[str, str], ...]
+    env: tuple[tuple[str, str], ...] = field(repr=False)   # values may be secrets (review L6)
     mounts: tuple[tuple[str, str, bool], ...]  # (host path, container path, read-only)
     restart_policy: str
     cert_fingerprint: str
@@ -89,8 +89,8 @@ class ContainerSpec:
 class Desired:
     registry: Registry
     cert_pem: bytes
-    key_pem: bytes
-    htpasswd: bytes
+    key_pem: bytes = field(repr=False)
+    htpasswd: bytes = field(repr=False)
     fingerprint: str
 
     @property

@@ -203,3 +203,30 @@ def test_M3_registry_env_values_are_masked_in_every_log_line(tmp_path):
     D.registry_job(s, s.pki.build(s.now), dry_run=True)
     assert redact(line) == "docker run -e REGISTRY_HTTP_SECRET=*** registry:2"
 
+
+
+def test_L6_a_short_secret_is_not_masked_by_substring_a_long_one_is():
+    from fabfile import redact
+    redact.register("docker", "Hunter2-long-secret")
+    line = redact.redact("sudo -n -- sh -c 'systemctl restart docker'; password Hunter2-long-secret")
+    assert line == "sudo -n -- sh -c 'systemctl restart docker'; password ***"
+
+
+def test_L6_reprs_of_settings_and_jobs_hold_no_password_key_or_env_value(tmp_path, self_signed):
+    from fabfile.registry import DeployJob, desired
+    from fabfile.transport import SshSettings
+    from fabfile.pki import Material
+
+    from _support import make_registry
+    HTPASSWD = b"registry-tls-health:$2b$10$" + b"h" * 53 + b"\n"
+
+    assert "Hunter2-sudo" not in repr(SshSettings(known_hosts=tmp_path / "kh", sudo_password="Hunter2-sudo"))
+    reg = make_registry(env=(("REGISTRY_HTTP_SECRET", "env-secret-value"),))
+    cert, pkey = self_signed
+    key = Material(chain=(cert,), key=pkey, anchor=cert)
+    job = DeployJob(registry=reg, material=key, htpasswd=HTPASSWD, credentials=("health", "health-password"),
+                    connect=lambda _: None)  # type: ignore[arg-type,return-value]
+    want = desired(reg, key, HTPASSWD)
+    for text in (repr(job), repr(want), repr(want.spec)):
+        assert "health-password" not in text and "env-secret-value" not in text
+        assert "PRIVATE KEY" not in text and HTPASSWD.decode().strip() not in text
