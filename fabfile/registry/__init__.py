@@ -27,6 +27,7 @@ Layers, each its own module:
 """
 
 from .apply import DeployJob, container_reason, deploy, gather, read_htpasswd
+from .lock import machine_id
 from .plan import Plan, plan
 from .scripts import (
     cleanup_script, failed_name, keep_failed_script, lock_script, parse_kept, prepare_script, recreate_script,
@@ -40,6 +41,7 @@ __all__ = [
     "CERT_NAME", "HTPASSWD_NAME", "KEY_NAME", "LOCK_STALE_SECONDS", "SPEC_LABEL", "STORAGE_MOUNT",
     "ContainerSpec", "DeployJob", "Desired", "Plan",
     "cleanup_script", "container_reason", "deploy", "desired", "failed_name", "gather", "keep_failed_script",
-    "lock_script", "parse_kept", "plan", "prepare_script", "read_htpasswd", "recreate_script", "rollback_script",
+    "lock_script", "machine_id", "parse_kept", "plan", "prepare_script", "read_htpasswd", "recreate_script",
+    "rollback_script",
     "switch_link_script", "unlock_script",
 ]

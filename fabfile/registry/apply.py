@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from ..sh import cmd
 from ..transport import Result, Transport
 from .failure import Failure, Rollback, message
 from .failure import facts as failure_facts
-from .lock import remote_lock
+from .lock import machine_id, remote_lock
 from .plan import Plan, plan
 from .reason import mask, reason
 from .scripts import (
@@ -41,7 +42,12 @@ class DeployJob:
     dry_run: bool = False
     break_lock: bool = False
     provisional: bool = False   # a dry run's certificate made in memory: its fingerprint is not the real one
-    run_id: str = field(default_factory=lambda: f"{socket.gethostname()} pid {os.getpid()}")
+    run_id: str = field(default_factory=lambda: run_owner())
+
+
+def run_owner() -> str:
+    """The lock owner: '<host> pid <pid> run <random> <machine-id or ->' (review L4: host names repeat)."""
+    return f"{socket.gethostname()} pid {os.getpid()} run {secrets.token_hex(4)} {machine_id() or '-'}"
 
 
 def gather(remote: Transport, want: Desired) -> F.RegistryFacts:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -34,8 +33,8 @@ class remote_lock:
     def __enter__(self) -> remote_lock:
         run = self._take(self.job.break_lock)
         if run.exited == Exit.LOCKED:
-            owner = run.stdout.strip().removeprefix("LOCKED").strip()
-            why = _stale(owner)
+            age, _, owner = run.stdout.strip().removeprefix("LOCKED").strip().partition(" ")
+            why = _stale(owner.strip(), int(age) if age.isdigit() else 0)
             if why is None:
                 raise LockedError(f"registry locked by another run ({_owner_text(owner)}) "
                                   f"in {self.data_dir}/.registry-tls.lock; if that run is gone, pass --break-lock")
@@ -52,21 +51,36 @@ class remote_lock:
 
 
 def _owner_text(owner: str) -> str:
-    """'host pid 12 1700000000' -> 'host pid 12, 42s ago'."""
-    head, _, since = owner.rpartition(" ")
-    if not since.isdigit():
-        return owner or "owner unknown"
-    return f"{head}, {max(0, int(time.time()) - int(since))}s ago"
+    """'host pid 12 run ab12 <machine-id> 1700000000' -> 'host pid 12 run ab12, 42s ago'."""
+    parts = owner.split()
+    if len(parts) < 3 or not parts[-1].isdigit():
+        return owner.strip() or "owner unknown"
+    return f"{' '.join(parts[:-2])}, {max(0, int(time.time()) - int(parts[-1]))}s ago"
 
 
-def _stale(owner: str) -> str | None:
-    """Why a lock is stale (its run is dead on this machine, or it is older than an hour), else None."""
+def machine_id() -> str | None:
+    """This machine's /etc/machine-id (None when unknown): host names repeat across CI runners and containers."""
+    try:
+        with open("/etc/machine-id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _stale(owner: str, age: int) -> str | None:
+    """Why a lock is stale (its run is dead on this very machine, or it is older than an hour), else None.
+
+    ``owner``: '<host> pid <pid> run <random> <machine-id> <epoch>'; ``age``: of the lock folder, in seconds.
+    An owner that cannot be read is held until the lock folder itself is old (review L4)."""
     parts = owner.split()
     try:
-        host, pid, since = parts[0], int(parts[2]), int(parts[-1])
+        pid, machine, since = int(parts[2]), parts[-2], int(parts[-1])
     except (IndexError, ValueError):
-        return "its owner file is unreadable"
-    if host == socket.gethostname():
+        if age > LOCK_STALE_SECONDS:
+            return f"its owner file is unreadable and it is older than {LOCK_STALE_SECONDS // 60} minutes"
+        return None
+    here = machine_id()
+    if here is not None and machine == here:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -10,12 +10,18 @@ from .spec import FAILED_INFIX, LOG_LINES, ContainerSpec, Desired
 
 
 def lock_script(data_dir: str, owner: str, *, take_over: bool) -> str:
+    """Take ``<data_dir>/.registry-tls.lock``: the owner file is written in a temporary folder renamed into
+    place (``mv -T``), so nobody ever sees a lock without its owner (review L4). The owner line is
+    ``<owner> <epoch>``; when held: ``LOCKED <age of the lock folder in s> <owner line>``."""
     lock = f"{data_dir}/.registry-tls.lock"
     return "\n".join([
         f"mkdir -p {q(data_dir)} && chmod go-w {q(data_dir)}",
         f"[ {int(take_over)} = 1 ] && rm -rf {q(lock)}",
-        f"if ! mkdir {q(lock)} 2>/dev/null; then echo \"LOCKED $(cat {q(lock)}/owner 2>/dev/null)\"; exit {Exit.LOCKED:d}; fi",
-        f"echo {q(owner)} \"$(date -u +%s)\" > {q(lock)}/owner",
+        f"t=$(mktemp -d {q(lock)}.XXXXXXXX) || exit 1",
+        f"echo {q(owner)} \"$(date -u +%s)\" > \"$t/owner\"",
+        f"if ! mv -T \"$t\" {q(lock)} 2>/dev/null; then rm -rf \"$t\"; "
+        f"echo \"LOCKED $(( $(date -u +%s) - $(stat -c %Y {q(lock)} 2>/dev/null || date -u +%s) )) "
+        f"$(cat {q(lock)}/owner 2>/dev/null)\"; exit {Exit.LOCKED:d}; fi",
         "echo LOCK",
     ])
 

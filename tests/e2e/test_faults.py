@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from fabfile import registry as R
+
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.lab
@@ -343,11 +345,11 @@ def test_F24_remote_lock_of_another_machine_blocks_until_break_lock_and_stale_lo
     now = int(time.time())
 
     assert fleet.inv("users.add", "bob", "--no-deploy", input="bob-password\n").returncode == 0
-    write_lock(fleet, f"ci-runner-7 pid 4242 {now}")
+    write_lock(fleet, f"ci-runner-7 pid 4242 run ab12 m-ci {now}")
     code, locked = fleet.json("deploy")
     assert code == 1
     msg = locked["registry"]["message"]
-    assert msg.startswith("registry locked by another run (ci-runner-7 pid 4242, ")
+    assert msg.startswith("registry locked by another run (ci-runner-7 pid 4242 run ab12, ")
     assert msg.endswith(f"s ago) in {DATA}/.registry-tls.lock; if that run is gone, pass --break-lock")
     assert {locked["hosts"][h]["status"] for h in CLIENTS} == {"skipped"}
     assert fleet.login("client1", "bob", "bob-password").returncode != 0  # nothing pushed
@@ -358,8 +360,9 @@ def test_F24_remote_lock_of_another_machine_blocks_until_break_lock_and_stale_lo
 
     dead = subprocess.Popen(["true"])
     dead.wait()
-    for owner, why in ((f"{socket.gethostname()} pid {dead.pid} {now}", f"process {dead.pid} on this machine is gone"),
-                       (f"ci-runner-7 pid 4242 {now - 7200}", "older than 60 minutes")):
+    here = f"{socket.gethostname()} pid {dead.pid} run ab12 {R.machine_id() or '-'} {now}"
+    for owner, why in ((here, f"process {dead.pid} on this machine is gone"),
+                       (f"ci-runner-7 pid 4242 run ab12 m-ci {now - 7200}", "older than 60 minutes")):
         assert fleet.inv("users.add", "bob", "--update", "--no-deploy", input="bob-password-2\n").returncode == 0
         write_lock(fleet, owner)
         proc = fleet.inv("deploy")

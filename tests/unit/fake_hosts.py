@@ -206,7 +206,7 @@ class RegistryHost:
     def _lock(self, script: str) -> Result:
         take_over = "[ 1 = 1 ]" in script
         if self.locked_by and not take_over:
-            return Result(f"LOCKED {self.locked_by}\n", "", 7)
+            return Result(f"LOCKED 5 {self.locked_by}\n", "", 7)
         self.locked_by = "us"
         self.log.append("lock")
         return Result("LOCK\n", "", 0)

@@ -257,10 +257,10 @@ def test_the_run_log_gets_the_failed_containers_whole_output_with_secrets_masked
 
 def test_registry_locked_by_a_live_run_elsewhere_fails_without_touching_it(world):
     material, _ = D.certificate(world.s)
-    world.registry.locked_by = f"other-host pid 4242 {int(time.time())}"
+    world.registry.locked_by = f"other-host pid 4242 run ab12 m-other {int(time.time())}"
     (result,) = D.deploy_registry(world.s, material).results.values()
     assert result.status == Status.FAILED
-    assert result.message.startswith("registry locked by another run (other-host pid 4242, ")
+    assert result.message.startswith("registry locked by another run (other-host pid 4242 run ab12, ")
     assert steps(world) == ["read users", "probe", "lock"]
 
 
@@ -348,7 +348,7 @@ def test_a_clock_warning_is_given_once_though_the_host_is_looked_at_twice(world)
 
 
 def test_a_stale_lock_is_taken_over_with_a_warning_kept_beside_the_plan_warnings(world):
-    world.registry.locked_by = f"other-host pid 4242 {int(time.time()) - 7200}"
+    world.registry.locked_by = f"other-host pid 4242 run ab12 m-other {int(time.time()) - 7200}"
     material, _ = D.certificate(world.s)
     (result,) = D.deploy_registry(world.s, material).results.values()
     assert result.status == Status.CHANGED

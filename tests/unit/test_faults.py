@@ -431,16 +431,22 @@ def test_F24_local_lock_second_run_fails_with_exit_1_and_names_the_holder(tmp_pa
         pass
 
 
-def test_F24_remote_lock_staleness():
+def test_F24_remote_lock_staleness(monkeypatch):
     here, now = socket.gethostname(), int(time.time())
+    monkeypatch.setattr(RL, "machine_id", lambda: "m-here")
     dead = subprocess.Popen(["true"])
     dead.wait()
-    assert RL._stale(f"{here} pid {os.getpid()} {now}") is None  # alive here
-    assert RL._stale(f"{here} pid {dead.pid} {now}") == f"process {dead.pid} on this machine is gone"
-    assert RL._stale(f"other-host pid 4242 {now - 10}") is None  # another machine, fresh: respected
-    assert RL._stale(f"other-host pid 4242 {now - 3700}") == "older than 60 minutes"
-    assert RL._stale("garbage") == "its owner file is unreadable"
-    assert RL._owner_text(f"other-host pid 4242 {now - 10}") in (f"other-host pid 4242, {s}s ago" for s in (10, 11))
+    assert RL._stale(f"{here} pid {os.getpid()} run ab12 m-here {now}", 5) is None  # alive here
+    assert RL._stale(f"{here} pid {dead.pid} run ab12 m-here {now}", 5) == f"process {dead.pid} on this machine is gone"
+    # review L4: the same host name on another machine (CI runners, containers) is not this machine
+    assert RL._stale(f"{here} pid {dead.pid} run ab12 m-other {now - 5}", 5) is None
+    assert RL._stale(f"other-host pid 4242 run ab12 m-other {now - 10}", 10) is None  # fresh: respected
+    assert RL._stale(f"other-host pid 4242 run ab12 m-other {now - 3700}", 3700) == "older than 60 minutes"
+    # an unreadable owner is held until the lock folder itself is old
+    assert RL._stale("garbage", 5) is None and RL._stale("", 0) is None
+    assert RL._stale("garbage", 3700) == "its owner file is unreadable and it is older than 60 minutes"
+    assert RL._owner_text(f"other-host pid 4242 run ab12 m-other {now - 10}") in (
+        f"other-host pid 4242 run ab12, {s}s ago" for s in (10, 11))
 
 
 # --------------------------------------------------------------------------- F25 restart gate

@@ -694,12 +694,30 @@ def test_F24_switch_link_moves_the_seed_folder_aside_and_swaps_atomically(tmp_pa
     assert not (data / "certs.tmp").exists() and not (data / ".certs-bbbb" / ".certs-aaaa").exists()
 
 
+def test_L4_the_lock_appears_with_its_owner_at_once_with_machine_id_and_age(tmp_path):
+    data = tmp_path / "data"
+    script = R.lock_script(str(data), "alice pid 1 run ab12", take_over=False)
+    assert R.apply.run_owner().split()[5] == (R.machine_id() or "-") and R.apply.run_owner() != R.apply.run_owner()
+    assert "mkdir -p" in script and f"mkdir {data}/.registry-tls.lock" not in script   # no bare mkdir of the lock
+    assert run(["bash", "-c", script]).returncode == 0
+    owner = (data / ".registry-tls.lock/owner").read_text().split()
+    assert owner[:5] == ["alice", "pid", "1", "run", "ab12"] and owner[5].isdigit()
+    assert [p.name for p in data.iterdir()] == [".registry-tls.lock"]   # no temporary folder left
+    os.utime(data / ".registry-tls.lock", (0, 1000))   # an old lock folder
+    (data / ".registry-tls.lock/owner").write_text("")  # whose owner cannot be read
+    held = run(["bash", "-c", R.lock_script(str(data), "bob pid 2 run cd34", take_over=False)])
+    age = int(held.stdout.split()[1])
+    assert held.returncode == 7 and age > 3600 and held.stdout.split()[2:] == []
+    assert [p.name for p in data.iterdir()] == [".registry-tls.lock"]
+
+
 def test_F24_remote_lock_is_exclusive_and_can_be_taken_over(tmp_path):
     data = str(tmp_path / "data")
     first = run(["bash", "-c", R.lock_script(data, "alice pid 1", take_over=False)])
     assert (first.returncode, first.stdout.strip()) == (0, "LOCK")
     second = run(["bash", "-c", R.lock_script(data, "bob pid 2", take_over=False)])
-    assert second.returncode == 7 and second.stdout.startswith("LOCKED alice pid 1 ")
+    assert second.returncode == 7 and second.stdout.split()[0] == "LOCKED" and second.stdout.split()[1].isdigit()
+    assert second.stdout.split()[2:5] == ["alice", "pid", "1"]
     third = run(["bash", "-c", R.lock_script(data, "bob pid 2", take_over=True)])
     assert third.returncode == 0
     assert (tmp_path / "data/.registry-tls.lock/owner").read_text().startswith("bob pid 2 ")
