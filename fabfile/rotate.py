@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from .certs import describe, validity_warnings
 from .deploy import deploy_registry, trust_clients
-from .errors import InputError
+from .errors import CertificateError, InputError
 from .inventory import Client
 from .localfs import atomic_write, read_optional
 from .pki import Material, Pki
@@ -91,8 +91,14 @@ def start(session: Session, *, renew_ca: bool = False) -> Rotation:
 
 
 def promote(session: Session, rotation: Rotation) -> Material:
-    """Make next/ the current material, keeping the old one in previous/ (idempotent)."""
-    current = session.pki.load()
+    """Make next/ the current material, keeping the old one in previous/ (idempotent).
+
+    A run killed inside the copy below leaves pki/ half old, half new (its key no longer matches its
+    certificate): previous/ was complete before that copy began, so the next run only finishes it."""
+    try:
+        current = session.pki.load()
+    except CertificateError:
+        current = None
     if current is not None and current.fingerprint == rotation.old_fingerprint:
         _copy_material(session.pki, _previous(session))
     _copy_material(_next(session), session.pki)

@@ -171,3 +171,21 @@ def test_ca_mode_rotation_touches_only_the_registry(tmp_path):
         assert w.s.pki.load().anchor_pem == ca and served(w) == w.s.pki.load().fingerprint
     finally:
         w.tls.close()
+
+
+def test_F24_a_run_killed_inside_promote_is_finished_by_the_next_run(world):
+    """SIGKILL between the key and the certificate copy of the switch: pki/ holds the new key beside the
+    old certificate. The next run must not stop at 'key does not match' but finish the rotation."""
+    start_at(world, "trusted")
+    new_fp = world.s.state.rotation().new_fingerprint
+    nxt = world.s.pki.root / "next"
+    (world.s.pki.root / "previous").mkdir(exist_ok=True)
+    for name in ("registry.key", "registry.crt", "ca.key", "ca.crt"):   # promote's first copy: old -> previous/
+        if (world.s.pki.root / name).exists():
+            (world.s.pki.root / "previous" / name).write_bytes((world.s.pki.root / name).read_bytes())
+    (world.s.pki.root / "registry.key").write_bytes((nxt / "registry.key").read_bytes())  # killed here
+    with pytest.raises(InputError, match="does not match"):
+        world.s.pki.load()
+    report = R.rotate_all(world.s, world.s.inv.clients)
+    assert phases(report) == ["phase switched", "rotation complete"]
+    assert served(world) == new_fp and world.s.pki.load().fingerprint == new_fp
