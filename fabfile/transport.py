@@ -162,6 +162,15 @@ class _QuickAckSocket(socket.socket):
 
 @functools.lru_cache(maxsize=8)
 def _parsed_known_hosts(path: str, mtime_ns: int, size: int) -> paramiko.HostKeys:
+    """paramiko cannot read marker lines (review L8: it raised an uncaught InvalidHostKey): refuse them in
+    one line. A @revoked key would silently have no effect, so its file is refused rather than used."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            marker = line.lstrip().split(" ", 1)[0]
+            if marker in ("@revoked", "@cert-authority"):
+                what = ("revoked keys" if marker == "@revoked" else "SSH host certificates")
+                raise InputError(f"{path}:{number}: {marker} lines are not supported ({what}); remove the line, "
+                                 "or list the hosts' plain keys")
     return paramiko.HostKeys(path)
 
 
