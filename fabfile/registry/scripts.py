@@ -89,8 +89,11 @@ def keep_failed_script(engine: str, name: str, kept: str) -> str:
     e = q(engine)
     return "\n".join([
         f"{e} inspect --type container {q(name)} >/dev/null 2>&1 || exit 0",
-        f"{e} update --restart=no {q(name)} >/dev/null 2>&1 || true",   # a daemon restart must not revive it
+        # a daemon restart must not revive it; a container caught between restarts refuses `update`, so the
+        # policy is set again once it is stopped
+        f"{e} update --restart=no {q(name)} >/dev/null 2>&1 || true",
         f"{e} stop -t 5 {q(name)} >/dev/null 2>&1 || true",
+        f"{e} update --restart=no {q(name)} >/dev/null 2>&1 || true",
         f"for c in $({e} ps -a --format '{{{{.Names}}}}'); do case \"$c\" in {q(name + FAILED_INFIX)}*) "
         f"{e} rm -f \"$c\" >/dev/null;; esac; done",
         f"k={q(name)}",
