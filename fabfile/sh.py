@@ -54,3 +54,4 @@ class Exit(IntEnum):
     RESTART_TIMEOUT = 6     # restart_script: dockerd did not answer after the restart
     LOCKED = 7              # lock_script: another run holds the registry lock
     CONTAINER_EXITED = 8    # recreate_script: the new container did not stay up
+    UNSAFE_PATH = 9         # lock_script: data_dir or a parent is not root's, or group/other may write it

@@ -32,6 +32,8 @@ class remote_lock:
 
     def __enter__(self) -> remote_lock:
         run = self._take(self.job.break_lock)
+        if run.exited == Exit.UNSAFE_PATH:
+            raise RemoteError(self.remote.name, unsafe_message(self.data_dir, run.stdout))
         if run.exited == Exit.LOCKED:
             age, _, owner = run.stdout.strip().removeprefix("LOCKED").strip().partition(" ")
             why = _stale(owner.strip(), int(age) if age.isdigit() else 0)
@@ -48,6 +50,14 @@ class remote_lock:
 
     def __exit__(self, *exc: object) -> None:
         self.remote.run(unlock_script(self.data_dir), sudo=True, check=False)
+
+
+def unsafe_message(data_dir: str, stdout: str) -> str:
+    """lock_script's ``UNSAFE <path> <why>`` as the one line the run fails with (review L2)."""
+    why = next((line.removeprefix("UNSAFE ") for line in stdout.splitlines() if line.startswith("UNSAFE ")),
+               "a folder of its path is not root's only")
+    return (f"refusing to write in {data_dir}: {why}; data_dir and each of its parents must be owned by root "
+            "and not writable by group or other")
 
 
 def _owner_text(owner: str) -> str:

@@ -9,12 +9,44 @@ from .plan import Plan
 from .spec import FAILED_INFIX, LOG_LINES, ContainerSpec, Desired
 
 
+# Root's writes in data_dir (mkdir, cp, mv, ln, rm -rf) follow links: whoever may write in data_dir or in one
+# of its parents could point them anywhere (review L2). So every existing component of data_dir, as written and
+# as resolved (``cd -P``), must be root's, and a folder no group or other may write (a link: root's). Prints
+# ``UNSAFE <path> <why>`` for the topmost component that is not, nothing when all are. Builtins and stat only.
+TRUSTED_PATH_SH = r"""unsafe=
+walk() {
+  p=$1
+  while :; do
+    if s=$(stat -c '%u %a %U %F' -- "$p" 2>/dev/null); then
+      set -- $s; u=$1 m=$2 n=$3; shift 3
+      if [ "$u" != 0 ]; then unsafe="$p is owned by $n (uid $u, mode $m, $*)"
+      elif [ "$*" = directory ] && [ $((0$m & 022)) != 0 ]; then unsafe="$p is writable by group/other (owner $n, mode $m)"
+      fi
+    fi
+    [ "$p" = / ] && return 0
+    p=${p%/*}; p=${p:-/}
+  done
+}
+trusted_path() {
+  walk "$1"
+  e=$1; while [ ! -e "$e" ] && [ "$e" != / ]; do e=${e%/*}; e=${e:-/}; done
+  [ -n "$unsafe" ] || walk "$(cd -P -- "$e" 2>/dev/null && pwd -P || echo "$e")"
+  [ -z "$unsafe" ] || echo "UNSAFE $unsafe"
+  [ -z "$unsafe" ]
+}"""
+
+
 def lock_script(data_dir: str, owner: str, *, take_over: bool) -> str:
     """Take ``<data_dir>/.registry-tls.lock``: the owner file is written in a temporary folder renamed into
     place (``mv -T``), so nobody ever sees a lock without its owner (review L4). The owner line is
-    ``<owner> <epoch>``; when held: ``LOCKED <age of the lock folder in s> <owner line>``."""
+    ``<owner> <epoch>``; when held: ``LOCKED <age of the lock folder in s> <owner line>``.
+
+    It is the first root write of a changing run, so it first checks that root may trust data_dir's path
+    (TRUSTED_PATH_SH; refused: ``UNSAFE ...`` and exit UNSAFE_PATH, nothing written)."""
     lock = f"{data_dir}/.registry-tls.lock"
     return "\n".join([
+        TRUSTED_PATH_SH,
+        f"trusted_path {q(data_dir)} || exit {Exit.UNSAFE_PATH:d}",
         f"mkdir -p {q(data_dir)} && chmod go-w {q(data_dir)}",
         f"[ {int(take_over)} = 1 ] && rm -rf {q(lock)}",
         f"t=$(mktemp -d {q(lock)}.XXXXXXXX) || exit 1",

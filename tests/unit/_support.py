@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +33,29 @@ def make_spec(sans=TEST_SANS, *, days: int = 365, key_type: str = "ecdsa-p256",
 
 def run(argv, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, **kw)
+
+
+def root_owned_env(folder: Path, **unsafe: str) -> dict[str, str]:
+    """An environment whose ``stat`` answers the registry lock's path check (``stat -c '%u %a %U %F'``) as a
+    registry host would: every path root's and mode 755 (unit tests run as nobody under a world-writable
+    /tmp), except the paths given in ``unsafe`` ('path' -> 'uid mode user'); any other question goes to the real
+    stat. The fake lives in ``folder``/bin, first on PATH."""
+    real = shutil.which("stat")
+    table = folder / "stat.table"
+    table.write_text("".join(f"{path}\t{answer}\n" for path, answer in unsafe.items()))
+    fake = folder / "bin" / "stat"
+    fake.parent.mkdir(parents=True, exist_ok=True)
+    fake.write_text(f"""#!/bin/sh
+if [ "$1" = -c ] && [ "$2" = '%u %a %U %F' ] && [ "$3" = -- ]; then
+  kind=$({real} -c %F -- "$4") || exit 1
+  answer=$(awk -F '\t' -v p="$4" '$1 == p {{ print $2 }}' {table})
+  echo "${{answer:-0 755 root}} $kind"
+  exit 0
+fi
+exec {real} "$@"
+""")
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{fake.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
 
 # --------------------------------------------------------------------------- inventory objects

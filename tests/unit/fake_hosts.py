@@ -12,7 +12,8 @@ Knobs for failure tables: ``crash`` (the new container exits: recreate exit 8;
 ``output`` is what it printed), ``serve_stale`` (the new container runs but
 serves the old certificate: the health check fails), ``previous_broken`` (the
 container put back by a rollback does not serve either: it prints ``output``),
-``locked_by`` (another run's lock owner line). ``failed`` is the container a
+``locked_by`` (another run's lock owner line), ``unsafe`` (what the lock script's path check says of
+data_dir: ``<path> <why>``, then nothing is written). ``failed`` is the container a
 failure kept aside (``<name>-failed-<time>``).
 """
 
@@ -148,6 +149,7 @@ class RegistryHost:
     container: dict | None = None
     previous: dict | None = None
     locked_by: str | None = None
+    unsafe: str | None = None
     crash: bool = False
     serve_stale: bool = False
     previous_broken: bool = False
@@ -205,6 +207,8 @@ class RegistryHost:
 
     def _lock(self, script: str) -> Result:
         take_over = "[ 1 = 1 ]" in script
+        if self.unsafe:
+            return Result(f"UNSAFE {self.unsafe}\n", "", 9)
         if self.locked_by and not take_over:
             return Result(f"LOCKED 5 {self.locked_by}\n", "", 7)
         self.locked_by = "us"

@@ -264,6 +264,17 @@ def test_registry_locked_by_a_live_run_elsewhere_fails_without_touching_it(world
     assert steps(world) == ["read users", "probe", "lock"]
 
 
+def test_L2_a_data_dir_root_may_not_trust_fails_in_one_line_and_nothing_is_written(world):
+    material, _ = D.certificate(world.s)
+    world.registry.unsafe = "/srv is writable by group/other (owner root, mode 777)"
+    (result,) = D.deploy_registry(world.s, material).results.values()
+    assert result.status == Status.FAILED and "\n" not in result.message
+    assert result.message == ("refusing to write in /var/lib/docker-registry: /srv is writable by group/other "
+                              "(owner root, mode 777); data_dir and each of its parents must be owned by root "
+                              "and not writable by group or other")
+    assert steps(world) == ["read users", "probe", "lock"]   # the lock script stopped before its mkdir
+
+
 def test_a_failed_registry_skips_every_client(world):
     world.registry.crash = True
     report = D.deploy_all(world.s, world.s.inv.clients)

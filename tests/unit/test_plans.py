@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from _support import CASES, NOW, file_line, make_client, make_registry, run, sha256
+from _support import CASES, NOW, file_line, make_client, make_registry, root_owned_env, run, sha256
 from fabfile import certs
 from fabfile import clients as C
 from fabfile import facts as F
 from fabfile import registry as R
 from fabfile.errors import RemoteError
 from fabfile.pki import Material
+from fabfile.sh import Exit
 
 CURRENT = C.Anchor("current", b"-----BEGIN CERTIFICATE-----\ncurrent\n-----END CERTIFICATE-----\n")
 NEXT = C.Anchor("next", b"-----BEGIN CERTIFICATE-----\nnext\n-----END CERTIFICATE-----\n")
@@ -695,34 +696,86 @@ def test_F24_switch_link_moves_the_seed_folder_aside_and_swaps_atomically(tmp_pa
 
 
 def test_L4_the_lock_appears_with_its_owner_at_once_with_machine_id_and_age(tmp_path):
-    data = tmp_path / "data"
+    data, env = tmp_path / "data", root_owned_env(tmp_path)
     script = R.lock_script(str(data), "alice pid 1 run ab12", take_over=False)
     assert R.apply.run_owner().split()[5] == (R.machine_id() or "-") and R.apply.run_owner() != R.apply.run_owner()
     assert "mkdir -p" in script and f"mkdir {data}/.registry-tls.lock" not in script   # no bare mkdir of the lock
-    assert run(["bash", "-c", script]).returncode == 0
+    assert run(["bash", "-c", script], env=env).returncode == 0
     owner = (data / ".registry-tls.lock/owner").read_text().split()
     assert owner[:5] == ["alice", "pid", "1", "run", "ab12"] and owner[5].isdigit()
     assert [p.name for p in data.iterdir()] == [".registry-tls.lock"]   # no temporary folder left
     os.utime(data / ".registry-tls.lock", (0, 1000))   # an old lock folder
     (data / ".registry-tls.lock/owner").write_text("")  # whose owner cannot be read
-    held = run(["bash", "-c", R.lock_script(str(data), "bob pid 2 run cd34", take_over=False)])
+    held = run(["bash", "-c", R.lock_script(str(data), "bob pid 2 run cd34", take_over=False)], env=env)
     age = int(held.stdout.split()[1])
     assert held.returncode == 7 and age > 3600 and held.stdout.split()[2:] == []
     assert [p.name for p in data.iterdir()] == [".registry-tls.lock"]
 
 
 def test_F24_remote_lock_is_exclusive_and_can_be_taken_over(tmp_path):
-    data = str(tmp_path / "data")
-    first = run(["bash", "-c", R.lock_script(data, "alice pid 1", take_over=False)])
+    data, env = str(tmp_path / "data"), root_owned_env(tmp_path)
+    first = run(["bash", "-c", R.lock_script(data, "alice pid 1", take_over=False)], env=env)
     assert (first.returncode, first.stdout.strip()) == (0, "LOCK")
-    second = run(["bash", "-c", R.lock_script(data, "bob pid 2", take_over=False)])
+    second = run(["bash", "-c", R.lock_script(data, "bob pid 2", take_over=False)], env=env)
     assert second.returncode == 7 and second.stdout.split()[0] == "LOCKED" and second.stdout.split()[1].isdigit()
     assert second.stdout.split()[2:5] == ["alice", "pid", "1"]
-    third = run(["bash", "-c", R.lock_script(data, "bob pid 2", take_over=True)])
+    third = run(["bash", "-c", R.lock_script(data, "bob pid 2", take_over=True)], env=env)
     assert third.returncode == 0
     assert (tmp_path / "data/.registry-tls.lock/owner").read_text().startswith("bob pid 2 ")
     assert run(["bash", "-c", R.unlock_script(data)]).returncode == 0
     assert not (tmp_path / "data/.registry-tls.lock").exists()
+
+
+def lock_in(data: Path, env: dict) -> subprocess.CompletedProcess:
+    return run(["sh", "-c", R.lock_script(str(data), "alice pid 1 run ab12", take_over=False)], env=env)
+
+
+@pytest.mark.parametrize(("case", "unsafe", "offender", "why"), [
+    ("parent others may write", {"srv": "0 1777 root"}, "srv", "is writable by group/other (owner root, mode 1777)"),
+    ("parent group may write", {"srv": "0 775 root"}, "srv", "is writable by group/other (owner root, mode 775)"),
+    ("parent of another user", {"srv": "1000 755 alice"}, "srv", "is owned by alice (uid 1000, mode 755, directory)"),
+    ("data_dir of another user", {"srv/reg": "1000 700 alice"}, "srv/reg",
+     "is owned by alice (uid 1000, mode 700, directory)"),
+    ("the topmost is named", {"srv": "0 777 root", "srv/reg": "1000 700 alice"}, "srv",
+     "is writable by group/other (owner root, mode 777)"),
+    ("a link of another user", {"lnk": "1000 777 alice"}, "lnk", "is owned by alice (uid 1000, mode 777, symbolic link)"),
+    ("a root link into a folder others may write", {"open": "0 1777 root"}, "open",
+     "is writable by group/other (owner root, mode 1777)"),
+])
+def test_L2_lock_script_refuses_a_data_dir_root_may_not_trust_and_writes_nothing(tmp_path, case, unsafe, offender,
+                                                                                 why):
+    (tmp_path / "srv" / "reg").mkdir(parents=True)
+    (tmp_path / "open").mkdir()
+    (tmp_path / "lnk").symlink_to(tmp_path / "srv")
+    data = tmp_path / ("lnk/reg" if "link" in case else "srv/reg/data")
+    if "into" in case:
+        (tmp_path / "srv" / "reg").rmdir()
+        (tmp_path / "srv" / "reg").symlink_to(tmp_path / "open")
+        data = tmp_path / "srv" / "reg" / "data"
+    env = root_owned_env(tmp_path, **{str(tmp_path / k): v for k, v in unsafe.items()})
+    out = lock_in(data, env)
+    assert (out.returncode, out.stdout) == (Exit.UNSAFE_PATH, f"UNSAFE {tmp_path / offender} {why}\n"), out.stderr
+    assert not data.exists() or not any(data.iterdir())   # no mkdir, no lock
+    assert not any((tmp_path / "open").iterdir())
+
+
+def test_L2_lock_script_takes_the_lock_under_trusted_folders_even_through_a_root_link(tmp_path):
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "lnk").symlink_to(tmp_path / "srv")
+    out = lock_in(tmp_path / "lnk" / "reg", root_owned_env(tmp_path))
+    assert (out.returncode, out.stdout) == (0, "LOCK\n"), out.stderr
+    assert (tmp_path / "srv" / "reg" / ".registry-tls.lock" / "owner").exists()
+
+
+def test_L2_the_path_check_reads_the_real_stat():
+    """No fake: / and /usr are root's 0755 on any Linux, /tmp is root's 1777 (sticky, others may write)."""
+    check = R.scripts.TRUSTED_PATH_SH + "\ntrusted_path \"$1\""
+    for shell in ("sh", "bash"):
+        ok = run([shell, "-c", check, "-", "/usr/registry-tls-missing/reg"])
+        assert (ok.returncode, ok.stdout) == (0, ""), ok.stderr
+        tmp = run([shell, "-c", check, "-", "/tmp/registry-tls-missing/reg"])
+        assert tmp.returncode == 1
+        assert tmp.stdout.startswith("UNSAFE /tmp is writable by group/other (owner root, mode ")
 
 
 @pytest.mark.parametrize(("state", "code", "last"), [
