@@ -261,3 +261,24 @@ def test_F27_users_add_update_remove_without_restarting_the_registry(fleet, user
     assert fleet.container_id() == container  # F27: htpasswd replaced by rename, reloaded, no restart
     log = (fleet.tmp / "state" / "log" / "registry-tls.log").read_text()
     assert "new-password" not in log and "bob-password" not in log
+
+
+def test_L2_a_data_dir_under_a_folder_others_can_write_is_refused_and_nothing_is_written(fleet):
+    """The lock script checks data_dir's path with the registry host's own stat before its first write."""
+    open_dir = "/var/lib/rtls-open"
+    fleet.on("registry", f"rm -rf {open_dir} && mkdir -m 0757 {open_dir}")
+    fleet.edit(lambda data: data["registry"].__setitem__("data_dir", f"{open_dir}/registry"))
+    try:
+        code, out = fleet.json("registry.deploy")
+        reg = out["registry"]
+        assert (code, reg["host"], reg["status"]) == (1, "registry.lab", "failed")
+        assert reg["message"] == (f"refusing to write in {open_dir}/registry: {open_dir} is writable by group/other "
+                                   "(owner root, mode 757); data_dir and each of its parents must be owned by root "
+                                   "and not writable by group or other")
+        assert fleet.on("registry", f"ls -A {open_dir}").stdout == ""          # no mkdir, no lock
+        assert fleet.on("registry", "docker ps -aq").stdout.strip() == ""       # no container
+        fleet.on("registry", f"chmod o-w {open_dir}")
+        assert fleet.inv("registry.deploy").returncode == 0                  # the same path, now root's only
+        assert "auth" in fleet.on("registry", f"ls -A {open_dir}/registry").stdout.split()
+    finally:
+        fleet.on("registry", f"docker rm -f registry >/dev/null 2>&1; rm -rf {open_dir}")
