@@ -24,6 +24,7 @@ from . import rotate as ROT
 from . import verify as V
 from .commandline import cli, exit_2_on_parse_errors, integer, task
 from .errors import ExitCode, InputError, RegistryTlsError
+from .inventory import pin_warning
 from .session import open_session
 
 exit_2_on_parse_errors()  # Invoke's own parse errors: one line, exit 2 (status 3), for inv and registry-tls
@@ -419,6 +420,9 @@ def kubernetes(c, inventory=None, group=None):
     from .export import kubernetes as render
 
     s, client, anchors, title = _export_inputs(c, inventory, group, kubernetes=True)
+    warning = pin_warning("kubernetes.image", s.inv.kubernetes.image or "")
+    if warning:   # stderr: the manifest on stdout stays as kubectl reads it
+        report.note(f"warning: {warning}")
     report.print_text(render(client, s.inv.registry, anchors, s.inv.kubernetes, title=title))
 
 

@@ -14,7 +14,7 @@ from . import fleet, registry
 from .certs import CertInfo, describe
 from .errors import InputError
 from .htpasswd import Htpasswd
-from .inventory import Client
+from .inventory import Client, pin_warning
 from .pki import Material
 from .redact import register
 from .results import HostResult, Report, Status
@@ -97,7 +97,9 @@ def deploy_registry(s: Session, material: Material, *, dry_run: bool = False, br
             return report
         report.notes += adopted
     job = registry_job(s, material, dry_run=dry_run, break_lock=break_lock)
-    report.add(fleet.guarded(host, "registry", lambda: registry.deploy(job)))
+    result = fleet.guarded(host, "registry", lambda: registry.deploy(job))
+    result.warnings += [w for w in [pin_warning("registry.image", s.inv.registry.image)] if w]
+    report.add(result)
     return report
 
 

@@ -261,6 +261,17 @@ class CertificateSection(_Strict):
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*?(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@sha256:[0-9a-f]{64})?$")
 
 
+def pin_warning(key: str, image: str) -> str | None:
+    """One line when ``image`` is a tag, which can be moved to other content, not a digest (review L11); else None.
+
+    A warning, not an error: a local image (the lab's, one built on the host) has no digest to pin."""
+    if re.search(r"@sha256:[0-9a-f]{64}$", image):
+        return None
+    return (f"{key} {image!r} is a mutable tag, not pinned by digest: whoever can move the tag chooses the code that "
+            f"runs with the registry's key or trust; pin it as {image.split('@')[0]}@sha256:<digest> "
+            "(README: Pinning images)")
+
+
 class KubernetesSection(_Strict):
     """For ``export.kubernetes``: the DaemonSet's namespace and image (any image with sh, cp, mv, cmp)."""
 

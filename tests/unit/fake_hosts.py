@@ -352,12 +352,15 @@ class ClientHost:
 # --------------------------------------------------------------------------- a whole fleet
 
 
+PINNED = "registry:2@sha256:" + "cd" * 32   # the fake registry's image, pinned (review L11: a tag is warned about)
+
+
 def write_inventory(root: Path, clients: int = 3, *, trust: str = "[docker]", port: int = 5443,
-                    mode: str = "self-signed") -> Path:
+                    mode: str = "self-signed", image: str = PINNED) -> Path:
     hosts = "\n".join(f"    c{i}: {{address: 192.0.2.{20 + i}}}" for i in range(1, clients + 1))
     path = root / "inventory.yaml"
     path.write_text(
-        f"registry: {{host: registry.test, address: 127.0.0.1, port: {port}, health_timeout: 1}}\n"
+        f"registry: {{host: registry.test, address: 127.0.0.1, port: {port}, health_timeout: 1, image: '{image}'}}\n"
         f"certificate: {{san: [DNS:registry.test], key_type: ecdsa-p256, mode: {mode}, pki_dir: {root / 'pki'}}}\n"
         f"state_dir: {root / 'state'}\n"
         f"ssh: {{known_hosts: {root / 'known_hosts'}}}\n"
@@ -370,10 +373,10 @@ class World:
     """A session whose registry host is a RegistryHost (real TLS on 127.0.0.1) and whose clients are fakes."""
 
     def __init__(self, tmp_path: Path, clients: int = 3, trust: str = "[docker]", sudo_password: str | None = None,
-                 mode: str = "self-signed"):
+                 mode: str = "self-signed", image: str = PINNED):
         self.fleet = FakeFleet()
         self.tls = TlsRegistry()
-        path = write_inventory(tmp_path, clients, trust=trust, port=self.tls.port, mode=mode)
+        path = write_inventory(tmp_path, clients, trust=trust, port=self.tls.port, mode=mode, image=image)
         self.s = open_session(path, sudo_password=sudo_password)
         self.s.opener = self.fleet.opener
         self.registry = RegistryHost(self.fleet.host("registry.test"), self.tls)

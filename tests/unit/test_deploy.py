@@ -275,6 +275,26 @@ def test_L2_a_data_dir_root_may_not_trust_fails_in_one_line_and_nothing_is_writt
     assert steps(world) == ["read users", "probe", "lock"]   # the lock script stopped before its mkdir
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_L11_a_registry_image_not_pinned_by_digest_is_a_warning_not_an_error(tmp_path, dry_run):
+    w = World(tmp_path, image="registry:2")
+    try:
+        material, _ = D.certificate(w.s, dry_run=dry_run)
+        (result,) = D.deploy_registry(w.s, material, dry_run=dry_run).results.values()
+    finally:
+        w.tls.close()
+    assert result.status == Status.CHANGED
+    assert result.warnings == ["registry.image 'registry:2' is a mutable tag, not pinned by digest: whoever can move "
+                               "the tag chooses the code that runs with the registry's key or trust; pin it as "
+                               "registry:2@sha256:<digest> (README: Pinning images)"]
+
+
+def test_L11_a_registry_image_pinned_by_digest_gets_no_warning(world):
+    assert world.s.inv.registry.image.startswith("registry:2@sha256:")
+    (result,) = D.deploy_registry(world.s, D.certificate(world.s)[0]).results.values()
+    assert result.status == Status.CHANGED and result.warnings == []
+
+
 def test_a_failed_registry_skips_every_client(world):
     world.registry.crash = True
     report = D.deploy_all(world.s, world.s.inv.clients)

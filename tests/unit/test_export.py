@@ -187,6 +187,18 @@ def test_export_tasks_print_from_the_local_certificate(tmp_path):
     assert ci.returncode == 0 and ci.stdout.startswith("#cloud-config\n") and "ca_certs" in ci.stdout, ci.stderr
     k8s = inv("export.kubernetes", cwd=tmp_path)
     assert k8s.returncode == 0 and [d["kind"] for d in load_all(k8s.stdout)] == ["ConfigMap", "DaemonSet"]
+    # review L11: a version tag is accepted with one warning line on stderr (the manifest on stdout is unchanged)
+    assert k8s.stderr.strip() == ("warning: kubernetes.image 'busybox:1.36.1' is a mutable tag, not pinned by digest: "
+                                  "whoever can move the tag chooses the code that runs with the registry's key or "
+                                  "trust; pin it as busybox:1.36.1@sha256:<digest> (README: Pinning images)")
+
+
+def test_L11_a_kubernetes_image_pinned_by_digest_prints_no_warning(tmp_path):
+    image = "busybox@sha256:" + "ab" * 32
+    (tmp_path / "inventory.yaml").write_text(INVENTORY + f"kubernetes: {{image: '{image}'}}\n")
+    assert inv("cert.generate", cwd=tmp_path).returncode == 0
+    k8s = inv("export.kubernetes", cwd=tmp_path)
+    assert k8s.returncode == 0 and k8s.stderr == "" and f"image: {image}" in k8s.stdout
 
 
 @pytest.mark.parametrize(("extra", "args", "fragment"), [
