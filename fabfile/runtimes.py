@@ -70,11 +70,18 @@ class Check:
 # --------------------------------------------------------------------------- script
 
 
-def _emit(target: str, name: str, command: str) -> str:
-    """Run ``command`` (its output captured), print ``RT target name exit base64``."""
+def _emit(target: str, name: str, command: str, *, quiet_ok: bool = False) -> str:
+    """Run ``command`` (its output captured), print ``RT target name exit base64``.
+
+    ``quiet_ok``: the verdict reads only the exit code when it is 0 (openssl, curl), so a success
+    prints no output and costs no encoding; the exit and encoded output stay in ``$e`` and ``$r``.
+    """
     # the output's last 2000 bytes: each line stays one write(2) under PIPE_BUF, so parallel checks never interleave
-    return (f"o=$({command} 2>&1); printf 'RT %s %s %s %s\\n' {target} {shlex.quote(name)} \"$?\" "
-            "\"$(printf '%s' \"$o\" | tail -c 2000 | base64 -w0)\"")
+    encode = "r=$(printf '%s' \"$o\" | tail -c 2000 | base64 -w0)"
+    if quiet_ok:
+        encode = f"if [ \"$e\" = 0 ]; then r=; else {encode}; fi"
+    return (f"o=$({command} 2>&1); e=$?; {encode}; "
+            f"printf 'RT %s %s %s %s\\n' {target} {shlex.quote(name)} \"$e\" \"$r\"")
 
 
 def _parallel(lines: list[str]) -> list[str]:
@@ -88,10 +95,23 @@ def _docker(t: Target) -> list[str]:
         return _emit("docker", name, f"curl -sS --max-time {TIMEOUT} --unix-socket {DOCKER_SOCKET} "
                      f"-H 'Content-Type: application/json' -d {shlex.quote(body)} http://docker/auth")
 
-    def files(name: str) -> str:
-        folder = shlex.quote(f"{CERTS_D['docker']}/{name}")
-        return _emit("docker-files", name, f"cat {folder}/*.crt > \"$vt\" 2>/dev/null; "
-                     + _openssl_cmd(endpoint(name), '"$vt"'))
+    def files(g: int, endpoint_: str, names: list[str]) -> str:
+        """The names that reach one endpoint ('registry.lab' and 'registry.lab:443'): one TLS check for
+        the first; the others reuse its verdict when their folder holds the very same CAs (cmp)."""
+        def bundle(i: int, name: str) -> str:
+            return f"cat {shlex.quote(CERTS_D['docker'] + '/' + name)}/*.crt > \"$vt/{g}.{i}\" 2>/dev/null"
+
+        lines = [bundle(0, names[0]),
+                 _emit("docker-files", names[0], _openssl_cmd(endpoint_, f'"$vt/{g}.0"'), quiet_ok=True)]
+        for i, name in enumerate(names[1:], 1):
+            lines += [bundle(i, name), f"if cmp -s \"$vt/{g}.0\" \"$vt/{g}.{i}\"; then "
+                      f"printf 'RT %s %s %s %s\\n' docker-files {shlex.quote(name)} \"$e\" \"$r\"; else "
+                      + _emit("docker-files", name, _openssl_cmd(endpoint_, f'"$vt/{g}.{i}"'), quiet_ok=True) + "; fi"]
+        return "\n".join(lines)
+
+    by_endpoint: dict[str, list[str]] = {}
+    for n in t.names:
+        by_endpoint.setdefault(endpoint(n), []).append(n)
 
     return [
         "if ! command -v dockerd >/dev/null 2>&1 && ! command -v docker >/dev/null 2>&1; then "
@@ -99,9 +119,9 @@ def _docker(t: Target) -> list[str]:
         f"elif command -v curl >/dev/null 2>&1 && [ -S {DOCKER_SOCKET} ] && "
         f"curl -s --max-time 5 --unix-socket {DOCKER_SOCKET} -o /dev/null http://docker/_ping; then",
         *_parallel([auth(n) for n in t.names]),
-        f"else echo 'RTX docker down dockerd does not answer on {DOCKER_SOCKET} (or curl is missing)'; vt=$(mktemp)",
-        *[files(n) for n in t.names],
-        "rm -f \"$vt\"; fi",
+        f"else echo 'RTX docker down dockerd does not answer on {DOCKER_SOCKET} (or curl is missing)'; vt=$(mktemp -d)",
+        *_parallel([files(g, e, names) for g, (e, names) in enumerate(by_endpoint.items())]),
+        "rm -rf \"$vt\"; fi",
     ]
 
 
@@ -161,8 +181,8 @@ def _os(t: Target) -> list[str]:
         host, _, port = endpoint.rpartition(":")
         return ("if command -v curl >/dev/null 2>&1; then "
                 + _emit("os", endpoint, f"curl -sS -o /dev/null --max-time {TIMEOUT} "
-                        f"{shlex.quote(f'https://{endpoint}/v2/')}")
-                + "; else " + _emit("os-openssl", endpoint, _openssl_cmd(endpoint, None)) + "; fi")
+                        f"{shlex.quote(f'https://{endpoint}/v2/')}", quiet_ok=True)
+                + "; else " + _emit("os-openssl", endpoint, _openssl_cmd(endpoint, None), quiet_ok=True) + "; fi")
 
     return _parallel([one(e) for e in t.names])
 
@@ -170,7 +190,7 @@ def _os(t: Target) -> list[str]:
 def _buildkit(t: Target) -> list[str]:
     files = " ".join(shlex.quote(p) for p in t.ca_files)
     return ["bt=$(mktemp)", f"cat {files} > \"$bt\" 2>/dev/null",
-            *[_emit("buildkit", e, _openssl_cmd(e, '"$bt"')) for e in t.names], "rm -f \"$bt\""]
+            *[_emit("buildkit", e, _openssl_cmd(e, '"$bt"'), quiet_ok=True) for e in t.names], "rm -f \"$bt\""]
 
 
 BUILDERS = {"docker": _docker, "containerd": _containerd, "podman": _podman, "os": _os, "buildkit": _buildkit}

@@ -151,3 +151,40 @@ def test_docker_answer_that_is_not_json_is_a_failure_with_its_text():
     assert RT.VERDICTS["docker"](7, "curl: (7) Couldn't connect to server") == (
         "fail", "dockerd: curl: (7) Couldn't connect to server")
     assert RT.VERDICTS["docker"](0, json.dumps({"Status": "Login Succeeded"}))[0] == "ok"
+
+
+def test_stopped_dockerd_one_tls_check_per_endpoint_when_the_folders_hold_the_same_cas(tmp_path, monkeypatch):
+    """'registry.lab' and 'registry.lab:443' reach the same endpoint: with the same CAs in both folders
+    docker would decide the same, so openssl runs once and both names get its verdict; a folder with
+    other CAs is checked on its own. Run for real under sh (dash) with a fake dockerd and openssl."""
+    certs = tmp_path / "certs.d"
+    for folder, ca in (("registry.lab", "A"), ("registry.lab:443", "A"), ("10.0.0.1", "A"), ("10.0.0.1:443", "B")):
+        (certs / folder).mkdir(parents=True)
+        (certs / folder / "ca.crt").write_text(ca)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    log = tmp_path / "calls.log"
+    for name, body in (("dockerd", "exit 0"),
+                       ("openssl", f'echo "$*" >> {log}; case "$*" in *10.0.0.1*) echo "verify error:num=18:'
+                                   'self-signed certificate"; exit 1;; esac; exit 0')):
+        (bin_ / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_ / name).chmod(0o755)
+    monkeypatch.setitem(RT.CERTS_D, "docker", str(certs))
+    monkeypatch.setattr(RT, "DOCKER_SOCKET", str(tmp_path / "no.sock"))
+    target = RT.Target("docker", ("registry.lab", "registry.lab:443", "10.0.0.1", "10.0.0.1:443"))
+    out = subprocess.run(["sh", "-c", RT.script((target,))], capture_output=True, text=True,
+                         env={"PATH": f"{bin_}:/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert sorted(line.split(" -CAfile")[0] for line in log.read_text().splitlines()) == [
+        "s_client -connect 10.0.0.1:443 -servername 10.0.0.1 -verify_ip 10.0.0.1 -verify_return_error",
+        "s_client -connect 10.0.0.1:443 -servername 10.0.0.1 -verify_ip 10.0.0.1 -verify_return_error",
+        "s_client -connect registry.lab:443 -servername registry.lab -verify_hostname registry.lab -verify_return_error"]
+    parsed = RT.parse(out.stdout)
+    assert sorted((t, n, c) for t, n, c, _ in parsed.raw) == [
+        ("docker-files", "10.0.0.1", 1), ("docker-files", "10.0.0.1:443", 1),
+        ("docker-files", "registry.lab", 0), ("docker-files", "registry.lab:443", 0)]
+    checks = {c.name: (c.state, c.detail) for c in RT.judge(parsed, (target,))}
+    assert checks["registry.lab:443"] == checks["registry.lab"] == (
+        "ok", "dockerd is not running: certs.d read by docker's rules, its CAs validate the registry (openssl)")
+    assert checks["10.0.0.1:443"] == ("fail", "openssl: verify error:num=18:self-signed certificate")
+    assert not list(tmp_path.glob("tmp*"))
