@@ -95,19 +95,22 @@ def _docker(t: Target) -> list[str]:
         return _emit("docker", name, f"curl -sS --max-time {TIMEOUT} --unix-socket {DOCKER_SOCKET} "
                      f"-H 'Content-Type: application/json' -d {shlex.quote(body)} http://docker/auth")
 
-    def files(g: int, endpoint_: str, names: list[str]) -> str:
+    def files(endpoint_: str, names: list[str]) -> str:
         """The names that reach one endpoint ('registry.lab' and 'registry.lab:443'): one TLS check for
-        the first; the others reuse its verdict when their folder holds the very same CAs (cmp)."""
-        def bundle(i: int, name: str) -> str:
-            return f"cat {shlex.quote(CERTS_D['docker'] + '/' + name)}/*.crt > \"$vt/{g}.{i}\" 2>/dev/null"
+        the first; the others reuse its verdict when their folder holds the very same CAs (cmp).
+        A folder's only ``*.crt`` is the CA file itself; several are joined as docker joins them."""
+        def ca_file(i: int, name: str) -> str:
+            folder = shlex.quote(f"{CERTS_D['docker']}/{name}")
+            return (f'set -- {folder}/*.crt; if [ "$#" = 1 ] && [ -f "$1" ]; then c{i}=$1; else '
+                    f'[ -n "$vt" ] || vt=$(mktemp -d); cat "$@" > "$vt/{i}" 2>/dev/null; c{i}="$vt/{i}"; fi')
 
-        lines = [bundle(0, names[0]),
-                 _emit("docker-files", names[0], _openssl_cmd(endpoint_, f'"$vt/{g}.0"'), quiet_ok=True)]
+        lines = ["vt=", ca_file(0, names[0]),
+                 _emit("docker-files", names[0], _openssl_cmd(endpoint_, '"$c0"'), quiet_ok=True)]
         for i, name in enumerate(names[1:], 1):
-            lines += [bundle(i, name), f"if cmp -s \"$vt/{g}.0\" \"$vt/{g}.{i}\"; then "
+            lines += [ca_file(i, name), f"if cmp -s \"$c0\" \"$c{i}\"; then "
                       f"printf 'RT %s %s %s %s\\n' docker-files {shlex.quote(name)} \"$e\" \"$r\"; else "
-                      + _emit("docker-files", name, _openssl_cmd(endpoint_, f'"$vt/{g}.{i}"'), quiet_ok=True) + "; fi"]
-        return "\n".join(lines)
+                      + _emit("docker-files", name, _openssl_cmd(endpoint_, f'"$c{i}"'), quiet_ok=True) + "; fi"]
+        return "\n".join([*lines, '[ -z "$vt" ] || rm -rf "$vt"'])
 
     by_endpoint: dict[str, list[str]] = {}
     for n in t.names:
@@ -119,9 +122,9 @@ def _docker(t: Target) -> list[str]:
         f"elif command -v curl >/dev/null 2>&1 && [ -S {DOCKER_SOCKET} ] && "
         f"curl -s --max-time 5 --unix-socket {DOCKER_SOCKET} -o /dev/null http://docker/_ping; then",
         *_parallel([auth(n) for n in t.names]),
-        f"else echo 'RTX docker down dockerd does not answer on {DOCKER_SOCKET} (or curl is missing)'; vt=$(mktemp -d)",
-        *_parallel([files(g, e, names) for g, (e, names) in enumerate(by_endpoint.items())]),
-        "rm -rf \"$vt\"; fi",
+        f"else echo 'RTX docker down dockerd does not answer on {DOCKER_SOCKET} (or curl is missing)'",
+        *_parallel([files(e, names) for e, names in by_endpoint.items()]),
+        "fi",
     ]
 
 

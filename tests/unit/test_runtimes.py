@@ -158,9 +158,12 @@ def test_stopped_dockerd_one_tls_check_per_endpoint_when_the_folders_hold_the_sa
     docker would decide the same, so openssl runs once and both names get its verdict; a folder with
     other CAs is checked on its own. Run for real under sh (dash) with a fake dockerd and openssl."""
     certs = tmp_path / "certs.d"
-    for folder, ca in (("registry.lab", "A"), ("registry.lab:443", "A"), ("10.0.0.1", "A"), ("10.0.0.1:443", "B")):
+    for folder, ca in (("registry.lab", "A"), ("registry.lab:443", "A"), ("10.0.0.1", "A"), ("10.0.0.1:443", "A")):
         (certs / folder).mkdir(parents=True)
         (certs / folder / "ca.crt").write_text(ca)
+    (certs / "10.0.0.1:443" / "other.crt").write_text("B")   # two CAs: joined, so not the same as 10.0.0.1's
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     log = tmp_path / "calls.log"
@@ -173,12 +176,16 @@ def test_stopped_dockerd_one_tls_check_per_endpoint_when_the_folders_hold_the_sa
     monkeypatch.setattr(RT, "DOCKER_SOCKET", str(tmp_path / "no.sock"))
     target = RT.Target("docker", ("registry.lab", "registry.lab:443", "10.0.0.1", "10.0.0.1:443"))
     out = subprocess.run(["sh", "-c", RT.script((target,))], capture_output=True, text=True,
-                         env={"PATH": f"{bin_}:/usr/bin:/bin"})
+                         env={"PATH": f"{bin_}:/usr/bin:/bin", "TMPDIR": str(tmp)})
     assert out.returncode == 0, out.stderr
     assert sorted(line.split(" -CAfile")[0] for line in log.read_text().splitlines()) == [
         "s_client -connect 10.0.0.1:443 -servername 10.0.0.1 -verify_ip 10.0.0.1 -verify_return_error",
         "s_client -connect 10.0.0.1:443 -servername 10.0.0.1 -verify_ip 10.0.0.1 -verify_return_error",
         "s_client -connect registry.lab:443 -servername registry.lab -verify_hostname registry.lab -verify_return_error"]
+    # a folder's only CA is used in place; two are joined in a temporary file (gone afterwards, below)
+    cafiles = sorted(line.split(" -CAfile ")[1].replace(str(tmp_path), "") for line in log.read_text().splitlines())
+    assert cafiles[:2] == ["/certs.d/10.0.0.1/ca.crt", "/certs.d/registry.lab/ca.crt"]
+    assert cafiles[2].startswith("/tmp/tmp.") and cafiles[2].endswith("/1"), cafiles
     parsed = RT.parse(out.stdout)
     assert sorted((t, n, c) for t, n, c, _ in parsed.raw) == [
         ("docker-files", "10.0.0.1", 1), ("docker-files", "10.0.0.1:443", 1),
@@ -187,4 +194,4 @@ def test_stopped_dockerd_one_tls_check_per_endpoint_when_the_folders_hold_the_sa
     assert checks["registry.lab:443"] == checks["registry.lab"] == (
         "ok", "dockerd is not running: certs.d read by docker's rules, its CAs validate the registry (openssl)")
     assert checks["10.0.0.1:443"] == ("fail", "openssl: verify error:num=18:self-signed certificate")
-    assert not list(tmp_path.glob("tmp*"))
+    assert not list(tmp.iterdir())   # the joined CA file went with its folder
