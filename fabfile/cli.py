@@ -456,8 +456,3 @@ def _version() -> str:
 
 program = Program(namespace=ns, version=_version(), name="registry-tls", binary="registry-tls",
                   binary_names=["registry-tls"])
-
-
-def main() -> None:
-    """Console script ``registry-tls``: same tasks, flags and config (INVOKE_*, invoke.yaml) as ``inv``."""
-    program.run()
