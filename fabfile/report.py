@@ -18,17 +18,15 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
-
-from .certs import CertInfo
 from .results import HostResult, Report, Status
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+    from .certs import CertInfo
     from .status import FleetStatus
 
 STYLE = {
@@ -39,11 +37,27 @@ LEVEL_STYLE = {0: "green", 1: "yellow", 2: "bold red", 3: "magenta"}
 
 
 def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     return Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
-out = _console()
-err = _console(stderr=True)
+def __getattr__(name: str) -> Any:
+    """``out`` and ``err``, the two consoles, made on first use: a ``--json`` run never loads rich."""
+    if name in ("out", "err"):
+        console = globals()[name] = _console(stderr=name == "err")
+        return console
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _out() -> Console:
+    console = globals().get("out")
+    return console if console is not None else __getattr__("out")
+
+
+def _err() -> Console:
+    console = globals().get("err")
+    return console if console is not None else __getattr__("err")
 
 # C0/C1 controls, DEL, line/paragraph separators and bidi overrides: never sent to a terminal raw
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -57,10 +71,10 @@ def literal(value: object) -> str:
 
 
 def _lines(cell: str | Sequence[str] | Text) -> list[str]:
-    if isinstance(cell, Text):
-        return [literal(cell.plain)]
     if isinstance(cell, str):
         return [literal(cell)]
+    if hasattr(cell, "plain"):   # a rich Text
+        return [literal(cell.plain)]
     return [literal(part) for part in cell] or ["-"]
 
 
@@ -69,8 +83,10 @@ def _lines(cell: str | Sequence[str] | Text) -> list[str]:
 
 def line(text: object = "", *, style: str | None = None, console: Console | None = None) -> None:
     """One record: one line, the value literal (styled only on a terminal)."""
-    console = console or out
+    console = console or _out()
     if console.is_terminal:
+        from rich.text import Text
+
         console.print(Text(literal(text), style=style or ""), soft_wrap=True)
     else:
         console.file.write(literal(text) + "\n")
@@ -84,6 +100,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence], *,
     A cell is a string or a list of strings (shown one per line on a terminal, joined by '; ' on a pipe).
     """
     rows = [[_lines(cell) for cell in row] for row in rows]
+    out = _out()
     if not out.is_terminal:
         line(title)
         out.file.write("\t".join(columns) + "\n")
@@ -91,6 +108,9 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence], *,
             out.file.write("\t".join("; ".join(cell) for cell in row) + "\n")
         out.file.flush()
         return
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table(title=Text(literal(title)), title_justify="left")
     for col in columns:
         grid.add_column(col, overflow="fold")
@@ -105,12 +125,15 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence], *,
 def fields(title: str, pairs: Sequence[tuple[str, object]], styles: dict[str, str] | None = None) -> None:
     """``key value`` lines, each value whole on its line (never folded): certificates and the like."""
     styles = styles or {}
+    out = _out()
     if not out.is_terminal:
         line(title)
         for key, value in pairs:
             out.file.write(f"{key}\t{literal(value)}\n")
         out.file.flush()
         return
+    from rich.text import Text
+
     line(title, style="bold")
     width = max((len(k) for k, _ in pairs), default=0)
     for key, value in pairs:
@@ -120,7 +143,10 @@ def fields(title: str, pairs: Sequence[tuple[str, object]], styles: dict[str, st
 
 def error(message: object) -> None:
     """The one format for every user-facing failure: one line on stderr."""
+    err = _err()
     if err.is_terminal:
+        from rich.text import Text
+
         err.print(Text.assemble(("error:", "bold red"), " ", literal(message)), soft_wrap=True)
     else:
         err.file.write(f"error: {literal(message)}\n")
@@ -128,7 +154,7 @@ def error(message: object) -> None:
 
 
 def note(message: object) -> None:
-    line(message, console=err)
+    line(message, console=_err())
 
 
 def print_json(data: dict) -> None:
@@ -147,16 +173,21 @@ class LiveProgress:
     """A progress bar with the hosts in flight; silent when stderr is not a terminal."""
 
     def __init__(self, title: str, total: int, enabled: bool = True):
-        self.enabled = enabled and err.is_terminal and total > 0
+        self.enabled = enabled and total > 0 and _err().is_terminal
         self._lock = threading.Lock()
         self._running: list[str] = []
-        self._progress = Progress(
-            TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[hosts]}", markup=False), TimeElapsedColumn(), console=err, transient=True,
-        )
-        self._task = self._progress.add_task(literal(title), total=total, hosts="")
+        self._progress: Any = None
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def __enter__(self) -> "LiveProgress":
+            self._progress = Progress(
+                TextColumn("{task.description}", markup=False, style="bold"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[hosts]}", markup=False), TimeElapsedColumn(), console=_err(),
+                transient=True,
+            )
+            self._task = self._progress.add_task(literal(title), total=total, hosts="")
+
+    def __enter__(self) -> LiveProgress:
         if self.enabled:
             self._progress.start()
         return self
@@ -170,11 +201,15 @@ class LiveProgress:
         return shown + (f" +{len(self._running) - 4}" if len(self._running) > 4 else "")
 
     def started(self, host: str) -> None:
+        if not self.enabled:
+            return
         with self._lock:
             self._running.append(host)
             self._progress.update(self._task, hosts=self._hosts())
 
     def finished(self, result: HostResult) -> None:
+        if not self.enabled:
+            return
         with self._lock:
             if result.host in self._running:
                 self._running.remove(result.host)
