@@ -12,6 +12,7 @@ import argparse
 import base64
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import math
 import os
@@ -140,6 +141,28 @@ def summary(values: list[float]) -> dict:
 # --------------------------------------------------------------------------- the fleet lab
 
 
+def tls_checks(names: tuple[str, ...], port: int) -> list[dict]:
+    """The TLS checks `clients.trust` makes on a client with dockerd stopped (fabfile/runtimes.py): one
+    openssl handshake per endpoint the client pulls from (its names at the registry's port), with the
+    CAs installed in that name's certs.d folder. Every peer does the same checks."""
+    def is_ip(name: str) -> bool:
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return False
+
+    return [{"name": n, "port": port, "flag": "-verify_ip" if is_ip(n) else "-verify_hostname",
+             "ca": f"/etc/docker/certs.d/{n}/ca.crt"} for n in dict.fromkeys(names)]
+
+
+def openssl_argv(check: dict) -> str:
+    name = shlex.quote(check["name"])
+    endpoint = shlex.quote(f"{check['name']}:{check['port']}")
+    return (f"openssl s_client -connect {endpoint} -servername {name} {check['flag']} {name} "
+            f"-verify_return_error -CAfile {shlex.quote(check['ca'])}")
+
+
 class Fleet:
     """The big sshd-only lab plus everything the tools need to run against it."""
 
@@ -177,12 +200,14 @@ class Fleet:
         self.want: dict[str, dict[str, str]] = {}
         self.dirs: dict[str, list[str]] = {}
         self.probe = {}
+        self.checks: dict[str, list[dict]] = {}
         for name in self.names:
             c = self.client_objs[name]
             files = C.desired_files(c, self.registry, self.anchors, "debian")
             self.want[name] = {f.path: f.sha256 for f in files}
             self.dirs[name] = C.certs_d_dirs(c.registry_names, self.registry.port)
             self.probe[name] = C.verify_probe(c, self.registry, self.anchors)
+            self.checks[name] = tls_checks(c.registry_names, self.registry.port)
         self.anchor_pem = self.anchors[0].pem
         self.ca_file = self.run_dir / "ca.crt"
         self.ca_file.write_bytes(self.anchor_pem)
@@ -272,15 +297,14 @@ class Fleet:
             c = self.client_objs[name]
             paths = list(self.want[name])
             if mode == "job":
-                probe = self.probe[name]
                 b64 = base64.b64encode(self.anchor_pem).decode()
                 q = " ".join(shlex.quote(d) for d in sorted({p.rsplit("/", 1)[0] for p in paths}))
+                # the same TLS work as ours: every endpoint the client pulls from, at once
+                checks = " ".join(f"( {openssl_argv(x)} </dev/null >/dev/null 2>&1 || echo FAIL ) &"
+                                  for x in self.checks[name])
                 script = (f"set -e; umask 022; mkdir -p {q}; printf %s {b64} | base64 -d | tee "
                           f"{' '.join(shlex.quote(p) for p in paths[1:])} > {shlex.quote(paths[0])}; "
-                          f"openssl s_client -connect {shlex.quote(f'{probe.name}:{probe.port}')} "
-                          f"-servername {shlex.quote(probe.name)} -verify_hostname {shlex.quote(probe.name)} "
-                          f"-verify_return_error -CAfile {shlex.quote(probe.ca_files[0])} </dev/null >/dev/null 2>&1 "
-                          "&& echo 'VERIFY ok'")
+                          f"r=$( {checks} wait); [ -z \"$r\" ] && echo 'VERIFY ok'")
                 command = f"sudo -S -p '' sh -c {shlex.quote(script)}"
                 password = self.lab.sudo_password if name == "client2" else None
             else:
@@ -314,10 +338,10 @@ class Fleet:
         hosts = {}
         for name in self.names:
             c = self.client_objs[name]
-            probe = self.probe[name]
+            checks = self.checks[name]
             h = {"ansible_host": c.ssh.address, "restart_command": c.restart_command,
                  "certs_d_dirs": [f"/etc/docker/certs.d/{x}" for x in self.dirs[name]],
-                 "verify_name": probe.name, "verify_port": probe.port, "verify_ca": probe.ca_files[0]}
+                 "tls_checks": checks}
             if name == "client2":
                 h["ansible_become_password"] = self.lab.sudo_password
             hosts[name] = h
@@ -359,13 +383,12 @@ class Fleet:
         self.pyinfra_dir = d
         hosts = []
         for name in self.names:
-            c, probe = self.client_objs[name], self.probe[name]
+            c = self.client_objs[name]
             data = {"ssh_hostname": c.ssh.address, "ssh_user": c.ssh.user, "ssh_key": c.ssh.key,
                     "ssh_known_hosts_file": str(self.lab.known_hosts_path), "ssh_strict_host_key_checking": "yes",
                     "ssh_allow_agent": False, "ssh_look_for_keys": False,
                     "certs_d_dirs": [f"/etc/docker/certs.d/{x}" for x in self.dirs[name]],
-                    "ca_file": str(self.ca_file), "verify_name": probe.name, "verify_port": probe.port,
-                    "verify_ca": probe.ca_files[0]}
+                    "ca_file": str(self.ca_file), "tls_checks": [openssl_argv(x) for x in self.checks[name]]}
             if name == "client2":
                 data["_sudo_password"] = self.lab.sudo_password
             hosts.append((name, data))
@@ -609,6 +632,7 @@ def profile(fleet: Fleet, hosts: int = 10) -> dict:
 
     from fabfile import clients as C
     from fabfile import facts as F
+    from fabfile import runtimes as RT
     from fabfile.lab import hosts as H
     from fabfile.session import open_session
 
@@ -640,7 +664,7 @@ def profile(fleet: Fleet, hosts: int = 10) -> dict:
     c = fleet.client_objs[names[0]]
     scripts = {"probe (no-op)": F.client_script(C.probe_paths(c, fleet.registry, fleet.anchors),
                                                 C.extra_globs(c, fleet.registry)),
-               "TLS check": "\n".join(F.verify_script(C.verify_probe(c, fleet.registry, fleet.anchors)))}
+               "TLS checks (dockerd stopped)": RT.script(C.check_targets(c, fleet.registry, fleet.anchors))}
     ssh_rows = {k: summary(v) for k, v in rows.items()}
 
     # the same scripts inside a host, no SSH: their CPU cost on the client

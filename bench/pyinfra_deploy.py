@@ -3,7 +3,8 @@
 Host data comes from the inventory the bench driver writes (bench/work/pyinfra/inventory.py):
     certs_d_dirs     the certs.d folders our tool writes (fabfile/clients.py certs_d_dirs)
     ca_file          the registry's anchor certificate on this machine
-    verify_name, verify_port, verify_ca   the TLS check our tool does (facts.verify_script)
+    tls_checks       the TLS checks our tool does with dockerd stopped (fabfile/runtimes.py): one
+                     openssl command per endpoint the client pulls from, with that name's ca.crt
 Like ours (and unlike the ansible playbook's handler), no dockerd restart: Docker reads certs.d
 on every pull.
 """
@@ -17,9 +18,7 @@ for folder in host.data.certs_d_dirs:
               user="root", group="root", mode="644", _sudo=True)
 
 server.shell(
-    name="TLS handshake with the installed trust",
-    commands=[f"openssl s_client -connect {host.data.verify_name}:{host.data.verify_port} "
-              f"-servername {host.data.verify_name} -verify_hostname {host.data.verify_name} "
-              f"-verify_return_error -CAfile {host.data.verify_ca} </dev/null >/dev/null 2>&1"],
+    name="TLS handshake with the installed trust, each endpoint",
+    commands=[f"{check} </dev/null >/dev/null 2>&1" for check in host.data.tls_checks],
     _sudo=True,
 )
