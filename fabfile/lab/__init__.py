@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from . import hosts as hostmod
 from . import images, inventory, keys, netns, procs
 from .errors import LabError
-from .state import LabState, check_prefix, plan
+from .state import HostState, LabState, check_prefix, plan
 
 __all__ = ["Lab", "LabError", "HostStatus"]
 
@@ -161,7 +162,7 @@ class Lab:
 
         machine = hostmod.Machine.read(state, keys.password_hash(password), operator_pub)
 
-        def launch(h) -> str:
+        def launch(h: HostState) -> str:
             public_key = hostmod.prepare(self.root, state, h, machine)
             h.holder_pid, h.holder_start = hostmod.start_holder(self.root, state, h, tini)
             return public_key
@@ -175,25 +176,25 @@ class Lab:
 
         abort = threading.Event()
 
-        def docker_ready(h) -> None:
-            while not hostmod.docker_ping(h.holder_pid, timeout=1.0):
+        def docker_ready(h: HostState) -> None:
+            while not hostmod.docker_ping(h.holder, timeout=1.0):
                 if abort.is_set():
                     return
                 self._check_alive(h, deadline, "dockerd", "dockerd.log")
-                pid = hostmod.read_pidfile(h.holder_pid, "/run/docker.pid")
+                pid = hostmod.read_pidfile(h.holder, "/run/docker.pid")
                 if pid and not procs.alive(pid):
                     raise LabError(f"dockerd on lab host {h.name} exited: "
                                    f"{self._tail(h.name, 'dockerd.log')}")
                 time.sleep(0.05)
-            enter = hostmod.enter_argv(h.holder_pid, [])
+            enter = hostmod.enter_argv(h.holder, [])
             if h.role == "registry":
                 images.import_image(enter, registry_tar, images.REGISTRY_IMAGE, images.REGISTRY_CHANGES)
             else:
                 images.import_image(enter, hello_tar, images.HELLO_IMAGE)
 
-        def other_ready(h) -> None:
+        def other_ready(h: HostState) -> None:
             """podman: the registry image in its storage (registry host); containerd: its socket answers."""
-            enter = hostmod.enter_argv(h.holder_pid, [])
+            enter = hostmod.enter_argv(h.holder, [])
             if h.kind == "podman" and h.role == "registry":
                 images.import_image(enter, registry_tar, images.REGISTRY_IMAGE, images.REGISTRY_CHANGES,
                                     engine="podman")
@@ -215,7 +216,7 @@ class Lab:
                 while pending:
                     for h in list(pending):
                         # sshd writes its pid file only after binding its listening socket
-                        pid = hostmod.read_pidfile(h.holder_pid, "/run/sshd.pid")
+                        pid = hostmod.read_pidfile(h.holder, "/run/sshd.pid")
                         if pid and procs.alive(pid):
                             pending.remove(h)
                         else:
@@ -228,13 +229,13 @@ class Lab:
                 abort.set()
                 raise
         for h in state.hosts:
-            h.sshd_pid = hostmod.read_pidfile(h.holder_pid, "/run/sshd.pid")
-            h.dockerd_pid = hostmod.read_pidfile(h.holder_pid, "/run/docker.pid") if h.docker else None
+            h.sshd_pid = hostmod.read_pidfile(h.holder, "/run/sshd.pid")
+            h.dockerd_pid = hostmod.read_pidfile(h.holder, "/run/docker.pid") if h.docker else None
         inventory.write(state, self.root, self.inventory_path)
         state.phase = "up"
         state.save(self.state_path)
 
-    def _check_alive(self, h, deadline: float, what: str, log: str) -> None:
+    def _check_alive(self, h: HostState, deadline: float, what: str, log: str) -> None:
         if not procs.alive(h.holder_pid, h.holder_start):
             raise LabError(f"lab host {h.name} failed to start: {self._tail(h.name, 'holder.log')}")
         if time.monotonic() > deadline:
@@ -261,11 +262,11 @@ class Lab:
             sshd = dockerd = None
             ok = live[h.name]
             if ok:
-                sshd = hostmod.read_pidfile(h.holder_pid, "/run/sshd.pid")
+                sshd = hostmod.read_pidfile(h.holder, "/run/sshd.pid")
                 ok = procs.alive(sshd) and (not probe or hostmod.port_open(h.address, 22, 0.5))
                 if h.docker:
-                    dockerd = hostmod.read_pidfile(h.holder_pid, "/run/docker.pid")
-                    ok = ok and procs.alive(dockerd) and (not probe or hostmod.docker_ping(h.holder_pid))
+                    dockerd = hostmod.read_pidfile(h.holder, "/run/docker.pid")
+                    ok = ok and procs.alive(dockerd) and (not probe or hostmod.docker_ping(h.holder))
             out.append(HostStatus(h.name, h.role, h.address, bool(ok), h.docker,
                                   h.holder_pid if live[h.name] else None,
                                   sshd if procs.alive(sshd) else None,
@@ -282,13 +283,15 @@ class Lab:
             raise LabError(f"lab host {host} is not running (run lab up)")
         netns.check_routes([h.address], state.bridge)
         data = input.encode() if isinstance(input, str) else input
-        proc = subprocess.run(hostmod.enter_argv(h.holder_pid, ["/bin/sh", "-c", command]),
+        proc = subprocess.run(hostmod.enter_argv(h.holder, ["/bin/sh", "-c", command]),
                               input=data, stdin=None if data is not None else subprocess.DEVNULL,
                               capture_output=True, env=hostmod.ENV, timeout=timeout)
-        out, err = proc.stdout, proc.stderr
+        result: subprocess.CompletedProcess[str] | subprocess.CompletedProcess[bytes]
         if text:
-            out, err = out.decode(errors="replace"), err.decode(errors="replace")
-        result = subprocess.CompletedProcess(command, proc.returncode, out, err)
+            result = subprocess.CompletedProcess(command, proc.returncode, proc.stdout.decode(errors="replace"),
+                                                 proc.stderr.decode(errors="replace"))
+        else:
+            result = subprocess.CompletedProcess(command, proc.returncode, proc.stdout, proc.stderr)
         if check:
             result.check_returncode()
         return result
@@ -307,16 +310,16 @@ class Lab:
         bridge = state.bridge if state else f"{prefix}-br0"
         owner = netns.bridge_owner(bridge)
         ours = sweep_foreign or owner in (None, str(self.root))
-        holders = {h.holder_pid: h.holder_start for h in (state.hosts if state else [])
+        holders = {h.holder: h.holder_start for h in (state.hosts if state else [])
                    if procs.alive(h.holder_pid, h.holder_start)}
         names = set(netns.netns_names(prefix)) | {h.netns for h in (state.hosts if state else [])}
         if not ours:        # the netns names now belong to that other lab: only our own PIDs
             names = set()
 
-        def lab_processes() -> dict[int, int]:
-            nets = {procs.ns_inode(f"/run/netns/{n}") for n in names} - {None}
-            mnts = {procs.ns_inode(f"/proc/{p}/ns/mnt") for p in holders if procs.alive(p)} - {None}
-            found = procs.in_namespaces(nets, mnts)
+        def lab_processes() -> dict[int, int | None]:
+            nets = _inodes(f"/run/netns/{n}" for n in names)
+            mnts = _inodes(f"/proc/{p}/ns/mnt" for p in holders if procs.alive(p))
+            found: dict[int, int | None] = dict(procs.in_namespaces(nets, mnts))
             found.update({p: s for p, s in holders.items() if procs.alive(p, s)})
             return found
 
@@ -325,7 +328,7 @@ class Lab:
             holders.update({p: s for p, s in found.items() if _comm(p) == "tini"})
         for h in (state.hosts if state else []):
             if h.kind == "podman" and h.holder_pid in holders:
-                subprocess.run(hostmod.enter_argv(h.holder_pid, ["/bin/sh", "-c", CLEAN_IN_PODMAN]),
+                subprocess.run(hostmod.enter_argv(h.holder, ["/bin/sh", "-c", CLEAN_IN_PODMAN]),
                                env=hostmod.ENV, capture_output=True, timeout=60)
         dockerds = {p: s for p, s in found.items() if _comm(p) == "dockerd"}
         if dockerds:
@@ -381,6 +384,11 @@ class Lab:
 def _need_root() -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network and mount namespaces); run it as root")
+
+
+def _inodes(paths: Iterable[str]) -> set[int]:
+    """The inodes of the namespace files that still exist."""
+    return {inode for path in paths if (inode := procs.ns_inode(path)) is not None}
 
 
 def _comm(pid: int) -> str:

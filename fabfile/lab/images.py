@@ -6,6 +6,7 @@ import re
 import subprocess
 import tarfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import LabError
@@ -96,7 +97,7 @@ def build_hello_tar(path: Path) -> Path:
     return path
 
 
-def import_image(enter: list[str], tar: Path, ref: str, changes: list[str] = (), engine: str = "docker") -> None:
+def import_image(enter: list[str], tar: Path, ref: str, changes: Sequence[str] = (), engine: str = "docker") -> None:
     """`docker import` (or `podman import`) the tar, fed on stdin, in the host `enter` leads into."""
     argv = [*enter, engine, "import"]
     for change in changes:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -11,7 +12,7 @@ from .hosts import DEPLOY
 from .state import LabState
 
 
-def _flow(value):
+def _flow(value: dict[str, Any] | list[Any]) -> CommentedMap | CommentedSeq:
     node = CommentedMap(value) if isinstance(value, dict) else CommentedSeq(value)
     node.fa.set_flow_style()
     return node

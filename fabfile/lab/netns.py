@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import time
+from typing import Any
 
 from .errors import LabError
 from .state import LabState
@@ -19,9 +20,10 @@ def _ip(*args: str, input: str | None = None, check: bool = True) -> str:
     return proc.stdout
 
 
-def _json_docs(text: str) -> list:
+def _json_docs(text: str) -> list[Any]:
     """Decode the concatenated JSON documents that `ip -j -batch` prints."""
-    dec, docs, i = json.JSONDecoder(), [], 0
+    dec, i = json.JSONDecoder(), 0
+    docs: list[Any] = []
     while True:
         while i < len(text) and text[i].isspace():
             i += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 
@@ -85,7 +86,7 @@ def snapshot() -> dict[int, tuple[int, int | None, int | None, int]]:
 
 
 def in_namespaces(net_inodes: set[int], mnt_inodes: set[int],
-                  table: dict | None = None) -> dict[int, int]:
+                  table: dict[int, tuple[int, int | None, int | None, int]] | None = None) -> dict[int, int]:
     """pid -> start time of processes inside the given net/mnt namespaces, plus their descendants
     (container processes live in namespaces of their own under a lab host's containerd-shim)."""
     # Never the machine's own namespaces (a holder caught before its unshare shares them).
@@ -107,7 +108,7 @@ def in_namespaces(net_inodes: set[int], mnt_inodes: set[int],
     return {pid: table[pid][3] for pid in found}
 
 
-def wait_gone(pids: dict[int, int | None], timeout: float) -> dict[int, int | None]:
+def wait_gone(pids: Mapping[int, int | None], timeout: float) -> dict[int, int | None]:
     """Wait until the processes are gone; return those still alive after timeout."""
     deadline = time.monotonic() + timeout
     left = dict(pids)
@@ -118,7 +119,7 @@ def wait_gone(pids: dict[int, int | None], timeout: float) -> dict[int, int | No
         time.sleep(0.02)
 
 
-def terminate(pids: dict[int, int | None], timeout: float = 5.0) -> None:
+def terminate(pids: Mapping[int, int | None], timeout: float = 5.0) -> None:
     """SIGTERM the processes (PID -> start time), wait, SIGKILL what is left, wait again."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         for pid, started in list(pids.items()):
@@ -132,7 +133,7 @@ def terminate(pids: dict[int, int | None], timeout: float = 5.0) -> None:
             return
 
 
-def wait_reaped(parents: dict[int, int | None], timeout: float) -> None:
+def wait_reaped(parents: Collection[int], timeout: float) -> None:
     """Wait until the given parents (e.g. tini holders) have reaped their zombie children."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -29,6 +29,13 @@ class HostState:
     sshd_pid: int | None = None      # as started; status() reads the live ones from /run/*.pid
     dockerd_pid: int | None = None
 
+    @property
+    def holder(self) -> int:
+        """The holder's PID, to enter the host or read its files; LabError if it was never started."""
+        if self.holder_pid is None:
+            raise LabError(f"lab host {self.name} has no holder process (run lab up)")
+        return self.holder_pid
+
 
 @dataclass
 class LabState:

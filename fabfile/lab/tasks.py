@@ -4,14 +4,19 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable
 from functools import wraps
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from invoke import Collection
+from invoke import Collection, Context
 from invoke.exceptions import Exit
 
 from ..commandline import task
-from . import DEFAULT_SUBNET, Lab, LabError
+from . import DEFAULT_SUBNET, HostStatus, Lab, LabError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / ".lab"
 ROOT_HELP = f"lab folder (default {DEFAULT_ROOT})"
@@ -21,10 +26,10 @@ def _lab(root: str | None) -> Lab:
     return Lab(root=Path(root) if root else DEFAULT_ROOT)
 
 
-def _readable(fn):
+def _readable(fn: Callable[P, R]) -> Callable[P, R]:
     """Show LabError as one line and exit 1, without a traceback."""
     @wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except LabError as exc:
@@ -32,8 +37,8 @@ def _readable(fn):
     return wrapper
 
 
-def _table(statuses) -> str:
-    rows = [("HOST", "ROLE", "ADDRESS", "UP", "DOCKER", "HOLDER", "SSHD", "DOCKERD")]
+def _table(statuses: Iterable[HostStatus]) -> str:
+    rows: list[tuple[str, ...]] = [("HOST", "ROLE", "ADDRESS", "UP", "DOCKER", "HOLDER", "SSHD", "DOCKERD")]
     for s in statuses:
         rows.append((s.name, s.role, s.address, "yes" if s.up else "NO", "yes" if s.docker else "-",
                      *(str(p or "-") for p in (s.holder_pid, s.sshd_pid, s.dockerd_pid))))
@@ -48,8 +53,9 @@ def _table(statuses) -> str:
             "containerd_clients": "extra clients containerd1.. with containerd only (trust: [containerd])",
             "subnet": f"lab IPv4 subnet (default {DEFAULT_SUBNET})", "root": ROOT_HELP})
 @_readable
-def up(c, clients=3, docker=True, registry_engine="docker", podman_clients=0, containerd_clients=0,
-       subnet=DEFAULT_SUBNET, root=None):
+def up(c: Context, clients: int = 3, docker: bool = True, registry_engine: str = "docker",
+       podman_clients: int = 0, containerd_clients: int = 0, subnet: str = DEFAULT_SUBNET,
+       root: str | None = None) -> None:
     """Start the lab (cleaning any stale one first) and write its inventory."""
     lab = _lab(root)
     started = time.monotonic()
@@ -63,7 +69,7 @@ def up(c, clients=3, docker=True, registry_engine="docker", podman_clients=0, co
 
 @task(help={"root": ROOT_HELP})
 @_readable
-def down(c, root=None):
+def down(c: Context, root: str | None = None) -> None:
     """Stop the lab and remove everything it made."""
     lab = _lab(root)
     started = time.monotonic()
@@ -73,7 +79,7 @@ def down(c, root=None):
 
 @task(help={"json": "print a JSON array of hosts", "root": ROOT_HELP})
 @_readable
-def status(c, json_=False, root=None):
+def status(c: Context, json_: bool = False, root: str | None = None) -> None:
     """Show each lab host: role, address, up, PIDs."""
     statuses = _lab(root).status()
     if json_:
@@ -87,7 +93,7 @@ def status(c, json_=False, root=None):
 @task(help={"host": "lab host (registry, client1, ...)", "command": "shell command",
             "root": ROOT_HELP})
 @_readable
-def run(c, host, command, root=None):
+def run(c: Context, host: str, command: str, root: str | None = None) -> None:
     """Run COMMAND as root inside lab HOST; exit with its exit code."""
     result = _lab(root).run(host, command)
     sys.stdout.write(result.stdout)
