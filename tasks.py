@@ -26,7 +26,7 @@ def demo(c, root=".lab", prefix="rtls", subnet="10.213.0.0/24"):
 
     try:
         rep, result, timings = demo_.run(Path(root), prefix=prefix, subnet=subnet, say=report.line,
-                                         progress=lambda title, total: report.LiveProgress(title, total))
+                                         progress=report.LiveProgress)
     except (LabError, RuntimeError) as exc:
         report.error(str(exc))
         raise Exit(code=1) from None

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 STYLE = {  # tool key: (label, colour, marker, linestyle)
     "ansible_first": ("ansible-core playbook, first run (forks=N)", "#d62728", "s", "-"),
@@ -27,7 +28,7 @@ STYLE = {  # tool key: (label, colour, marker, linestyle)
 
 
 def main(src: str, dest: str) -> None:
-    data = json.load(open(src))
+    data = json.loads(Path(src).read_text())
     fanout = data["fanout"]
     ns = data["config"]["ns"]
     lat = data.get("latency")

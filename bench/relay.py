@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import os
 import signal
@@ -71,10 +72,8 @@ async def _pump(src: socket.socket, dst: socket.socket, delay: float) -> None:
             if wait > 0:
                 await asyncio.sleep(wait)
             if not data:
-                try:
+                with contextlib.suppress(OSError):
                     dst.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
                 return
             await loop.sock_sendall(dst, data)
 
@@ -121,11 +120,14 @@ def _server(ns: Netns) -> socket.socket:
 
 async def _accept(server: socket.socket, ns: Netns, rtt: float) -> None:
     loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Future[None]] = set()
     while True:
         client, (_, _) = await loop.sock_accept(server)
         client.setblocking(False)
         target = client.getsockname()[0], 22      # the host's own sshd, dialled from inside its namespace
-        asyncio.ensure_future(_serve_one(client, ns, target, rtt))
+        task = asyncio.ensure_future(_serve_one(client, ns, target, rtt))
+        tasks.add(task)                            # the loop keeps only a weak reference to a task
+        task.add_done_callback(tasks.discard)
 
 
 async def main(rtt_ms: float, names: list[str]) -> None:

@@ -21,6 +21,7 @@ cryptography, so a stolen anchor key cannot impersonate other sites.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import re
@@ -530,10 +531,9 @@ def lint(
             problems.append("extendedKeyUsage lacks serverAuth (Go: x509: certificate specifies an incompatible key usage)")
     except x509.ExtensionNotFound:
         problems.append("no extendedKeyUsage serverAuth (Apple clients refuse it)")
-    for name in names:
-        if not covers(sans, name):
-            problems.append(f"does not cover {name} (Go: x509: certificate is valid for "
-                            f"{', '.join(s.partition(':')[2] for s in sans) or 'no names'}, not {name})")
+    valid_for = ", ".join(s.partition(":")[2] for s in sans) or "no names"
+    problems += [f"does not cover {name} (Go: x509: certificate is valid for {valid_for}, not {name})"
+                 for name in names if not covers(sans, name)]
     if key is not None and not same_public_key(cert, key):
         problems.append("private key does not match the certificate "
                         "(registry: tls: private key does not match public key)")
@@ -565,10 +565,8 @@ def coverage(sans: tuple[str, ...]) -> Callable[[str], bool]:
     ips = set()
     for s in sans:
         if s.startswith("IP:"):
-            try:
+            with contextlib.suppress(ValueError):
                 ips.add(ipaddress.ip_address(s[3:]))
-            except ValueError:
-                pass
     dns = {s[4:].lower() for s in sans if s.startswith("DNS:")}
 
     def covered(name: str) -> bool:

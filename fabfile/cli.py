@@ -349,7 +349,7 @@ def status(c, inventory=None, hosts=None, groups=None, parallel=10, warn_days=30
         result = fleet_status(s, D.select_clients(s, hosts=hosts, groups=groups), warn_days=warn_days,
                               parallel=parallel)
     except RegistryTlsError as exc:
-        failure, checked_at = str(exc), dt.datetime.now(dt.timezone.utc)
+        failure, checked_at = str(exc), dt.datetime.now(dt.UTC)
     if fmt == "prometheus" or metrics_file:
         _metrics(result, registry, checked_at, fmt == "prometheus", metrics_file)
     if failure is not None:

@@ -349,12 +349,12 @@ def restart_script(restart_command: str, *, force: bool) -> str:
         f"if [ {int(force)} != 1 ]; then",
         "  s=$(docker info --format '{{.LiveRestoreEnabled}} {{.ContainersRunning}}' 2>/dev/null) || s=''",
         "  set -- $s",
-        '  if [ "${1:-true}" = false ] && [ "${2:-0}" -gt 0 ]; then echo "RUNNING $2"; '
-        f'exit {Exit.RESTART_REFUSED:d}; fi',
+        ('  if [ "${1:-true}" = false ] && [ "${2:-0}" -gt 0 ]; then echo "RUNNING $2"; '
+         f'exit {Exit.RESTART_REFUSED:d}; fi'),
         "fi",
         "if dockerd --help 2>/dev/null | grep -q -- '--validate'; then",
-        "  if ! v=$(dockerd --validate 2>&1); then echo \"INVALID $(printf '%s' \"$v\" | tail -n1)\"; "
-        f"exit {Exit.RESTART_INVALID:d}; fi",
+        ("  if ! v=$(dockerd --validate 2>&1); then echo \"INVALID $(printf '%s' \"$v\" | tail -n1)\"; "
+         f"exit {Exit.RESTART_INVALID:d}; fi"),
         "fi",
         f"{Raw(restart_command)} >/dev/null 2>&1 || {{ echo 'RESTARTFAILED'; exit {Exit.RESTART_FAILED:d}; }}",
         "i=0; while [ $i -lt 300 ]; do docker info >/dev/null 2>&1 && { echo UP; exit 0; }; sleep 0.2; i=$((i+1)); done",

@@ -48,8 +48,8 @@ def run(root: Path, *, prefix: str = "rtls", subnet: str = "10.213.0.0/24", clie
     start = time.monotonic()
     names = [c.name for c in session.inv.clients]
     ref = f"{session.inv.registry.endpoint}/demo/hello:1"
-    login = f"printf %s {q(password)} | docker login -u {DEMO_USER} --password-stdin " \
-            f"{session.inv.registry.endpoint} >/dev/null 2>&1"
+    login = (f"printf %s {q(password)} | docker login -u {DEMO_USER} --password-stdin "
+             f"{session.inv.registry.endpoint} >/dev/null 2>&1")
     say(f"3/4 push {ref} from {names[0]}, pull it on {', '.join(names[1:])} (TLS + htpasswd login)")
     _must(lab, names[0], f"{login} && docker tag {IMAGE} {ref} && docker push {ref}", "push")
     for name in names[1:]:

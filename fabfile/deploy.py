@@ -20,7 +20,6 @@ from .redact import register
 from .results import HostResult, Report, Status
 from .session import Session
 
-
 # --------------------------------------------------------------------------- certificate
 
 

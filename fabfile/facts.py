@@ -90,11 +90,11 @@ def _file_lines(paths: tuple[str, ...]) -> list[str]:
     nl = "\n"
     return [
         "set --",
-        f"for x in {words(paths)}; do "
-        'if [ ! -f "$x" ]; then echo "M $x"; elif [ -r "$x" ]; then set -- "$@" "$x"; else echo "U $x"; fi; done',
-        'if [ $# -gt 0 ]; then s=$(stat -c \'%a %U %Y\' -- "$@"); h=$(sha256sum -- "$@"); for x; do '
-        f'a=${{s%%"{nl}"*}}; s=${{s#*"{nl}"}}; b=${{h%%"{nl}"*}}; h=${{h#*"{nl}"}}; b=${{b#\\\\}}; '
-        'echo "F ${b%% *} $a $x"; done; fi',
+        (f"for x in {words(paths)}; do "
+         'if [ ! -f "$x" ]; then echo "M $x"; elif [ -r "$x" ]; then set -- "$@" "$x"; else echo "U $x"; fi; done'),
+        ('if [ $# -gt 0 ]; then s=$(stat -c \'%a %U %Y\' -- "$@"); h=$(sha256sum -- "$@"); for x; do '
+         f'a=${{s%%"{nl}"*}}; s=${{s#*"{nl}"}}; b=${{h%%"{nl}"*}}; h=${{h#*"{nl}"}}; b=${{b#\\\\}}; '
+         'echo "F ${b%% *} $a $x"; done; fi'),
     ]
 
 
@@ -166,11 +166,11 @@ def verify_script(probe: VerifyProbe | None) -> list[str]:
         f"vt=$(mktemp); cat {files} > \"$vt\" 2>/dev/null",
         "if [ ! -s \"$vt\" ]; then echo 'VERIFY fail no CA file installed yet'",   # nothing to check yet
         "elif command -v openssl >/dev/null 2>&1; then",
-        f"  vo=$(timeout 10 openssl s_client -connect {q(f'{host}:{probe.port}')} "
-        f"-servername {q(probe.name)} {check} -verify_return_error -CAfile \"$vt\" </dev/null 2>&1)",
+        (f"  vo=$(timeout 10 openssl s_client -connect {q(f'{host}:{probe.port}')} "
+         f"-servername {q(probe.name)} {check} -verify_return_error -CAfile \"$vt\" </dev/null 2>&1)"),
         "  if [ $? -eq 0 ]; then echo 'VERIFY ok openssl'; else",
-        "    echo \"VERIFY fail $(printf '%s\\n' \"$vo\" | grep -m1 -E 'verify error|errno|error:|Connection refused|"
-        "No route|timed out|unable' | tr -s ' ' | cut -c1-200)\"; fi",
+        ("    echo \"VERIFY fail $(printf '%s\\n' \"$vo\" | grep -m1 -E 'verify error|errno|error:|Connection refused|"
+         "No route|timed out|unable' | tr -s ' ' | cut -c1-200)\"; fi"),
         "elif command -v curl >/dev/null 2>&1; then",
         f"  vo=$(curl -sS -o /dev/null --max-time 10 --cacert \"$vt\" {q(f'https://{host}:{probe.port}/v2/')} 2>&1)",
         "  if [ $? -eq 0 ]; then echo 'VERIFY ok curl'; else echo \"VERIFY fail $vo\"; fi",
@@ -191,8 +191,8 @@ def client_script(
 ) -> str:
     lines = [
         'echo "TIME $(date -u +%s)"',
-        'if [ -r /etc/os-release ]; then . /etc/os-release; echo "OS ${ID:-unknown} ${ID_LIKE:-}"; '
-        'else echo "OS unknown"; fi',
+        ('if [ -r /etc/os-release ]; then . /etc/os-release; echo "OS ${ID:-unknown} ${ID_LIKE:-}"; '
+         'else echo "OS unknown"; fi'),
         *_file_lines(paths),
     ]
     for prefix, suffix in extra_globs:  # (literal prefix, literal suffix) around one '*'
@@ -218,7 +218,7 @@ def client_script(
 
 
 def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
-    files: dict[str, RemoteFile | None] = {p: None for p in paths}
+    files: dict[str, RemoteFile | None] = dict.fromkeys(paths)
     values: dict = {"extra": [], "contents": {}, "unreadable": [], "listing": []}
     for line in stdout.splitlines():
         tag, _, rest = line.partition(" ")
@@ -304,7 +304,7 @@ class ContainerFact:
     restart_policy: str
 
     @classmethod
-    def from_inspect(cls, data: dict) -> "ContainerFact":
+    def from_inspect(cls, data: dict) -> ContainerFact:
         state = data.get("State") or {}
         mounts = {
             m.get("Destination", ""): (m.get("Type", ""), m.get("Source", ""))
@@ -359,26 +359,26 @@ def registry_script(engine: str, data_dir: str, container: str, image: str, path
     return "\n".join([
         'echo "TIME $(date -u +%s)"',
         *_file_lines(paths),
-        f"if [ -L {q(certs)} ]; then echo \"LINK $(readlink {q(certs)})\"; "
-        f"elif [ -d {q(certs)} ]; then echo 'LINK DIR'; else echo 'LINK NONE'; fi",
+        (f"if [ -L {q(certs)} ]; then echo \"LINK $(readlink {q(certs)})\"; "
+         f"elif [ -d {q(certs)} ]; then echo 'LINK DIR'; else echo 'LINK NONE'; fi"),
         *identity,
         f"if ! command -v {e} >/dev/null 2>&1; then echo {q(f'ENGINE missing {engine}: not found')}; exit 0; fi",
         # `ps` works for docker and for podman (which has no server version); it fails when the daemon is down
-        f"if ! eo=$({e} ps -q 2>&1 >/dev/null); then "
-        "echo \"ENGINE down $(printf '%s' \"$eo\" | tail -n1)\"; exit 0; fi",
+        (f"if ! eo=$({e} ps -q 2>&1 >/dev/null); then "
+         "echo \"ENGINE down $(printf '%s' \"$eo\" | tail -n1)\"; exit 0; fi"),
         "echo 'ENGINE up'",
         # one line each: podman (4.x) prints the inspect array indented whatever the --format
-        f"i=$({e} inspect --type container --format '{{{{json .}}}}' {q(container)} 2>/dev/null) "
-        "&& echo \"INSPECT $(printf '%s' \"$i\" | tr -d '\\n')\"",
-        f"i=$({e} inspect --type container --format '{{{{json .}}}}' {q(container + '-previous')} 2>/dev/null) "
-        "&& echo \"PREVIOUS $(printf '%s' \"$i\" | tr -d '\\n')\"",
+        (f"i=$({e} inspect --type container --format '{{{{json .}}}}' {q(container)} 2>/dev/null) "
+         "&& echo \"INSPECT $(printf '%s' \"$i\" | tr -d '\\n')\""),
+        (f"i=$({e} inspect --type container --format '{{{{json .}}}}' {q(container + '-previous')} 2>/dev/null) "
+         "&& echo \"PREVIOUS $(printf '%s' \"$i\" | tr -d '\\n')\""),
         f"i=$({e} image inspect --format '{{{{.Id}}}}' {q(image)} 2>/dev/null) && echo \"IMAGE $i\"",
         "true",
     ])
 
 
 def parse_registry(stdout: str, paths: tuple[str, ...] = ()) -> RegistryFacts:
-    files: dict[str, RemoteFile | None] = {p: None for p in paths}
+    files: dict[str, RemoteFile | None] = dict.fromkeys(paths)
     values: dict = {}
     for line in stdout.splitlines():
         tag, _, rest = line.partition(" ")

@@ -26,14 +26,14 @@ T = TypeVar("T")
 class Progress(Protocol):
     """What a fan-out reports to; used as a context manager around the fan-out."""
 
-    def __enter__(self) -> "Progress": ...
+    def __enter__(self) -> Progress: ...
     def __exit__(self, *exc: object) -> None: ...
     def started(self, host: str) -> None: ...
     def finished(self, result: HostResult) -> None: ...
 
 
 class NoProgress:
-    def __enter__(self) -> "NoProgress":
+    def __enter__(self) -> NoProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,7 +56,7 @@ def guarded(host: str, role: str, work: Callable[[], HostResult]) -> HostResult:
         result = HostResult(host=host, role=role, status=status, message=exc.reason)
     except RegistryTlsError as exc:
         result = HostResult(host=host, role=role, status=Status.FAILED, message=str(exc))
-    except Exception as exc:  # noqa: BLE001 - a bug must not take the fleet down
+    except Exception as exc:
         log.exception("%s: unexpected error", host)
         result = HostResult(host=host, role=role, status=Status.FAILED,
                             message=f"unexpected error: {type(exc).__name__}: {redact(str(exc))}")

@@ -52,7 +52,7 @@ class Htpasswd:
     entries: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def parse(cls, text: str) -> "Htpasswd":
+    def parse(cls, text: str) -> Htpasswd:
         entries = []
         for line in text.splitlines():
             if not line.strip() or line.lstrip().startswith("#"):
@@ -64,7 +64,7 @@ class Htpasswd:
         return cls(tuple(entries))
 
     @classmethod
-    def load(cls, data: bytes, path: Path) -> "Htpasswd":
+    def load(cls, data: bytes, path: Path) -> Htpasswd:
         """The local htpasswd, validated: UTF-8 text of ``user:hash`` lines, each user once."""
         recover = "fix or delete it (deleted, the next deploy adopts the registry host's users)"
         try:
@@ -93,21 +93,21 @@ class Htpasswd:
     def __contains__(self, user: str) -> bool:
         return user in self.users
 
-    def with_user(self, user: str, password: str, cost: int) -> "Htpasswd":
+    def with_user(self, user: str, password: str, cost: int) -> Htpasswd:
         check_user(user)
         hashed = hash_password(password, cost)
         others = tuple(e for e in self.entries if e[0] != user)
         if user in self:
             return Htpasswd(tuple((u, hashed if u == user else h) for u, h in self.entries))
-        return Htpasswd(others + ((user, hashed),))
+        return Htpasswd((*others, (user, hashed)))
 
-    def with_hash(self, user: str, hashed: str) -> "Htpasswd":
+    def with_hash(self, user: str, hashed: str) -> Htpasswd:
         """``user`` set to an already computed hash (idempotent: applying it twice changes nothing)."""
         if user in self:
             return Htpasswd(tuple((u, hashed if u == user else h) for u, h in self.entries))
-        return Htpasswd(self.entries + ((user, hashed),))
+        return Htpasswd((*self.entries, (user, hashed)))
 
-    def without(self, user: str) -> "Htpasswd":
+    def without(self, user: str) -> Htpasswd:
         return Htpasswd(tuple(e for e in self.entries if e[0] != user))
 
     def not_bcrypt(self) -> tuple[str, ...]:

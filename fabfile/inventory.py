@@ -20,12 +20,12 @@ value length are bounded. Loading is linear in the file's size.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import posixpath
 import re
-import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Annotated, Any, Literal, get_args, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -310,7 +310,7 @@ class InventoryFile(_Strict):
     clients: ClientsSection = ClientsSection()
     ssh: SshSection = SshSection()
     state_dir: str = ".registry-tls"
-    kubernetes: KubernetesSection = KubernetesSection()
+    kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
 
 
 # --------------------------------------------------------------------------- resolved
@@ -599,8 +599,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         if info is None:
             return None
         model = info.annotation
-    model = _inner_model(model) if not (isinstance(model, type) and issubclass(model, BaseModel)) else model
-    return model
+    return _inner_model(model) if not (isinstance(model, type) and issubclass(model, BaseModel)) else model
 
 
 def _inner_model(annotation: Any) -> type[BaseModel] | None:
@@ -617,7 +616,7 @@ def _format_validation_error(exc: ValidationError, tree: Any, path: Path) -> str
     """The first error, as ``file:line:col: key.path: problem``; the count of others."""
     errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in ("function-after",))))
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p == "function-after")))
     key_path = ".".join(str(p) for p in loc) or "(top level)"
     where = _line_of(tree, loc)
     kind, msg = first["type"], first["msg"]
@@ -691,7 +690,7 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
     )
     default_names = tuple(
         s.partition(":")[2] for s in san_texts
-        if s.partition(":")[2] not in ("localhost",) and not s.startswith("IP:127.") and s != "IP:::1"
+        if s.partition(":")[2] != "localhost" and not s.startswith("IP:127.") and s != "IP:::1"
     )
     def resolve(name: str, groups: list[str], layers: list[ClientVars], loc: tuple) -> Client:
         merged = _merge(layers)
@@ -718,8 +717,8 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
         )
 
     clients = []
-    for name, host in model.clients.hosts.items():
-        host = host or ClientHostVars()
+    for name, given in model.clients.hosts.items():
+        host = given or ClientHostVars()
         for i, group in enumerate(host.groups):
             if group not in model.clients.groups:
                 raise fail(("clients", "hosts", name, "groups", i),

@@ -174,8 +174,8 @@ class Pki:
 
     def anchor_warnings(self, material: Material) -> list[str]:
         if material.mode == "ca" and certs.constraint_texts(material.anchor) is None:
-            return [f"{self.ca_cert_path} has no name constraints: its key can sign for any name; "
-                    "`inv rotate --ca` replaces it with a CA limited to the registry's names"]
+            return [(f"{self.ca_cert_path} has no name constraints: its key can sign for any name; "
+                    "`inv rotate --ca` replaces it with a CA limited to the registry's names")]
         return []
 
     # ------------------------------------------------------------------ writing

@@ -41,8 +41,8 @@ def register(*values: str | bytes | None) -> None:
             if not value:
                 continue
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str.__str__(value)
-            for part in [text, *text.splitlines()]:
-                part = part.strip()
+            for line in [text, *text.splitlines()]:
+                part = line.strip()
                 if len(part) >= MIN_MASKED and not part.startswith("-----"):
                     _secrets.add(part)
 

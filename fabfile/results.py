@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .errors import ExitCode
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     OK = "ok"                    # already as desired, nothing done
     CHANGED = "changed"          # brought to the desired state
     FAILED = "failed"            # reached, but a step failed (the message says which)
     UNREACHABLE = "unreachable"  # no SSH session (network, host key, authentication)
     SKIPPED = "skipped"          # not attempted (filtered out, or an earlier step failed)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass
@@ -58,7 +55,7 @@ class Report:
         self.results[(result.role, result.host)] = result
         return result
 
-    def merge(self, other: "Report") -> "Report":
+    def merge(self, other: Report) -> Report:
         self.results.update(other.results)
         self.notes.extend(other.notes)
         return self

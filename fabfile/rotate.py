@@ -178,12 +178,11 @@ def rotate_all(
                       if_expiring_within=if_expiring_within)
     if rotation is None:
         return report
-    if rotation.kind == "anchor" and rotation.phase == "generated":
-        if not _trust_old_and_new(s, rotation, report, trust_all(), force=force) or until == "trusted":
-            return report
-    if rotation.phase in ("generated", "trusted"):
-        if not _switch(s, rotation, report) or until == "switched":
-            return report
+    if rotation.kind == "anchor" and rotation.phase == "generated" and (
+            not _trust_old_and_new(s, rotation, report, trust_all(), force=force) or until == "trusted"):
+        return report
+    if rotation.phase in ("generated", "trusted") and (not _switch(s, rotation, report) or until == "switched"):
+        return report
     if rotation.kind == "anchor":
         cleanup = trust_all()
         report.merge(cleanup)

@@ -117,10 +117,10 @@ def _docker(t: Target) -> list[str]:
         by_endpoint.setdefault(endpoint(n), []).append(n)
 
     return [
-        "if ! command -v dockerd >/dev/null 2>&1 && ! command -v docker >/dev/null 2>&1; then "
-        "echo 'RTX docker absent docker is not installed'",
-        f"elif command -v curl >/dev/null 2>&1 && [ -S {DOCKER_SOCKET} ] && "
-        f"curl -s --max-time 5 --unix-socket {DOCKER_SOCKET} -o /dev/null http://docker/_ping; then",
+        ("if ! command -v dockerd >/dev/null 2>&1 && ! command -v docker >/dev/null 2>&1; then "
+         "echo 'RTX docker absent docker is not installed'"),
+        (f"elif command -v curl >/dev/null 2>&1 && [ -S {DOCKER_SOCKET} ] && "
+         f"curl -s --max-time 5 --unix-socket {DOCKER_SOCKET} -o /dev/null http://docker/_ping; then"),
         *_parallel([auth(n) for n in t.names]),
         f"else echo 'RTX docker down dockerd does not answer on {DOCKER_SOCKET} (or curl is missing)'",
         *_parallel([files(e, names) for e, names in by_endpoint.items()]),
@@ -159,8 +159,8 @@ def _podman(t: Target) -> list[str]:
     return [
         "pt=$(mktemp -d)",
         "if command -v skopeo >/dev/null 2>&1; then pl='skopeo login'",
-        "elif command -v podman >/dev/null 2>&1; then "
-        "pl=\"podman --root $pt/root --runroot $pt/run --storage-driver vfs login\"",
+        ("elif command -v podman >/dev/null 2>&1; then "
+         "pl=\"podman --root $pt/root --runroot $pt/run --storage-driver vfs login\""),
         "else pl=; echo 'RTX podman absent neither podman nor skopeo is installed'; fi",
         "if [ -n \"$pl\" ]; then",
         *_parallel([login(i, n) for i, n in enumerate(t.names)]),
@@ -169,7 +169,7 @@ def _podman(t: Target) -> list[str]:
 
 
 def _openssl_cmd(endpoint: str, cafile: str | None) -> str:
-    host, _, port = endpoint.rpartition(":")
+    host, _, _port = endpoint.rpartition(":")
     host = host.strip("[]")
     check = f"-verify_ip {host}" if _is_ip(host) else f"-verify_hostname {shlex.quote(host)}"
     if cafile:  # only that file: OpenSSL reads its default locations from these variables
@@ -181,7 +181,7 @@ def _openssl_cmd(endpoint: str, cafile: str | None) -> str:
 
 def _os(t: Target) -> list[str]:
     def one(endpoint: str) -> str:
-        host, _, port = endpoint.rpartition(":")
+        _host, _, _port = endpoint.rpartition(":")
         return ("if command -v curl >/dev/null 2>&1; then "
                 + _emit("os", endpoint, f"curl -sS -o /dev/null --max-time {TIMEOUT} "
                         f"{shlex.quote(f'https://{endpoint}/v2/')}", quiet_ok=True)
@@ -227,11 +227,11 @@ def parse(stdout: str) -> Outcome:
     for line in stdout.splitlines():
         tag, _, rest = line.partition(" ")
         if tag == "RT":
-            target, name, code, data = (rest.split(" ", 3) + ["", "", "", ""])[:4]
+            target, name, code, data = ([*rest.split(" ", 3), "", "", "", ""])[:4]
             text = base64.b64decode(data or b"").decode(errors="replace")
             raw.append((target, name, int(code) if code.lstrip("-").isdigit() else -1, text))
         elif tag == "RTX":
-            target, state, detail = (rest.split(" ", 2) + ["", "", ""])[:3]
+            target, state, detail = ([*rest.split(" ", 2), "", "", ""])[:3]
             missing[target] = (state, detail)
     return Outcome(tuple(raw), missing)
 

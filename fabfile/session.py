@@ -30,7 +30,7 @@ def _no_progress(title: str, total: int) -> fleet.Progress:
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass

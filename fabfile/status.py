@@ -62,7 +62,7 @@ class TrustState:
     fingerprints: dict[str, str]    # path -> SHA-256 fingerprint of the installed certificate
 
     @classmethod
-    def compare(cls, want: tuple[C.WantFile, ...], found: F.ClientFacts) -> "TrustState":
+    def compare(cls, want: tuple[C.WantFile, ...], found: F.ClientFacts) -> TrustState:
         files: dict[str, str] = {}
         targets: dict[str, str] = {}
         fps: dict[str, str] = {}

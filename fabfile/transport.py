@@ -29,6 +29,7 @@ anchors needs:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -40,7 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -52,7 +53,16 @@ from fabric.runners import Remote as _FabricRunner
 from invoke.exceptions import CommandTimedOut, Failure, ResponseNotAccepted
 from invoke.watchers import FailingResponder
 
-from .errors import AuthError, ConnectionLost, HostKeyError, InputError, RemoteError, SudoError, UnreachableError, WrongSudoPassword
+from .errors import (
+    AuthError,
+    ConnectionLost,
+    HostKeyError,
+    InputError,
+    RemoteError,
+    SudoError,
+    UnreachableError,
+    WrongSudoPassword,
+)
 from .inventory import SshTarget, parse_gateway
 from .redact import redact
 from .sh import cmd
@@ -101,7 +111,7 @@ class Transport(Protocol):
 
     name: str
 
-    def __enter__(self) -> "Transport": ...
+    def __enter__(self) -> Transport: ...
     def __exit__(self, *exc: object) -> None: ...
     def open(self) -> object: ...
     def close(self) -> None: ...
@@ -153,10 +163,8 @@ class _QuickAckSocket(socket.socket):
 
     def recv(self, *args: Any) -> bytes:
         data = super().recv(*args)
-        try:
+        with contextlib.suppress(OSError):     # closed meanwhile: the next recv reports it
             self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-        except OSError:     # closed meanwhile: the next recv reports it
-            pass
         return data
 
 
@@ -244,7 +252,7 @@ class Remote:
 
     # ------------------------------------------------------------------ connection
 
-    def __enter__(self) -> "Remote":
+    def __enter__(self) -> Remote:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -254,10 +262,8 @@ class Remote:
         cxns = ([self._cxn] if self._cxn is not None else []) + self._hops[::-1]
         self._cxn, self._hops = None, []
         for cxn in cxns:
-            try:
+            with contextlib.suppress(Exception):   # closing must not hide the real outcome
                 cxn.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the real outcome
-                pass
 
     def connection(self) -> Connection:
         """The Fabric Connection (not yet open) with every hop hardened: what ``open`` dials."""
@@ -482,10 +488,8 @@ class Remote:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise RemoteError(self.name, f"upload failed: {redact(str(exc)) or type(exc).__name__}") from None
         finally:
-            try:
+            with suppress(RemoteError):
                 self.run(cmd("rm -rf {}", tmpdir), check=False)
-            except RemoteError:
-                pass
 
 
 @contextmanager

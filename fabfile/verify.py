@@ -54,9 +54,7 @@ class Probe:
         found = []
         if expected_fingerprint and self.fingerprint != expected_fingerprint:
             found.append(f"serves certificate {self.fingerprint}, expected {expected_fingerprint}")
-        for name in names:
-            if not certs.covers(self.sans, name):
-                found.append(f"certificate does not cover {name}")
+        found += [f"certificate does not cover {name}" for name in names if not certs.covers(self.sans, name)]
         if self.unauthenticated != 401:
             found.append(f"GET /v2/ without credentials answered {self.unauthenticated}, expected 401")
         elif self.api_header != "registry/2.0":
@@ -92,15 +90,15 @@ def probe(
     base = Probe(address=address, port=port, server_name=server_name)
     ctx = tls_context(anchor_pem)
     try:
-        with socket.create_connection((address, port), timeout=timeout) as raw:
-            with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+        with socket.create_connection((address, port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=server_name) as tls:
                 der = tls.getpeercert(binary_form=True)
                 version = tls.version()
     except ssl.SSLCertVerificationError as exc:
         return replace(base, error=f"TLS verification failed: {exc.verify_message or exc.reason}")
     except ssl.SSLError as exc:
         return replace(base, error=f"TLS handshake failed: {exc.reason or exc}")
-    except (OSError, socket.timeout) as exc:
+    except (TimeoutError, OSError) as exc:
         return replace(base, error=f"cannot connect to {address}:{port}: {exc.strerror or exc}")
     if der is None:
         return replace(base, error="TLS handshake: the server presented no certificate")

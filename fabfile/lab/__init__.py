@@ -2,6 +2,7 @@
 own network + mount namespace with sshd (and dockerd). `Lab` is the facade; see lab/tasks.py."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from . import images, inventory, keys, netns, procs
 from .errors import LabError
 from .state import HostState, LabState, check_prefix, plan
 
-__all__ = ["Lab", "LabError", "HostStatus"]
+__all__ = ["HostStatus", "Lab", "LabError"]
 
 DEFAULT_SUBNET = "10.213.0.0/24"
 CLEAN_IN_DOCKER = 'ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids >/dev/null'
@@ -133,10 +134,8 @@ class Lab:
         try:
             self._start(state, tini, timeout)
         except BaseException:
-            try:
+            with contextlib.suppress(Exception):   # keep the original error
                 self._down(sweep_foreign=True)
-            except Exception:  # noqa: BLE001  (keep the original error)
-                pass
             raise
         return self.status(probe=False)       # _start() already saw every daemon answer
 
@@ -200,7 +199,7 @@ class Lab:
                                     engine="podman")
             while h.kind == "containerd" and subprocess.run(
                     [*enter, "ctr", "--address", hostmod.CONTAINERD_SOCKET, "version"], env=hostmod.ENV,
-                    capture_output=True, timeout=10).returncode != 0:
+                    capture_output=True, timeout=10, check=False).returncode != 0:
                 if abort.is_set():
                     return
                 self._check_alive(h, deadline, "containerd", "containerd.log")
@@ -285,7 +284,7 @@ class Lab:
         data = input.encode() if isinstance(input, str) else input
         proc = subprocess.run(hostmod.enter_argv(h.holder, ["/bin/sh", "-c", command]),
                               input=data, stdin=None if data is not None else subprocess.DEVNULL,
-                              capture_output=True, env=hostmod.ENV, timeout=timeout)
+                              capture_output=True, env=hostmod.ENV, timeout=timeout, check=False)
         result: subprocess.CompletedProcess[str] | subprocess.CompletedProcess[bytes]
         if text:
             result = subprocess.CompletedProcess(command, proc.returncode, proc.stdout.decode(errors="replace"),
@@ -329,15 +328,13 @@ class Lab:
         for h in (state.hosts if state else []):
             if h.kind == "podman" and h.holder_pid in holders:
                 subprocess.run(hostmod.enter_argv(h.holder, ["/bin/sh", "-c", CLEAN_IN_PODMAN]),
-                               env=hostmod.ENV, capture_output=True, timeout=60)
+                               env=hostmod.ENV, capture_output=True, timeout=60, check=False)
         dockerds = {p: s for p, s in found.items() if _comm(p) == "dockerd"}
         if dockerds:
             def clean(pid: int) -> None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     subprocess.run(hostmod.enter_argv(pid, ["/bin/sh", "-c", CLEAN_IN_DOCKER]),
-                                   env=hostmod.ENV, capture_output=True, timeout=60)
-                except subprocess.TimeoutExpired:
-                    pass
+                                   env=hostmod.ENV, capture_output=True, timeout=60, check=False)
             with ThreadPoolExecutor(max_workers=min(8, len(dockerds))) as pool:
                 list(pool.map(clean, dockerds))
             procs.terminate(dockerds, timeout=20)
@@ -361,7 +358,7 @@ class Lab:
     def _unmount_leftovers(self) -> None:
         """The lab mounts only inside host mount namespaces; undo anything under root seen here."""
         for target in sorted(_mounts_under(self.root), key=len, reverse=True):
-            subprocess.run(["umount", "-l", target], capture_output=True)
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
         if _mounts_under(self.root):
             raise LabError(f"mounts under {self.root} remain; unmount them by hand")
 

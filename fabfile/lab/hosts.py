@@ -70,7 +70,7 @@ class Machine:
     hosts_file: str
 
     @classmethod
-    def read(cls, state: LabState, password_hash: str, operator_pubkey: str) -> "Machine":
+    def read(cls, state: LabState, password_hash: str, operator_pubkey: str) -> Machine:
         def text(name: str) -> str:
             try:
                 return Path("/etc", name).read_text()
@@ -127,9 +127,8 @@ def prepare(root: Path, state: LabState, host: HostState, machine: Machine) -> s
     _mirror_dir(etc, Path("/etc"))
     (d / "etc.work").mkdir()
     uid = _deploy_uid("\n".join(_without(machine.passwd, DEPLOY)))
-    passwd = _without(machine.passwd, DEPLOY) + [
-        f"{DEPLOY}:x:{uid}:{uid}:registry-tls lab deploy user:/home/{DEPLOY}:/bin/bash"]
-    group = _without(machine.group, DEPLOY) + [f"{DEPLOY}:x:{uid}:"]
+    passwd = [*_without(machine.passwd, DEPLOY), f"{DEPLOY}:x:{uid}:{uid}:registry-tls lab deploy user:/home/{DEPLOY}:/bin/bash"]
+    group = [*_without(machine.group, DEPLOY), f"{DEPLOY}:x:{uid}:"]
     shadow = []
     for line in _without(machine.shadow, DEPLOY):
         f = line.split(":")
@@ -137,7 +136,7 @@ def prepare(root: Path, state: LabState, host: HostState, machine: Machine) -> s
             f[1] = "*"              # sshd (UsePAM no) refuses even pubkey logins to locked accounts
         shadow.append(":".join(f))
     shadow.append(f"{DEPLOY}:{machine.password_hash}:19000:0:99999:7:::")
-    gshadow = _without(machine.gshadow, DEPLOY) + [f"{DEPLOY}:!::"]
+    gshadow = [*_without(machine.gshadow, DEPLOY), f"{DEPLOY}:!::"]
     _write(etc / "passwd", "\n".join(passwd) + "\n", like=Path("/etc/passwd"))
     _write(etc / "group", "\n".join(group) + "\n", like=Path("/etc/group"))
     _write(etc / "shadow", "\n".join(shadow) + "\n", 0o640, like=Path("/etc/shadow"))
@@ -209,8 +208,8 @@ def prepare(root: Path, state: LabState, host: HostState, machine: Machine) -> s
 
 # vfs: the host's /var is an overlay, where podman's overlay driver cannot stack; rlimits: a lab
 # host's hard limits are the machine's session ones, below podman's defaults (runc would refuse).
-PODMAN_STORAGE = '[storage]\ndriver = "vfs"\nrunroot = "/run/containers/storage"\n' \
-                 'graphroot = "/var/lib/containers/storage"\n'
+PODMAN_STORAGE = ('[storage]\ndriver = "vfs"\nrunroot = "/run/containers/storage"\n'
+                  'graphroot = "/var/lib/containers/storage"\n')
 PODMAN_CONTAINERS = '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n'
 
 

@@ -44,7 +44,7 @@ REGISTRY_CHANGES = ['ENTRYPOINT ["registry"]', 'CMD ["serve","/etc/docker/regist
 
 def shared_libraries(binary: Path) -> list[Path]:
     """The libc/loader paths `ldd` reports for binary (whatever the architecture)."""
-    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
+    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise LabError(f"ldd {binary} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     libs = []
@@ -104,6 +104,6 @@ def import_image(enter: list[str], tar: Path, ref: str, changes: Sequence[str] =
         argv += ["-c", change]
     argv += ["-", ref]
     with open(tar, "rb") as f:
-        proc = subprocess.run(argv, stdin=f, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(argv, stdin=f, capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise LabError(f"{engine} import {ref} failed: {proc.stderr.strip()}")

@@ -36,14 +36,14 @@ def password_hash(password: str) -> str:
     """SHA-512 crypt hash for /etc/shadow."""
     if shutil.which("openssl"):
         proc = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         if proc.returncode == 0 and proc.stdout.startswith("$6$"):
             return proc.stdout.strip()
     try:
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            import crypt  # noqa: PLC0415  (removed in Python 3.13)
+            import crypt
         return crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
     except ImportError as exc:
         raise LabError("need openssl to hash the lab sudo password (apt-get install openssl)") from exc

@@ -13,7 +13,7 @@ from .state import LabState
 
 
 def _ip(*args: str, input: str | None = None, check: bool = True) -> str:
-    proc = subprocess.run(["ip", *args], input=input, capture_output=True, text=True)
+    proc = subprocess.run(["ip", *args], input=input, capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         detail = proc.stderr.strip().splitlines()
         raise LabError(f"ip {' '.join(args[:3])} failed: {detail[-1] if detail else proc.returncode}")
@@ -126,7 +126,7 @@ def destroy(prefix: str) -> None:
 def _iptables(*args: str) -> int:
     if not shutil.which("iptables"):
         return 127
-    return subprocess.run(["iptables", "-w", *args], capture_output=True).returncode
+    return subprocess.run(["iptables", "-w", *args], capture_output=True, check=False).returncode
 
 
 def add_forward_rule(bridge: str) -> bool:

@@ -1,6 +1,7 @@
 """Process plumbing: spawn detached processes, check liveness, find and end lab processes by PID."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -30,10 +31,8 @@ def alive(pid: int | None, started: int | None = None) -> bool:
     """True if PID runs (zombies count as dead; a reused PID with another start time too)."""
     if not pid:
         return False
-    try:  # reap it if it is our child, so it does not linger as a zombie
+    with contextlib.suppress(ChildProcessError):  # reap it if it is our child, so it does not linger as a zombie
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     state = _state(pid)
     if state is None or state in ("Z", "X", "x"):
         return False
@@ -124,10 +123,8 @@ def terminate(pids: Mapping[int, int | None], timeout: float = 5.0) -> None:
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         for pid, started in list(pids.items()):
             if alive(pid, started):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
         pids = wait_gone(pids, wait)
         if not pids:
             return

@@ -67,7 +67,7 @@ class LabState:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path) -> "LabState | None":
+    def load(cls, path: Path) -> LabState | None:
         try:
             data = json.loads(path.read_text())
             known = set(HostState.__dataclass_fields__)

@@ -39,9 +39,8 @@ def _readable(fn: Callable[P, R]) -> Callable[P, R]:
 
 def _table(statuses: Iterable[HostStatus]) -> str:
     rows: list[tuple[str, ...]] = [("HOST", "ROLE", "ADDRESS", "UP", "DOCKER", "HOLDER", "SSHD", "DOCKERD")]
-    for s in statuses:
-        rows.append((s.name, s.role, s.address, "yes" if s.up else "NO", "yes" if s.docker else "-",
-                     *(str(p or "-") for p in (s.holder_pid, s.sshd_pid, s.dockerd_pid))))
+    rows += [(s.name, s.role, s.address, "yes" if s.up else "NO", "yes" if s.docker else "-",
+              *(str(p or "-") for p in (s.holder_pid, s.sshd_pid, s.dockerd_pid))) for s in statuses]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 

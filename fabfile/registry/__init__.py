@@ -30,11 +30,27 @@ from .apply import DeployJob, container_reason, deploy, gather, read_htpasswd
 from .lock import machine_id
 from .plan import Plan, plan
 from .scripts import (
-    cleanup_script, failed_name, keep_failed_script, lock_script, parse_kept, prepare_script, recreate_script,
-    rollback_script, switch_link_script, unlock_script,
+    cleanup_script,
+    failed_name,
+    keep_failed_script,
+    lock_script,
+    parse_kept,
+    prepare_script,
+    recreate_script,
+    rollback_script,
+    switch_link_script,
+    unlock_script,
 )
 from .spec import (
-    CERT_NAME, HTPASSWD_NAME, KEY_NAME, LOCK_STALE_SECONDS, SPEC_LABEL, STORAGE_MOUNT, ContainerSpec, Desired, desired,
+    CERT_NAME,
+    HTPASSWD_NAME,
+    KEY_NAME,
+    LOCK_STALE_SECONDS,
+    SPEC_LABEL,
+    STORAGE_MOUNT,
+    ContainerSpec,
+    Desired,
+    desired,
 )
 
 __all__ = [

@@ -24,7 +24,13 @@ from .lock import machine_id, remote_lock
 from .plan import Plan, plan
 from .reason import mask, reason
 from .scripts import (
-    cleanup_script, failed_name, keep_failed_script, parse_kept, prepare_script, recreate_script, rollback_script,
+    cleanup_script,
+    failed_name,
+    keep_failed_script,
+    parse_kept,
+    prepare_script,
+    recreate_script,
+    rollback_script,
     switch_link_script,
 )
 from .spec import CERT_NAME, HTPASSWD_NAME, KEY_NAME, LOG_LINES, Desired, desired
@@ -42,7 +48,7 @@ class DeployJob:
     dry_run: bool = False
     break_lock: bool = False
     provisional: bool = False   # a dry run's certificate made in memory: its fingerprint is not the real one
-    run_id: str = field(default_factory=lambda: run_owner())
+    run_id: str = field(default_factory=lambda: run_owner())  # noqa: PLW0108  (run_owner is defined below)
 
 
 def run_owner() -> str:

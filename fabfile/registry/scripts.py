@@ -51,9 +51,9 @@ def lock_script(data_dir: str, owner: str, *, take_over: bool) -> str:
         f"[ {int(take_over)} = 1 ] && rm -rf {q(lock)}",
         f"t=$(mktemp -d {q(lock)}.XXXXXXXX) || exit 1",
         f"echo {q(owner)} \"$(date -u +%s)\" > \"$t/owner\"",
-        f"if ! mv -T \"$t\" {q(lock)} 2>/dev/null; then rm -rf \"$t\"; "
-        f"echo \"LOCKED $(( $(date -u +%s) - $(stat -c %Y {q(lock)} 2>/dev/null || date -u +%s) )) "
-        f"$(cat {q(lock)}/owner 2>/dev/null)\"; exit {Exit.LOCKED:d}; fi",
+        (f"if ! mv -T \"$t\" {q(lock)} 2>/dev/null; then rm -rf \"$t\"; "
+         f"echo \"LOCKED $(( $(date -u +%s) - $(stat -c %Y {q(lock)} 2>/dev/null || date -u +%s) )) "
+         f"$(cat {q(lock)}/owner 2>/dev/null)\"; exit {Exit.LOCKED:d}; fi"),
         "echo LOCK",
     ])
 
@@ -126,8 +126,8 @@ def keep_failed_script(engine: str, name: str, kept: str) -> str:
         f"{e} update --restart=no {q(name)} >/dev/null 2>&1 || true",
         f"{e} stop -t 5 {q(name)} >/dev/null 2>&1 || true",
         f"{e} update --restart=no {q(name)} >/dev/null 2>&1 || true",
-        f"for c in $({e} ps -a --format '{{{{.Names}}}}'); do case \"$c\" in {q(name + FAILED_INFIX)}*) "
-        f"{e} rm -f \"$c\" >/dev/null;; esac; done",
+        (f"for c in $({e} ps -a --format '{{{{.Names}}}}'); do case \"$c\" in {q(name + FAILED_INFIX)}*) "
+         f"{e} rm -f \"$c\" >/dev/null;; esac; done"),
         f"k={q(name)}",
         f"{e} rename {q(name)} {q(kept)} && k={q(kept)} && echo \"KEPT $k\"",
         f"echo \"STATE $({e} inspect --format '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$k\")\"",
@@ -186,6 +186,6 @@ def cleanup_script(want: Desired) -> str:
         f"{q(reg.engine)} rm -f {q(reg.container + '-previous')} >/dev/null 2>&1 || true",
         f"rm -f {q(want.htpasswd_path + '.previous')} {q(want.env_path + '.previous')}",
         *([] if reg.env else [f"rm -f {q(want.env_path)}"]),   # registry.env emptied: no secrets left behind
-        f"cd {q(reg.data_dir)} && ls -1dt .certs-* 2>/dev/null | grep -v -x -e {q(want.cert_dir_name)} "
-        "| grep -v -x .certs-legacy | tail -n +2 | xargs -r rm -rf",
+        (f"cd {q(reg.data_dir)} && ls -1dt .certs-* 2>/dev/null | grep -v -x -e {q(want.cert_dir_name)} "
+         "| grep -v -x .certs-legacy | tail -n +2 | xargs -r rm -rf"),
     ])

@@ -36,7 +36,7 @@ class Fleet:
     def inv(self, *args: str, input: str | None = None, env: dict | None = None, timeout: float = 300):
         """Run `inv ARGS` in the repo; returns CompletedProcess (text)."""
         return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, input=input,
-                              capture_output=True, text=True, env={**self.env, **(env or {})}, timeout=timeout)
+                              capture_output=True, text=True, env={**self.env, **(env or {})}, timeout=timeout, check=False)
 
     def json(self, *args: str, **kwargs) -> tuple[int, dict]:
         proc = self.inv(*args, "--json", **kwargs)

@@ -128,9 +128,9 @@ def test_dry_run_lists_changes_without_writing(fleet, user):
 
 def test_filters_by_host_and_group(fleet, user):
     assert fleet.inv("registry.deploy").returncode == 0
-    code, report = fleet.json("clients.trust", "--hosts", "client1")
+    _code, report = fleet.json("clients.trust", "--hosts", "client1")
     assert list(report["hosts"]) == ["client1"]
-    code, report = fleet.json("clients.trust", "--groups", "lab")
+    _code, report = fleet.json("clients.trust", "--groups", "lab")
     assert set(report["hosts"]) == set(CLIENTS)
     typo = fleet.inv("clients.trust", "--hosts", "clinet1")
     assert typo.returncode == 2 and "did you mean 'client1'" in typo.stderr

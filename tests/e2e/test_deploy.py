@@ -120,6 +120,6 @@ def test_cert_generate_and_show_match_what_openssl_reads(fleet):
     assert "DNS:registry.lab" in text and f"IP Address:{ip}" in text
     again = fleet.inv("cert.generate")
     assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
-    code, shown = fleet.json("cert.show")
+    _code, shown = fleet.json("cert.show")
     assert shown["certificates"][0]["sans"] == ["DNS:registry.lab", f"IP:{ip}"]
     assert (fleet.tmp / "pki" / "registry.key").stat().st_mode & 0o777 == 0o600

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from fabfile import registry as R
-
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.lab
@@ -146,8 +145,8 @@ def test_F16_client_dockerd_stopped_when_a_restart_is_needed_is_a_precise_warnin
     assert code == 0, report
     c1 = report["hosts"]["client1"]
     assert c1["status"] == "changed" and not c1["restarted"]
-    assert c1["warnings"] == ["dockerd is not running, so it was not restarted (the OS trust store changed): "
-                              "it loads the new trust when it starts"]
+    assert c1["warnings"] == [("dockerd is not running, so it was not restarted (the OS trust store changed): "
+                              "it loads the new trust when it starts")]
 
 
 # --------------------------------------------------------------------------- F25

@@ -108,7 +108,7 @@ def test_podman_registry_made_by_hand_is_taken_over_with_its_images_and_users(ki
     from fabfile import certs, htpasswd
 
     fleet = kinds
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     spec = certs.CertSpec(subject=(("CN", "registry.lab"),),
                           sans=(certs.parse_san("registry.lab"), certs.parse_san(fleet.lab.address("registry"))),
                           key_type="ecdsa-p256")

@@ -89,10 +89,11 @@ def test_rotated_certificate_keeps_pushed_images(fleet, user):
 def test_seed_registry_with_anonymous_volume_is_taken_over_without_losing_images_or_users(fleet):
     """The seed's stop/rm/run orphans the anonymous volume; our first deploy carries images over,
     and keeps the users the seed created by hand (no local htpasswd yet)."""
-    from fabfile import certs, htpasswd
     import datetime as dt
 
-    now = dt.datetime.now(dt.timezone.utc)
+    from fabfile import certs, htpasswd
+
+    now = dt.datetime.now(dt.UTC)
     spec = certs.CertSpec(subject=(("CN", "registry.lab"),),
                           sans=(certs.parse_san("registry.lab"), certs.parse_san(fleet.lab.address("registry"))),
                           key_type="ecdsa-p256")
@@ -128,8 +129,8 @@ def test_seed_registry_with_anonymous_volume_is_taken_over_without_losing_images
 CANNOT_START = [
     ({"REGISTRY_STORAGE": "bogus-driver"}, "panic: StorageDriver not registered: bogus-driver"),
     ({"REGISTRY_HTTP_NET": "bogus"}, "fatal: unknown address type bogus"),  # TLS keys: refused (L9)
-    ({"REGISTRY_LOG_LEVEL": "loud"}, "configuration error: error parsing /etc/docker/registry/config.yml: "
-                                     "invalid loglevel loud Must be one of [error, warn, info, debug]"),
+    ({"REGISTRY_LOG_LEVEL": "loud"}, ("configuration error: error parsing /etc/docker/registry/config.yml: "
+                                     "invalid loglevel loud Must be one of [error, warn, info, debug]")),
 ]
 
 

@@ -188,7 +188,7 @@ def test_abort_before_the_switch_returns_to_the_old_certificate(deployed, user):
     fleet = deployed
     old = fleet.json("status")[1]["certificate"]["sha256"]
     assert fleet.json("rotate", "--until", "trusted")[0] == 0
-    code, report = fleet.json("rotate", "--abort")
+    code, _report = fleet.json("rotate", "--abort")
     assert code == 0
     assert fleet.on("client1", "ls /etc/docker/certs.d/registry.lab").stdout.split() == ["ca.crt"]
     status = fleet.json("status")[1]

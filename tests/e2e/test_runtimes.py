@@ -26,10 +26,10 @@ def by_runtime(fleet, user: str, password: str) -> dict[str, str]:
     creds = shlex.quote(f"{user}:{password}")
     ctr_addr = "$(ls /run/containerd/containerd.sock /run/docker/containerd/containerd.sock 2>/dev/null | head -1)"
     runs = {
-        "docker": ("client1", f"printf %s '{password}' | docker login -u {user} --password-stdin registry.lab "
-                              f">/dev/null && docker rmi -f {REF} >/dev/null 2>&1; docker pull {REF}"),
-        "containerd": ("client1", f"{NO_OS_STORE} ctr --address {ctr_addr} -n e2e images pull "
-                                  f"--hosts-dir /etc/containerd/certs.d --user {creds} {REF}"),
+        "docker": ("client1", (f"printf %s '{password}' | docker login -u {user} --password-stdin registry.lab "
+                              f">/dev/null && docker rmi -f {REF} >/dev/null 2>&1; docker pull {REF}")),
+        "containerd": ("client1", (f"{NO_OS_STORE} ctr --address {ctr_addr} -n e2e images pull "
+                                  f"--hosts-dir /etc/containerd/certs.d --user {creds} {REF}")),
         "podman": ("client2", f"skopeo inspect --creds {creds} docker://{REF}"),
         "os": ("client3", f"curl -sSf -o /dev/null -u {creds} https://registry.lab/v2/e2e/hello/tags/list"),
     }
@@ -99,8 +99,8 @@ def test_stray_key_orphan_cert_and_foreign_ca_as_docker_really_treats_them(fleet
     assert c1["status"] == "failed" and "Missing client certificate domain.cert for key domain.key" in c1["message"]
     assert f"{folder}/domain.key: not written by registry-tls" in c1["message"]
     assert c2["status"] == "failed" and "missing key client.key for client certificate client.cert" in c2["message"]
-    assert c3["status"] == "ok" and c3["warnings"] == [f"{folder}: another CA adds trust for this name: "
-                                                       f"{folder}/corp-ca.crt"]
+    assert c3["status"] == "ok" and c3["warnings"] == [(f"{folder}: another CA adds trust for this name: "
+                                                       f"{folder}/corp-ca.crt")]
     code, verify = fleet.json("verify")
     assert code == 1 and verify["hosts"]["client1"]["status"] == "failed"
     assert "Missing client certificate" in verify["hosts"]["client1"]["message"]

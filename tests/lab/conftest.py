@@ -12,8 +12,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from fabfile.lab import Lab  # noqa: E402
-
 from tests.conftest import lab_unavailable  # noqa: E402
+
 
 @pytest.fixture
 def ssh(lab):

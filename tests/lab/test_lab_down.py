@@ -30,7 +30,7 @@ def start_time(pid: int) -> int:
 
 
 def netns_names() -> list[str]:
-    out = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True, check=False).stdout.strip()
     return [n["name"] for n in json.loads(out)] if out else []
 
 
@@ -89,7 +89,7 @@ def test_down_removes_everything(small_lab):
     assert [pid for pid, st in pids.items() if really_alive(pid, st)] == []
     assert mounts_mentioning(lab.root) == []
     assert not lab.root.exists()
-    rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout
+    rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=False).stdout
     assert f"{PREFIX}-br0" not in rules
     assert lab.status() == []
     assert elapsed < 30

@@ -56,7 +56,7 @@ def _dockerd_pid(lab, host: str) -> int:
 
 def test_restart_dockerd_over_ssh(lab, ssh, ssh_run):
     before = _dockerd_pid(lab, "client1")
-    code, out, err = ssh_run(ssh("client1"), f"sudo -n {lab.restart_dockerd_path} client1", timeout=60)
+    code, _out, err = ssh_run(ssh("client1"), f"sudo -n {lab.restart_dockerd_path} client1", timeout=60)
     assert code == 0, err
     after = _dockerd_pid(lab, "client1")
     assert after != before

@@ -8,7 +8,6 @@ from invoke import Context
 from invoke.exceptions import Exit
 
 from fabfile.lab import tasks
-
 from tests.conftest import SUBNET
 
 pytestmark = pytest.mark.lab

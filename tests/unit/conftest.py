@@ -13,8 +13,9 @@ import shutil
 import pytest
 from cryptography import x509
 
-from _support import NOW, make_spec
 from fabfile import certs
+
+from _support import NOW, make_spec
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from fabfile.session import open_session
 from fabfile.transport import Result
+
 from fake_transport import FakeFleet, FakeHost
 
 # commands that change a host (a dry run sends none of them)
@@ -42,12 +43,12 @@ MUTATING = r"base64 -d|mv -f|rm -f|ln -sfn|systemctl|docker run|rename|#put_many
 
 def probed_paths(script: str) -> list[str]:
     """The paths a probe script asks about (facts._file_lines: ``for x in PATHS; do if ...``)."""
-    m = re.search(r"^for x in (.*?); do if", script, re.M)
+    m = re.search(r"^for x in (.*?); do if", script, re.MULTILINE)
     return shlex.split(m[1]) if m else []
 
 
 class _V2(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         ok = self.headers.get("Authorization", "").startswith("Basic ")
         self.send_response(200 if ok else 401)
         self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
@@ -306,13 +307,13 @@ class ClientHost:
         for path in probed_paths(script):
             data = self.files.get(path)
             lines.append(f"M {path}" if data is None else f"F {hashlib.sha256(data).hexdigest()} 644 root 1700000000 {path}")
-        for prefix, suffix in re.findall(r"^for x in (\S+)\*(\S+); do \[ -f", script, re.M):
-            prefix, suffix = shlex.split(prefix)[0], shlex.split(suffix)[0]
+        for quoted_prefix, quoted_suffix in re.findall(r"^for x in (\S+)\*(\S+); do \[ -f", script, re.MULTILINE):
+            prefix, suffix = shlex.split(quoted_prefix)[0], shlex.split(quoted_suffix)[0]
             lines += [f"X {p}" for p in sorted(self.files) if p.startswith(prefix) and p.endswith(suffix)]
         lines.append(f"DSTART {int(time.time()) + 3600}")   # dockerd started after every file
         if "base64 -w0 <" in script:
-            for path in re.findall(r"^\[ -f (\S+) \] && echo \"C", script, re.M):
-                path = shlex.split(path)[0]
+            for quoted in re.findall(r"^\[ -f (\S+) \] && echo \"C", script, re.MULTILINE):
+                path = shlex.split(quoted)[0]
                 if path in self.files:
                     lines.append(f"C {base64.b64encode(self.files[path]).decode()} {path}")
         if "DOCKERD" in script:
@@ -320,9 +321,9 @@ class ClientHost:
         return Result("\n".join(lines) + "\n" + self._verify(script).stdout, "", 0)   # status: one round trip
 
     def _apply(self, script: str) -> Result:
-        for path, data in re.findall(r"^w (\S+) (\S+)$", script, re.M):
+        for path, data in re.findall(r"^w (\S+) (\S+)$", script, re.MULTILINE):
             self.files[shlex.split(path)[0]] = base64.b64decode(shlex.split(data)[0])
-        for path in re.findall(r"^rm -f (\S+)$", script, re.M):
+        for path in re.findall(r"^rm -f (\S+)$", script, re.MULTILINE):
             self.files.pop(shlex.split(path)[0], None)
         return self._verify(script)
 

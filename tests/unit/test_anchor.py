@@ -13,6 +13,7 @@ registry CA deliberately omits (CERT-PROFILE.md: "nothing to fetch privately").
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import shutil
 import subprocess
@@ -22,10 +23,11 @@ import pytest
 from cryptography import x509
 from cryptography.x509 import verification
 
-from _support import NOW, make_cert_cfg, make_spec, run
 from fabfile import certs, inventory
 from fabfile.errors import CertificateError, InputError, InventoryError
 from fabfile.pki import PASSPHRASE_ENV, Pki
+
+from _support import NOW, make_cert_cfg, make_spec, run
 
 SANS = ("DNS:registry.test", "DNS:mirror.registry.test", "IP:192.0.2.10", "IP:2001:db8::10")
 OTHER_NAMES = ("sso.corp.example", "github.com")
@@ -115,7 +117,7 @@ def test_a_forged_leaf_for_another_name_fails_openssl_strict(anchors, key_cache,
 @pytest.mark.parametrize("name", OTHER_NAMES + OTHER_IPS)
 def test_a_forged_leaf_for_another_name_fails_the_cryptography_verifier(anchors, key_cache, mode, name):
     anchor, key, _ = anchors[mode]
-    with pytest.raises(verification.VerificationError, match="(?i)name constraint|no permitted|excluded|not permitted"):
+    with pytest.raises(verification.VerificationError, match=r"(?i)name constraint|no permitted|excluded|not permitted"):
         webpki_verify(anchor, (forge(anchor, key, key_cache, name),), name)
 
 
@@ -154,7 +156,7 @@ def test_the_self_signed_cert_passes_openssl_but_not_webpki_verifiers(anchors, o
     anchor, _, chain = anchors["self-signed"]
     out = openssl_verify(openssl, tmp_path, anchor, chain, "registry.test")
     assert out.returncode == 0, out.stdout + out.stderr
-    with pytest.raises(verification.VerificationError, match="basicConstraints.cA must not be asserted"):
+    with pytest.raises(verification.VerificationError, match=r"basicConstraints\.cA must not be asserted"):
         webpki_verify(anchor, chain, "registry.test")
 
 
@@ -268,8 +270,8 @@ def test_a_ca_without_constraints_from_an_older_version_is_served_with_a_warning
     p = Pki(make_cert_cfg(tmp_path, spec, mode="ca"))
     outcome = p.ensure(NOW)
     assert not outcome.changed
-    assert p.warnings == [f"{tmp_path / 'ca.crt'} has no name constraints: its key can sign for any name; "
-                          "`inv rotate --ca` replaces it with a CA limited to the registry's names"]
+    assert p.warnings == [(f"{tmp_path / 'ca.crt'} has no name constraints: its key can sign for any name; "
+                          "`inv rotate --ca` replaces it with a CA limited to the registry's names")]
 
 
 # --------------------------------------------------------------------------- CA key passphrase
@@ -300,7 +302,7 @@ def test_the_ca_key_is_encrypted_and_the_passphrase_asked_only_to_sign(tmp_path)
     assert p.ensure(NOW).changed is False and len(asked.calls) == 1             # nor does a deploy that fits
     p.generate(NOW, force=True)                                                 # a new leaf is signed
     assert asked.calls[1:] == [("ca.key", False)]
-    with pytest.raises(CertificateError, match="ca.key: wrong passphrase"):
+    with pytest.raises(CertificateError, match=r"ca\.key: wrong passphrase"):
         Pki(cfg, passphrase=Asked(b"wrong wrong wrong")).generate(NOW, force=True)
 
 
@@ -313,7 +315,7 @@ def test_the_passphrase_comes_from_the_environment_never_a_flag(tmp_path, monkey
     with pytest.raises(InputError, match="at least 12"):
         P.ask_passphrase(tmp_path / "ca.key", True)
     monkeypatch.delenv(PASSPHRASE_ENV)
-    monkeypatch.setattr("sys.stdin", open("/dev/null"))
+    monkeypatch.setattr("sys.stdin", io.StringIO())   # not a terminal
     with pytest.raises(InputError, match=f"the CA key is encrypted; set {PASSPHRASE_ENV} or run on a terminal"):
         P.ask_passphrase(tmp_path / "ca.key", False)
     from fabfile.redact import redact

@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
-from _support import CASES, EXAMPLE_INVENTORY, NOW, make_spec, run
 from fabfile import certs, inventory, pki
 from fabfile.errors import CertificateError, InputError
+
+from _support import CASES, EXAMPLE_INVENTORY, NOW, make_spec, run
 
 DAY = dt.timedelta(days=1)
 
@@ -432,16 +433,16 @@ def test_F09_lint_the_seed_certificate():
 
 
 def test_load_certs_and_key_errors_name_the_file(tmp_path):
-    with pytest.raises(CertificateError, match="bad.crt: not a readable PEM certificate"):
+    with pytest.raises(CertificateError, match=r"bad\.crt: not a readable PEM certificate"):
         certs.load_certs(b"garbage", "bad.crt")
-    with pytest.raises(CertificateError, match="bad.key: not a readable PEM private key"):
+    with pytest.raises(CertificateError, match=r"bad\.key: not a readable PEM private key"):
         certs.load_key(b"garbage", "bad.key")
 
 
 def test_load_key_refuses_an_encrypted_key(key_cache):
     pem = key_cache("byo").private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                          serialization.BestAvailableEncryption(b"secret-pass"))
-    with pytest.raises(CertificateError, match="enc.key: the private key is encrypted"):
+    with pytest.raises(CertificateError, match=r"enc\.key: the private key is encrypted"):
         certs.load_key(pem, "enc.key")
 
 
@@ -600,7 +601,7 @@ def test_openssl_verify_x509_strict(served, openssl, tmp_path):
     for name in (["-verify_hostname", "registry.test"], ["-verify_ip", "127.0.0.1"]):
         out = run(base + name + [str(leaf_file)])
         assert out.returncode == 0 and out.stdout.strip() == f"{leaf_file}: OK", (mode, out.stdout, out.stderr)
-    wrong = run(base + ["-verify_hostname", "wrong.test", str(leaf_file)])
+    wrong = run([*base, "-verify_hostname", "wrong.test", str(leaf_file)])
     assert wrong.returncode != 0 and "hostname mismatch" in (wrong.stdout + wrong.stderr).lower()
 
 

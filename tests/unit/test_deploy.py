@@ -16,8 +16,10 @@ from fabfile.errors import SudoError, UnreachableError, WrongSudoPassword
 from fabfile.pki import Pki
 from fabfile.results import Status
 from fabfile.session import Session, open_session
+
 from fake_hosts import MUTATING, World, write_inventory
 from fake_transport import FakeFleet
+
 
 @pytest.fixture
 def fleet() -> FakeFleet:
@@ -179,7 +181,7 @@ def test_registry_first_deploy_runs_the_plan_in_order_then_a_rerun_changes_nothi
     assert steps(world) == ["read users", "probe", "lock", "probe", "prepare", "upload", "switch", "recreate",
                             "cleanup", "unlock"]
     assert result.facts["fingerprint"] == material.fingerprint and result.facts["switch_seconds"] >= 0
-    key = [c for c in world.fleet.calls if c.is_upload][0].uploads[0]
+    key = next(c for c in world.fleet.calls if c.is_upload).uploads[0]
     assert key[0].endswith("/registry_auth.key") and key[1] == 0o600
     world.fleet.calls.clear()
     (again,) = D.deploy_registry(world.s, material).results.values()
@@ -188,11 +190,11 @@ def test_registry_first_deploy_runs_the_plan_in_order_then_a_rerun_changes_nothi
 
 
 @pytest.mark.parametrize("mode, knob, reason", [
-    ("self-signed", "serve_stale", "new registry container is not healthy: TLS verification failed: self-signed "
-                                   "certificate"),
+    ("self-signed", "serve_stale", ("new registry container is not healthy: TLS verification failed: self-signed "
+                                   "certificate")),
     ("ca", "serve_stale", "new registry container is not healthy: serves certificate "),  # same CA: the fingerprint
-    ("ca", "crash", "new registry container did not start: fatal: open /data/certs/missing.crt: no such file or "
-                    "directory"),
+    ("ca", "crash", ("new registry container did not start: fatal: open /data/certs/missing.crt: no such file or "
+                    "directory")),
 ])
 def test_registry_failure_after_the_switch_rolls_back_to_the_serving_container(world, mode, knob, reason):
     """The failed container is kept aside, the previous one put back and checked like a deploy: it must serve

@@ -18,7 +18,7 @@ PROFILE = REPO / "docs" / "CERT-PROFILE.md"
 NOT_TESTED = "Not tested, because"
 
 FAULT_ID = re.compile(r"(?<![0-9A-Za-z])F[0-9]{2}(?![0-9A-Za-z])")
-TEST_DEF = re.compile(r"^\s*(?:async\s+)?def\s+(test_\w+)\s*\(", re.M)
+TEST_DEF = re.compile(r"^\s*(?:async\s+)?def\s+(test_\w+)\s*\(", re.MULTILINE)
 TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(test_\w+)`")
 FAULT_HEADING = r"(F[0-9]{2})"
 PROFILE_HEADING = r"Profile ([0-9][A-Z])"
@@ -34,7 +34,7 @@ def sources() -> list[Path]:
 
 def sections(text: str, heading: str) -> dict[str, str]:
     """``## <heading>`` (a regex with one group, the id) -> the text up to the next ``## ``."""
-    parts = re.split(r"^## ", text, flags=re.M)[1:]
+    parts = re.split(r"^## ", text, flags=re.MULTILINE)[1:]
     found = {}
     for part in parts:
         title, _, body = part.partition("\n")

@@ -12,8 +12,9 @@ import shutil
 
 import pytest
 
-from _support import CASES, run, sha256
 from fabfile import facts as F
+
+from _support import CASES, run, sha256
 
 FACT_CASES = sorted((CASES / "facts").glob("*.json"))
 

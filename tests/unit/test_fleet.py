@@ -115,7 +115,7 @@ def test_progress_sees_every_host():
 
 
 def test_no_items_no_threads():
-    assert fleet.fan_out([], lambda h: ok(h), name=str) == []
+    assert fleet.fan_out([], ok, name=str) == []
 
 
 def test_unexpected_error_text_and_traceback_are_redacted():

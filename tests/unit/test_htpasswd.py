@@ -74,7 +74,7 @@ def test_F22_cost_below_10_refused():
 
 @pytest.mark.parametrize("user", ["al:ice", "al ice", "", "a" * 65, "ålice", "al\nice"])
 def test_user_names_that_would_break_the_file_are_refused(user):
-    with pytest.raises(InputError, match="user name .*no ':' or spaces"):
+    with pytest.raises(InputError, match=r"user name .*no ':' or spaces"):
         Htpasswd().with_user(user, "pw", 10)
 
 

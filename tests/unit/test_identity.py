@@ -10,13 +10,14 @@ import shutil
 
 import pytest
 
-from _support import NOW, make_registry, make_spec, run
 from fabfile import certs
 from fabfile import facts as F
 from fabfile import registry as R
 from fabfile.htpasswd import Htpasswd
-from fabfile.registry.identity import CertChange, Identity, UserChange, cert_change, user_change, user_digests
 from fabfile.pki import Material
+from fabfile.registry.identity import CertChange, Identity, UserChange, cert_change, user_change, user_digests
+
+from _support import NOW, make_registry, make_spec, run
 
 HASH = "$2b$10$" + "h" * 53
 HTPASSWD = f"registry-tls-health:{HASH}\nalice:{HASH.replace('h', 'a')}\n".encode()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import io
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -291,11 +291,11 @@ def test_users_change_the_local_htpasswd_only_with_a_successful_push(workdir, ca
     before = htpasswd.read_bytes()
     for outcome, code in ((Status.FAILED, 1), ("interrupt", 130)):
         push(outcome)
-        got, out, err = run(["users.add", "bob"], b"secret-one\n", capsys, monkeypatch)
+        got, _out, err = run(["users.add", "bob"], b"secret-one\n", capsys, monkeypatch)
         assert got == code, err
         assert pushed[-1] == ("alice", "bob", "registry-tls-health")  # the push carried the new user ...
         assert htpasswd.read_bytes() == before  # ... the local file did not change
-        got, out, err = run(["users.remove", "alice"], None, capsys, monkeypatch)
+        got, _out, err = run(["users.remove", "alice"], None, capsys, monkeypatch)
         assert got == code and pushed[-1] == ("registry-tls-health",) and htpasswd.read_bytes() == before
     push(Status.CHANGED)
     assert run(["users.add", "bob"], b"secret-one\n", capsys, monkeypatch)[0] == 0
@@ -306,6 +306,6 @@ def test_users_change_the_local_htpasswd_only_with_a_successful_push(workdir, ca
 
 def test_no_deploy_writes_at_once_and_stdin_may_end_without_newline(workdir, capsys, monkeypatch):
     prepare(workdir, Case("", [], 0, [], files=HTPASSWD))
-    code, out, err = run(["users.add", "bob", "--no-deploy"], b"secret-one", capsys, monkeypatch)
+    code, _out, err = run(["users.add", "bob", "--no-deploy"], b"secret-one", capsys, monkeypatch)
     assert code == 0, err
     assert run(["users.list"], None, capsys, monkeypatch)[1].split() == ["alice", "bob"]

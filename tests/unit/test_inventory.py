@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from _support import EXAMPLE_INVENTORY
 from fabfile import inventory
 from fabfile.errors import ExitCode, InputError, InventoryError
+
+from _support import EXAMPLE_INVENTORY
 
 BASE = EXAMPLE_INVENTORY.read_text()
 
@@ -90,8 +91,8 @@ def test_inheritance_order_and_null_means_inherit():
 
 
 def test_sans_are_lower_cased_and_deduplicated():
-    text = "registry: {host: reg.example}\ncertificate:\n  san: [DNS:reg.example, REG.EXAMPLE, dns:Reg.Example, " \
-           "IP:10.0.0.1, 10.0.0.1, IP:::1, '0:0::1']\n"
+    text = ("registry: {host: reg.example}\ncertificate:\n  san: [DNS:reg.example, REG.EXAMPLE, dns:Reg.Example, "
+            "IP:10.0.0.1, 10.0.0.1, IP:::1, '0:0::1']\n")
     inv = inventory.parse(text, Path("/inv/inventory.yaml"))
     assert inv.certificate.spec.san_texts == ("DNS:reg.example", "IP:10.0.0.1", "IP:::1")
 
@@ -150,8 +151,8 @@ BAD = [
      "clients.hosts.node-1.groups.0: group 'k8z' is not defined in clients.groups; did you mean 'k8s'?",
      "    node-1:"),
     ("F02-trust-typo", ("trust: [containerd]", "trust: [containrd]"),
-     "clients.groups.k8s.trust.0: got 'containrd'; expected one of docker, containerd, podman, os, buildkit; "
-     "did you mean 'containerd'?", "      trust: [containrd]"),
+     ("clients.groups.k8s.trust.0: got 'containrd'; expected one of docker, containerd, podman, os, buildkit; "
+      "did you mean 'containerd'?"), "      trust: [containrd]"),
     ("F02-restart-yes", ("      restart: never", "      restart: yes"),
      "clients.groups.k8s.restart: got 'yes'; expected one of auto, always, never", "      restart: yes"),
     ("F02-timeout-string", ("  connect_timeout: 10", '  connect_timeout: "10"'),
@@ -195,8 +196,8 @@ BAD = [
     ("registry-names-not-covered", ("{address: 192.168.56.50, ssh_user: alice}",
                                     "{registry_names: [centos8s-server.singleton.net, nope.example]}"),
      "clients.hosts.laptop.registry_names.1: 'nope.example' is not in certificate.san", "    laptop:"),
-    ("key-type", ("key_type: rsa-4096", "key_type: rsa-1024"), "certificate.key_type: got 'rsa-1024'; expected one "
-     "of rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384, ed25519; did you mean", "  key_type: rsa-1024"),
+    ("key-type", ("key_type: rsa-4096", "key_type: rsa-1024"), ("certificate.key_type: got 'rsa-1024'; expected one "
+     "of rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384, ed25519; did you mean"), "  key_type: rsa-1024"),
     ("country", ("{C: FR,", "{C: FRA,"), "certificate.subject: C must be a two-letter country code, got 'FRA'",
      "  subject:"),
     ("data-dir-relative", ("  data_dir: /var/lib/docker-registry", "  data_dir: var/lib/registry"),

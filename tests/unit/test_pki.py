@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from _support import NOW, make_cert_cfg, make_spec
 from fabfile import certs, inventory, localfs
 from fabfile.errors import CertificateError, InputError
 from fabfile.pki import Pki
+
+from _support import NOW, make_cert_cfg, make_spec
 
 DAY = dt.timedelta(days=1)
 
@@ -39,7 +40,7 @@ def make_pki(root: Path, *, mode: str = "self-signed", **spec_kw) -> Pki:
 def test_F24_generate_writes_key_0600_cert_0644_and_no_temp_files(pki_dir):
     p = make_pki(pki_dir)
     material = p.generate(NOW)
-    assert sorted(os.listdir(pki_dir)) == ["registry.crt", "registry.key"]
+    assert sorted(p.name for p in pki_dir.iterdir()) == ["registry.crt", "registry.key"]
     assert mode_of(p.key_path) == 0o600 and mode_of(p.cert_path) == 0o644
     assert mode_of(pki_dir) == 0o700
     assert p.cert_path.read_bytes() == material.cert_pem == material.anchor_pem
@@ -81,7 +82,7 @@ def test_F24_a_crash_during_the_write_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"registry\.key: cannot write: No space left"):  # one line, exit 2
         localfs.atomic_write(target, b"new", 0o600)
     assert target.read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["registry.key"]  # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["registry.key"]  # no temp file left behind
 
 
 def test_generate_refuses_to_overwrite_without_force(pki_dir):
@@ -230,7 +231,7 @@ def test_F08_ensure_refuses_a_mismatched_pair_even_with_renew(pki_dir, tmp_path)
 def test_ca_mode_layout_and_anchor(pki_dir):
     p = make_pki(pki_dir, mode="ca")
     material = p.generate(NOW)
-    assert sorted(os.listdir(pki_dir)) == ["ca.crt", "ca.key", "registry.crt", "registry.key"]
+    assert sorted(p.name for p in pki_dir.iterdir()) == ["ca.crt", "ca.key", "registry.crt", "registry.key"]
     assert mode_of(p.ca_key_path) == 0o600 and mode_of(p.ca_cert_path) == 0o644
     chain = x509.load_pem_x509_certificates(p.cert_path.read_bytes())
     assert [c.subject for c in chain] == [material.leaf.subject, material.anchor.subject]  # leaf + CA served

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from _support import CASES, NOW, file_line, make_client, make_registry, root_owned_env, run, sha256
 from fabfile import certs
 from fabfile import clients as C
 from fabfile import facts as F
@@ -24,6 +23,8 @@ from fabfile import registry as R
 from fabfile.errors import RemoteError
 from fabfile.pki import Material
 from fabfile.sh import Exit
+
+from _support import CASES, NOW, file_line, make_client, make_registry, root_owned_env, run, sha256
 
 CURRENT = C.Anchor("current", b"-----BEGIN CERTIFICATE-----\ncurrent\n-----END CERTIFICATE-----\n")
 NEXT = C.Anchor("next", b"-----BEGIN CERTIFICATE-----\nnext\n-----END CERTIFICATE-----\n")
@@ -138,7 +139,7 @@ BOTH_443 = ("/etc/docker/certs.d/reg.example/ca.crt", "/etc/docker/certs.d/reg.e
 CLIENT_CASES = [
     ClientCase("F05-443-nothing-installed-writes-both-dir-forms",
                client={"registry_names": ("reg.example", "10.0.0.5")},
-               writes=BOTH_443 + ("/etc/docker/certs.d/10.0.0.5/ca.crt", "/etc/docker/certs.d/10.0.0.5:443/ca.crt")),
+               writes=(*BOTH_443, "/etc/docker/certs.d/10.0.0.5/ca.crt", "/etc/docker/certs.d/10.0.0.5:443/ca.crt")),
     ClientCase("F05-5000-nothing-installed", port=5000, client={"registry_names": ("reg.example", "10.0.0.5")},
                writes=("/etc/docker/certs.d/reg.example:5000/ca.crt", "/etc/docker/certs.d/10.0.0.5:5000/ca.crt")),
     ClientCase("F26-everything-installed-empty-plan", installed="all"),
@@ -157,7 +158,7 @@ CLIENT_CASES = [
                        "/etc/docker/certs.d/reg.example:443/registry-tls-next.crt")),
     ClientCase("F23-next-anchor-kept-while-rotating", anchors=(CURRENT, NEXT), installed="all",
                extra=("/etc/docker/certs.d/reg.example/registry-tls-next.crt",)),
-    ClientCase("os-debian", client={"trust": ("docker", "os")}, writes=BOTH_443 + (DEB_ANCHOR,),
+    ClientCase("os-debian", client={"trust": ("docker", "os")}, writes=(*BOTH_443, DEB_ANCHOR),
                refresh="update-ca-certificates", restart=True, reason="the OS trust store changed"),
     ClientCase("os-rhel", os="rhel", client={"trust": ("os",)}, writes=(RHEL_ANCHOR,),
                refresh="update-ca-trust extract", restart=True, reason="the OS trust store changed"),
@@ -200,8 +201,7 @@ def client_output(case: ClientCase, client, reg) -> tuple[str, tuple[str, ...]]:
         installed = {f.path: (f.content, 0o644, "root", DSTART - 100)
                      for f in C.desired_files(client, reg, case.anchors, family)}
     installed.update(case.tweak)
-    for path in paths:
-        lines.append(file_line(path, *installed[path]) if path in installed else f"M {path}")
+    lines += [file_line(path, *installed[path]) if path in installed else f"M {path}" for path in paths]
     lines += [f"X {x}" for x in case.extra]
     if case.dstart is not None:
         lines.append(f"DSTART {case.dstart}")
@@ -276,8 +276,8 @@ def test_client_plan_describe_lists_each_action():
 
 def test_buildkit_toml_block_is_ours_only_and_idempotent():
     reg = make_registry(port=5000)
-    current = b"debug = true\n\n# BEGIN registry-tls reg.example:5000\nold block\n# END registry-tls reg.example:5000\n" \
-              b"[registry.\"other:5000\"]\n  http = true\n"
+    current = (b"debug = true\n\n# BEGIN registry-tls reg.example:5000\nold block\n# END registry-tls reg.example:5000\n"
+               b"[registry.\"other:5000\"]\n  http = true\n")
     new = C.buildkit_toml(current, reg, (CURRENT,))
     assert new == (b'debug = true\n\n[registry."other:5000"]\n  http = true\n\n'
                    b'# BEGIN registry-tls reg.example:5000\n[registry."reg.example:5000"]\n'
@@ -340,7 +340,7 @@ def test_F24_apply_script_writes_atomically_with_mode_and_removes_stale(tmp_path
     assert keep.read_bytes() == CURRENT.pem and odd.read_bytes() == NEXT.pem
     assert stat.S_IMODE(keep.stat().st_mode) == 0o644 and stat.S_IMODE(odd.stat().st_mode) == 0o644
     assert not stale.exists()
-    assert sorted(os.listdir(keep.parent)) == ["ca.crt"]  # no .registry-tls.XXXXXX temp file left
+    assert sorted(p.name for p in keep.parent.iterdir()) == ["ca.crt"]  # no .registry-tls.XXXXXX temp file left
     # as root with umask 022 the shell creates the temp files 0644 root:root: no chmod/chown processes
     assert [c.split()[0:2] for c in calls(fakebin)] == [["update-ca-certificates"]]
 
@@ -546,8 +546,8 @@ def registry_output(d: R.Desired, *, files="all", link="current", container="mat
     contents = {d.paths[0]: (d.cert_pem, 0o644), d.paths[1]: (d.key_pem, key_mode), d.paths[2]: (htpasswd, 0o600),
                 d.paths[3]: (d.env_file, 0o600)}
     present = {"all": d.paths, "none": (), "htpasswd-only": d.paths[2:3]}[files]
-    for path in d.paths:
-        lines.append(file_line(path, contents[path][0], contents[path][1]) if path in present else f"M {path}")
+    lines += [file_line(path, contents[path][0], contents[path][1]) if path in present else f"M {path}"
+              for path in d.paths]
     lines.append("LINK " + {"current": d.cert_dir_name, None: "NONE"}.get(link, link))
     lines.append(f"ENGINE {engine}")
     if container is not None:

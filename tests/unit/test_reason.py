@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from _support import CASES
-from fabfile.registry.reason import LIMIT, mask, reason
 from fabfile.redact import register
+from fabfile.registry.reason import LIMIT, mask, reason
+
+from _support import CASES
 
 OUTPUTS = CASES / "registry_output"
 
@@ -17,16 +18,16 @@ OUTPUTS = CASES / "registry_output"
     ("tls_certificate_missing", "fatal: open /data/certs/missing.crt: no such file or directory"),
     ("minimumtls_invalid", "fatal: unknown minimum TLS level 'tls9.9' specified for http.tls.minimumtls"),
     ("minimumtls_invalid_json", "fatal: unknown minimum TLS level 'tls9.9' specified for http.tls.minimumtls"),
-    ("loglevel_config_error", "configuration error: error parsing /etc/docker/registry/config.yml: "
-                              "invalid loglevel loud Must be one of [error, warn, info, debug]"),
+    ("loglevel_config_error", ("configuration error: error parsing /etc/docker/registry/config.yml: "
+                              "invalid loglevel loud Must be one of [error, warn, info, debug]")),
     ("http_addr_invalid", "fatal: listen tcp: address nonsense: missing port in address"),
     ("tls_key_is_a_certificate", "fatal: tls: found a certificate rather than a key in the PEM for the private key"),
-    ("engine_port_in_use", "Error response from daemon: driver failed programming external connectivity on "
+    ("engine_port_in_use", ("Error response from daemon: driver failed programming external connectivity on "
                            "endpoint p22 (7b0b66ec6a39bad0ac78d47ae0b9011ffc4aa06988020c76e3dece563ca18fb0): "
-                           "Error starting userland proxy: listen tcp4 0.0.0.0:22: bind: address already in use"),
-    ("engine_image_missing", 'Error response from daemon: Get "https://registry-1.docker.io/v2/": dial tcp: '
+                           "Error starting userland proxy: listen tcp4 0.0.0.0:22: bind: address already in use")),
+    ("engine_image_missing", ('Error response from daemon: Get "https://registry-1.docker.io/v2/": dial tcp: '
                              "lookup registry-1.docker.io on 10.255.255.53:53: dial udp 10.255.255.53:53: "
-                             "connect: network is unreachable"),
+                             "connect: network is unreachable")),
     ("serving_with_requests", "error: response completed with error"),
 ])
 def test_reason_is_the_registrys_own_line(case, expected):

@@ -27,7 +27,7 @@ HOSTILE = [
 CONTROL = {"\x1b[2J": "\\x1b[2J", "bell\x07": "bell\\x07", "tab\there": "tab\\there", "cr\rx": "cr\\rx",
            "rtl\u202eevil": "rtl\\u202eevil", "nl\nx": "nl\\nx", "c1\x9bx": "c1\\x9bx"}
 SGR = re.compile(r"\x1b\[[0-9;]*m")
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture(params=["terminal", "pipe"])

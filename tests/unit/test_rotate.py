@@ -8,6 +8,7 @@ from fabfile import deploy as D
 from fabfile import rotate as R
 from fabfile.errors import InputError, UnreachableError
 from fabfile.results import Status
+
 from fake_hosts import World
 
 
@@ -148,8 +149,8 @@ def test_dry_run_says_what_it_would_do_and_sends_nothing(world, resume):
         start_at(world, "generated")
     report = R.rotate_all(world.s, world.s.inv.clients, dry_run=True)
     assert report.notes == (["would resume the rotation from phase generated"] if resume else [
-        f"would rotate the certificate ({R.days_left(world.s)} days left): "
-        "generate, trust old+new on clients, switch the registry, drop the old"])
+        (f"would rotate the certificate ({R.days_left(world.s)} days left): "
+         "generate, trust old+new on clients, switch the registry, drop the old")])
     assert world.fleet.calls == [] and (world.s.state.rotation() is not None) == resume
 
 

@@ -71,10 +71,10 @@ def test_refusals_carry_the_runtime_error():
     assert [c.detail for c in checks] == [
         "Missing client certificate domain.cert for key domain.key",
         'Get "https://registry.lab/v2/": x509: certificate signed by unknown authority',
-        'failed to resolve reference "registry.lab/registry-tls/probe:none": failed to do request: Head '
-        '"https://registry.lab/v2/registry-tls/probe/manifests/none": x509: certificate signed by unknown authority',
-        'authenticating creds for "registry.lab": pinging container registry registry.lab: Get '
-        '"https://registry.lab/v2/": x509: certificate signed by unknown authority',
+        ('failed to resolve reference "registry.lab/registry-tls/probe:none": failed to do request: Head '
+         '"https://registry.lab/v2/registry-tls/probe/manifests/none": x509: certificate signed by unknown authority'),
+        ('authenticating creds for "registry.lab": pinging container registry registry.lab: Get '
+         '"https://registry.lab/v2/": x509: certificate signed by unknown authority'),
         "(60) SSL certificate problem: self-signed certificate",
         "openssl: verify error:num=18:self-signed certificate"]
     overall, message, _ = RT.summary(checks)
@@ -115,10 +115,10 @@ def test_stopped_dockerd_reads_certs_d_by_docker_rules():
     (["ca.crt"], None),
     (["ca.crt", "client.cert", "client.key"], None),
     (["ca.crt", "domain.key"], "Missing client certificate domain.cert for key domain.key"),
-    (["ca.crt", "client.cert"], "missing key client.key for client certificate client.cert. "
-                                "Note that CA certificates should use the extension .crt"),
-    (["a.cert", "b.key"], "missing key a.key for client certificate a.cert. "
-                          "Note that CA certificates should use the extension .crt"),  # name order, first wins
+    (["ca.crt", "client.cert"], ("missing key client.key for client certificate client.cert. "
+                                "Note that CA certificates should use the extension .crt")),
+    (["a.cert", "b.key"], ("missing key a.key for client certificate a.cert. "
+                          "Note that CA certificates should use the extension .crt")),  # name order, first wins
     (["other-ca.crt", "ca.crt", "README"], None),
 ])
 def test_docker_folder_rules(files, error):
@@ -131,12 +131,12 @@ def test_foreign_files_break_or_add_trust_and_ours_are_never_foreign():
                f"{c}/ca.crt", f"{c}/hosts.toml", f"{c}/domain.key")
     errors, warnings = RT.foreign_files(listing, (d, c))
     assert [e.text for e in errors] == [
-        "docker refuses every pull from registry.lab: Missing client certificate domain.cert for key domain.key "
-        f"({d}/domain.key: not written by registry-tls, left in place (remove or pair it))"]
+        ("docker refuses every pull from registry.lab: Missing client certificate domain.cert for key domain.key "
+         f"({d}/domain.key: not written by registry-tls, left in place (remove or pair it))")]
     assert warnings == [f"{d}: another CA adds trust for this name: {d}/corp-ca.crt",
                         f"{d}: files registry-tls did not write (docker ignores them): {d}/notes.txt",
-                        f"{c}: files registry-tls did not write (containerd reads only what hosts.toml names): "
-                        f"{c}/domain.key"]
+                        (f"{c}: files registry-tls did not write (containerd reads only what hosts.toml names): "
+                         f"{c}/domain.key")]
     assert RT.foreign_files((f"{d}/ca.crt", f"{d}/registry-tls-rotation.crt"), (d,)) == ([], [])
 
 

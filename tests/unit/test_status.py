@@ -13,6 +13,7 @@ from fabfile import verify as V
 from fabfile.redact import register
 from fabfile.results import Status
 from fabfile.status import Level, fleet_status
+
 from fake_hosts import World
 
 

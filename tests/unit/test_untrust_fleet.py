@@ -9,6 +9,7 @@ import pytest
 from fabfile import deploy as D
 from fabfile.results import Status
 from fabfile.untrust import untrust
+
 from fake_hosts import MUTATING, World
 
 

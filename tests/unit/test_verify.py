@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from _support import NOW, make_spec
 from fabfile import certs, verify
+
+from _support import NOW, make_spec
 
 USER, PASSWORD = "registry-tls-health", "health-pass-1234"
 
@@ -20,7 +21,7 @@ USER, PASSWORD = "registry-tls-health", "health-pass-1234"
 class FakeRegistry(BaseHTTPRequestHandler):
     header = "registry/2.0"
 
-    def do_GET(self):  # noqa: N802 - http.server API
+    def do_GET(self):
         token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         ok = self.headers.get("Authorization") == f"Basic {token}"
         self.send_response(200 if ok else 401)
