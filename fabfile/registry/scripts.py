@@ -8,7 +8,6 @@ from ..sh import Exit, q
 from .plan import Plan
 from .spec import FAILED_INFIX, LOG_LINES, ContainerSpec, Desired
 
-
 # Root's writes in data_dir (mkdir, cp, mv, ln, rm -rf) follow links: whoever may write in data_dir or in one
 # of its parents could point them anywhere (review L2). So every existing component of data_dir, as written and
 # as resolved (``cd -P``), must be root's, and a folder no group or other may write (a link: root's). Prints
