@@ -310,7 +310,7 @@ class InventoryFile(_Strict):
     clients: ClientsSection = ClientsSection()
     ssh: SshSection = SshSection()
     state_dir: str = ".registry-tls"
-    kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
+    kubernetes: KubernetesSection = KubernetesSection()
 
 
 # --------------------------------------------------------------------------- resolved
@@ -390,7 +390,7 @@ class Inventory:
     state_dir: Path
     # What a new client of each group gets (defaults -> group), for the exports; '' is the defaults alone.
     groups: dict[str, Client] = field(default_factory=dict)
-    kubernetes: KubernetesSection = KubernetesSection()
+    kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
 
     def group(self, name: str | None) -> Client:
         """The settings a new client of group ``name`` (None: of no group) would get."""
