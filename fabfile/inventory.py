@@ -23,11 +23,12 @@ import difflib
 import ipaddress
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, overload
 
+from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML, events
 from ruamel.yaml.error import MarkedYAMLError
@@ -498,10 +499,9 @@ def _check_events(text: str, path: Path) -> None:
             frames.pop()
             done_value()
             continue
-        if event.anchor is not None:
-            raise fail(event, f"anchor &{event.anchor}: anchors and aliases are not allowed; write the value out")
-        if event.tag is not None:
-            raise fail(event, f"tag {str(event.tag).replace('tag:yaml.org,2002:', '!!')}: tags are not allowed; write a plain value")
+        problem = _node_problem(event)
+        if problem:
+            raise fail(event, problem)
         if isinstance(event, events.CollectionStartEvent):
             if len(frames) >= MAX_DEPTH:
                 raise fail(event, f"nested more than {MAX_DEPTH} levels deep")
@@ -509,18 +509,35 @@ def _check_events(text: str, path: Path) -> None:
                 event, events.MappingStartEvent) else 0, True])
             continue
         value, in_key = event.value, bool(frames and frames[-1][0] and frames[-1][2])
-        if in_key and value == "<<" and event.style is None:
-            raise fail(event, "merge keys (<<) are not allowed; write the keys out")
-        if len(value) > MAX_VALUE:
-            raise fail(event, f"a {'key' if in_key else 'value'} longer than {MAX_VALUE} characters")
-        bad = CONTROL.search(value)
-        if bad:
-            raise fail(event, f"control character {literal(bad[0])} in {'key' if in_key else 'value'} "
-                              f"'{literal(value[:60])}': not allowed")
+        problem = _scalar_problem(value, in_key=in_key, plain=event.style is None)
+        if problem:
+            raise fail(event, problem)
         if in_key:
             frames[-1][1], frames[-1][2] = value, False
         else:
             done_value()
+
+
+def _node_problem(event: events.ScalarEvent | events.CollectionStartEvent) -> str | None:
+    """What is wrong with a scalar or collection's anchor or tag, if anything."""
+    if event.anchor is not None:
+        return f"anchor &{event.anchor}: anchors and aliases are not allowed; write the value out"
+    if event.tag is not None:
+        return f"tag {str(event.tag).replace('tag:yaml.org,2002:', '!!')}: tags are not allowed; write a plain value"
+    return None
+
+
+def _scalar_problem(value: str, *, in_key: bool, plain: bool) -> str | None:
+    """What is wrong with a key or value's text, if anything: merge keys, length, control characters."""
+    what = "key" if in_key else "value"
+    if in_key and value == "<<" and plain:
+        return "merge keys (<<) are not allowed; write the keys out"
+    if len(value) > MAX_VALUE:
+        return f"a {what} longer than {MAX_VALUE} characters"
+    bad = CONTROL.search(value)
+    if bad:
+        return f"control character {literal(bad[0])} in {what} '{literal(value[:60])}': not allowed"
+    return None
 
 
 def _read_yaml(text: str, path: Path) -> Any:
@@ -644,106 +661,40 @@ def _format_validation_error(exc: ValidationError, tree: Any, path: Path) -> str
     return f"{prefix}: {key_path}: {msg}{more}"
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where the inventory came from: an error names ``file:line:col`` and the key path."""
+
+    path: Path
+    tree: Any
+
+    def error(self, loc: tuple, message: str) -> InventoryError:
+        where, keys = _line_of(self.tree, loc), ".".join(map(str, loc))
+        return InventoryError(f"{self.path}:{where}: {keys}: {message}" if where else f"{self.path}: {keys}: {message}")
+
+
 def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
-    base = path.parent
-    reg = model.registry
-    cert = model.certificate
-
-    def fail(loc: tuple, message: str) -> InventoryError:
-        where = _line_of(tree, loc)
-        return InventoryError(f"{path}:{where}: {'.'.join(map(str, loc))}: {message}" if where
-                              else f"{path}: {'.'.join(map(str, loc))}: {message}")
-
-    sans = []
-    for i, entry in enumerate(cert.san):
-        try:
-            sans.append(certs.parse_san(entry, allow_wildcard=cert.allow_wildcard))
-        except CertificateError as exc:
-            raise fail(("certificate", "san", i), str(exc)) from None
-    seen: dict[str, int] = {}
-    unique = []
-    for san in sans:
-        text = certs.san_text(san)
-        if text not in seen:
-            seen[text] = 1
-            unique.append(san)
-    # CN is at most 64 characters (X.520); a longer host name falls back to its first label
-    subject = tuple(cert.subject.items()) or (("CN", reg.host if len(reg.host) <= 64 else reg.host.split(".")[0]),)
-    try:
-        days = cert.days or DEFAULT_DAYS[cert.mode]
-        spec = certs.CertSpec(subject=subject, sans=tuple(unique), days=days, key_type=cert.key_type)
-    except CertificateError as exc:
-        raise fail(("certificate",), str(exc)) from None
-    san_texts = spec.san_texts
+    """The validated file -> the frozen Inventory: certificate, registry, clients and group templates."""
+    src, base, cert = _Source(path, tree), path.parent, model.certificate
+    spec = _cert_spec(cert, model.registry.host, src)
+    san_texts = spec.san_texts     # built once: 2,000 SANs are common enough (test_loading_is_linear...)
     covered = certs.coverage(san_texts)
-    if not covered(reg.host):
-        raise fail(("registry", "host"),
-                   f"{reg.host!r} is not in certificate.san; clients reaching it by that name would "
-                   "fail with 'certificate is valid for ..., not ...'")
-
-    registry = Registry(
-        ssh=SshTarget(name=reg.host, address=reg.address or reg.host, user=reg.ssh_user,
-                      port=reg.ssh_port, key=_expand(reg.ssh_key, base), gateway=reg.gateway),
-        host=reg.host, port=reg.port, data_dir=reg.data_dir, container=reg.container, image=reg.image,
-        engine=reg.engine, realm=reg.realm, restart_policy=reg.restart_policy, minimum_tls=reg.minimum_tls,
-        bcrypt_cost=reg.bcrypt_cost, env=tuple(sorted(reg.env.items())), health_timeout=reg.health_timeout,
-    )
-    default_names = tuple(
-        s.partition(":")[2] for s in san_texts
-        if s.partition(":")[2] != "localhost" and not s.startswith("IP:127.") and s != "IP:::1"
-    )
-    def resolve(name: str, groups: list[str], layers: list[ClientVars], loc: tuple) -> Client:
-        merged = _merge(layers)
-        names = tuple(merged.get("registry_names") or default_names)
-        for i, n in enumerate(merged.get("registry_names") or ()):  # the default names are the SANs themselves
-            if not covered(n):
-                raise fail((*loc, "registry_names", i),
-                           f"{n!r} is not in certificate.san; docker would fail with 'certificate is valid for'")
-        if loc[1] == "hosts" and not merged.get("address"):
-            try:  # the host's key is its SSH address (review L10)
-                _check_address(name)
-            except ValueError as exc:
-                raise fail(loc, f"{exc}; a client without address: must be named by its DNS name or IP") from None
-        return Client(
-            ssh=SshTarget(name=name, address=merged.get("address") or name, user=merged.get("ssh_user"),
-                          port=merged.get("ssh_port"), key=_expand(merged.get("ssh_key"), base),
-                          gateway=merged.get("gateway")),
-            groups=tuple(groups),
-            trust=tuple(merged.get("trust") or DEFAULT_TRUST),
-            restart=merged.get("restart") or "auto",
-            restart_command=merged.get("restart_command") or DEFAULT_RESTART_COMMAND,
-            registry_names=names,
-            verify=merged.get("verify", True),
-        )
-
-    clients = []
-    for name, given in model.clients.hosts.items():
-        host = given or ClientHostVars()
-        for i, group in enumerate(host.groups):
-            if group not in model.clients.groups:
-                raise fail(("clients", "hosts", name, "groups", i),
-                           f"group {group!r} is not defined in clients.groups{_suggest(group, model.clients.groups)}")
-        clients.append(resolve(name, host.groups, [model.clients.defaults, *(model.clients.groups[g] for g in
-                                                                            host.groups), host],
-                               ("clients", "hosts", name)))
-    groups = {"": resolve("defaults", [], [model.clients.defaults], ("clients", "defaults"))}
-    groups.update({g: resolve(g, [g], [model.clients.defaults, layer], ("clients", "groups", g))
-                   for g, layer in model.clients.groups.items()})
+    if not covered(model.registry.host):
+        raise src.error(("registry", "host"),
+                        f"{model.registry.host!r} is not in certificate.san; clients reaching it by that name would "
+                        "fail with 'certificate is valid for ..., not ...'")
+    make = _ClientMaker(src, base, covered, _default_registry_names(san_texts))
+    clients = _clients(model.clients, make)
+    groups = _group_templates(model.clients, make)
     if cert.mode == "self-signed" and not cert.accept_self_signed_os_trust:
-        for client in (*clients, *groups.values()):  # groups too: export.cloud-init hands their trust out
-            if "os" in client.trust:
-                raise fail(("certificate", "mode"),
-                           f"self-signed with trust: os on {client.name}: its key, kept on the registry host, could "
-                           "sign for any name the OS trusts; use mode: ca, or accept that risk with "
-                           "certificate.accept_self_signed_os_trust: true")
-    renew_before = cert.renew_before_days if cert.renew_before_days is not None else -(-spec.days // 3)
+        _refuse_self_signed_os_trust((*clients, *groups.values()), src)  # groups too: export.cloud-init hands them out
     return Inventory(
         path=path,
-        registry=registry,
+        registry=_registry(model.registry, base),
         certificate=Certificate(spec=spec, mode=cert.mode, pki_dir=_expand_path(cert.pki_dir, base),
-                                ca_days=cert.ca_days, renew_before_days=renew_before,
+                                ca_days=cert.ca_days, renew_before_days=_renew_before_days(cert, spec),
                                 encrypt_ca_key=cert.encrypt_ca_key),
-        clients=tuple(clients),
+        clients=clients,
         known_hosts=_expand_path(model.ssh.known_hosts, base),
         ssh_config=_expand_path(model.ssh.config, base) if model.ssh.config else None,
         connect_timeout=model.ssh.connect_timeout,
@@ -753,7 +704,121 @@ def _resolve(model: InventoryFile, path: Path, tree: Any) -> Inventory:
     )
 
 
-def _merge(layers: list[ClientVars]) -> dict[str, Any]:
+def _sans(cert: CertificateSection, src: _Source) -> tuple[x509.GeneralName, ...]:
+    """certificate.san parsed, in order, without duplicates (``REG.EXAMPLE`` and ``DNS:reg.example`` are one)."""
+    unique: dict[str, x509.GeneralName] = {}
+    for i, entry in enumerate(cert.san):
+        try:
+            san = certs.parse_san(entry, allow_wildcard=cert.allow_wildcard)
+        except CertificateError as exc:
+            raise src.error(("certificate", "san", i), str(exc)) from None
+        unique.setdefault(certs.san_text(san), san)
+    return tuple(unique.values())
+
+
+def _default_subject(host: str) -> tuple[tuple[str, str], ...]:
+    """CN is at most 64 characters (X.520); a longer host name falls back to its first label."""
+    return (("CN", host if len(host) <= 64 else host.split(".")[0]),)
+
+
+def _cert_spec(cert: CertificateSection, host: str, src: _Source) -> certs.CertSpec:
+    subject = tuple(cert.subject.items()) or _default_subject(host)
+    try:
+        return certs.CertSpec(subject=subject, sans=_sans(cert, src), days=cert.days or DEFAULT_DAYS[cert.mode],
+                              key_type=cert.key_type)
+    except CertificateError as exc:
+        raise src.error(("certificate",), str(exc)) from None
+
+
+def _renew_before_days(cert: CertificateSection, spec: certs.CertSpec) -> int:
+    """As given, or a third of the lifetime (rounded up)."""
+    return cert.renew_before_days if cert.renew_before_days is not None else -(-spec.days // 3)
+
+
+def _registry(reg: RegistrySection, base: Path) -> Registry:
+    return Registry(
+        ssh=SshTarget(name=reg.host, address=reg.address or reg.host, user=reg.ssh_user,
+                      port=reg.ssh_port, key=_expand(reg.ssh_key, base), gateway=reg.gateway),
+        host=reg.host, port=reg.port, data_dir=reg.data_dir, container=reg.container, image=reg.image,
+        engine=reg.engine, realm=reg.realm, restart_policy=reg.restart_policy, minimum_tls=reg.minimum_tls,
+        bcrypt_cost=reg.bcrypt_cost, env=tuple(sorted(reg.env.items())), health_timeout=reg.health_timeout,
+    )
+
+
+def _default_registry_names(san_texts: Iterable[str]) -> tuple[str, ...]:
+    """The names a client trusts the registry under by default: every SAN but the loopback ones."""
+    return tuple(s.partition(":")[2] for s in san_texts
+                 if s.partition(":")[2] != "localhost" and not s.startswith("IP:127.") and s != "IP:::1")
+
+
+@dataclass(frozen=True)
+class _ClientMaker:
+    """Resolves one client (or group template) from its layers: defaults -> groups -> host."""
+
+    src: _Source
+    base: Path
+    covered: Callable[[str], bool]            # certs.coverage of the certificate's SANs
+    default_names: tuple[str, ...]
+
+    def __call__(self, name: str, groups: Sequence[str], layers: Sequence[ClientVars], loc: tuple) -> Client:
+        merged = _merge(layers)
+        self._check_registry_names(merged.get("registry_names") or (), loc)
+        if loc[1] == "hosts" and not merged.get("address"):
+            try:  # the host's key is its SSH address (review L10)
+                _check_address(name)
+            except ValueError as exc:
+                raise self.src.error(loc, f"{exc}; a client without address: must be named by its DNS name or IP") from None
+        return Client(
+            ssh=SshTarget(name=name, address=merged.get("address") or name, user=merged.get("ssh_user"),
+                          port=merged.get("ssh_port"), key=_expand(merged.get("ssh_key"), self.base),
+                          gateway=merged.get("gateway")),
+            groups=tuple(groups),
+            trust=tuple(merged.get("trust") or DEFAULT_TRUST),
+            restart=merged.get("restart") or "auto",
+            restart_command=merged.get("restart_command") or DEFAULT_RESTART_COMMAND,
+            registry_names=tuple(merged.get("registry_names") or self.default_names),
+            verify=merged.get("verify", True),
+        )
+
+    def _check_registry_names(self, names: Sequence[str], loc: tuple) -> None:
+        """Names given by hand must be covered (the default names are the SANs themselves)."""
+        for i, n in enumerate(names):
+            if not self.covered(n):
+                raise self.src.error((*loc, "registry_names", i),
+                                     f"{n!r} is not in certificate.san; docker would fail with 'certificate is valid for'")
+
+
+def _clients(section: ClientsSection, make: _ClientMaker) -> tuple[Client, ...]:
+    clients = []
+    for name, given in section.hosts.items():
+        host = given or ClientHostVars()
+        for i, group in enumerate(host.groups):
+            if group not in section.groups:
+                raise make.src.error(("clients", "hosts", name, "groups", i),
+                                     f"group {group!r} is not defined in clients.groups{_suggest(group, section.groups)}")
+        layers = [section.defaults, *(section.groups[g] for g in host.groups), host]
+        clients.append(make(name, host.groups, layers, ("clients", "hosts", name)))
+    return tuple(clients)
+
+
+def _group_templates(section: ClientsSection, make: _ClientMaker) -> dict[str, Client]:
+    """What a new client of each group gets, for the exports; '' is the defaults alone."""
+    groups = {"": make("defaults", [], [section.defaults], ("clients", "defaults"))}
+    groups.update({g: make(g, [g], [section.defaults, layer], ("clients", "groups", g))
+                   for g, layer in section.groups.items()})
+    return groups
+
+
+def _refuse_self_signed_os_trust(clients: Iterable[Client], src: _Source) -> None:
+    for client in clients:
+        if "os" in client.trust:
+            raise src.error(("certificate", "mode"),
+                            f"self-signed with trust: os on {client.name}: its key, kept on the registry host, could "
+                            "sign for any name the OS trusts; use mode: ca, or accept that risk with "
+                            "certificate.accept_self_signed_os_trust: true")
+
+
+def _merge(layers: Sequence[ClientVars]) -> dict[str, Any]:
     """defaults -> groups -> host: a later layer's explicitly set keys win.
 
     An empty value (``verify:``, ``trust: ~``) inherits: it must never turn
