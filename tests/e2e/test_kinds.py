@@ -9,6 +9,8 @@ import shlex
 
 import pytest
 
+from tests.e2e.seed import seed_run, upload_seed_files
+
 pytestmark = pytest.mark.lab
 
 REF = "registry.lab/kinds/hello:1"
@@ -86,38 +88,14 @@ def test_podman_engine_deploy_rerun_pulls_new_certificate_rollback_rotation(kind
     assert pulls(fleet, *alice) == dict.fromkeys(CLIENTS, "")
 
 
-SEED_RUN = """
-set -e
-mkdir -p /var/lib/docker-registry/certs /var/lib/docker-registry/auth
-cp /tmp/seed.crt /var/lib/docker-registry/certs/registry_auth.crt
-cp /tmp/seed.key /var/lib/docker-registry/certs/registry_auth.key
-cp /tmp/seed.htpasswd /var/lib/docker-registry/auth/registry.password
-podman run -d -p 443:443 --name registry --restart=always -v /var/lib/docker-registry:/data \
-  -e REGISTRY_AUTH=htpasswd -e "REGISTRY_AUTH_HTPASSWD_REALM=Registry Realm" \
-  -e REGISTRY_AUTH_HTPASSWD_PATH=/data/auth/registry.password -e REGISTRY_HTTP_ADDR=0.0.0.0:443 \
-  -e REGISTRY_HTTP_TLS_CERTIFICATE=/data/certs/registry_auth.crt \
-  -e REGISTRY_HTTP_TLS_KEY=/data/certs/registry_auth.key registry:2 >/dev/null
-"""
-
-
 def test_podman_registry_made_by_hand_is_taken_over_with_its_images_and_users(kinds):
     """The seed's procedure with podman, as on its CentOS 8 host: images in an anonymous volume, users
     made by hand; the first deploy keeps both."""
-    import datetime as dt
-
-    from fabfile import certs, htpasswd
+    from fabfile import certs
 
     fleet = kinds
-    now = dt.datetime.now(dt.UTC)
-    spec = certs.CertSpec(subject=(("CN", "registry.lab"),),
-                          sans=(certs.parse_san("registry.lab"), certs.parse_san(fleet.lab.address("registry"))),
-                          key_type="ecdsa-p256")
-    key = certs.generate_key("ecdsa-p256")
-    cert = certs.build_self_signed(spec, key, now)
-    for name, data in (("seed.crt", certs.cert_pem(cert)), ("seed.key", certs.private_key_pem(key)),
-                       ("seed.htpasswd", htpasswd.Htpasswd().with_user("seed", "seed-password", 10).render())):
-        fleet.lab.run("registry", f"cat > /tmp/{name}", input=data)
-    assert fleet.on("registry", SEED_RUN).returncode == 0
+    cert = upload_seed_files(fleet)
+    assert fleet.on("registry", seed_run("podman")).returncode == 0
     fleet.lab.run("client1", "mkdir -p /etc/docker/certs.d/registry.lab && "
                              "cat > /etc/docker/certs.d/registry.lab/ca.crt", input=certs.cert_pem(cert))
     assert fleet.login("client1", "seed", "seed-password").returncode == 0

@@ -7,23 +7,10 @@ import subprocess
 
 import pytest
 
+from tests.e2e.seed import seed_run, upload_seed_files
 from tests.e2e.test_deploy import pull, push
 
 pytestmark = pytest.mark.lab
-
-SEED_RUN = """
-set -e
-mkdir -p /var/lib/docker-registry/certs /var/lib/docker-registry/auth
-cp /tmp/seed.crt /var/lib/docker-registry/certs/registry_auth.crt
-cp /tmp/seed.key /var/lib/docker-registry/certs/registry_auth.key
-cp /tmp/seed.htpasswd /var/lib/docker-registry/auth/registry.password
-docker run -d -p 443:443 --name registry --restart=always -v /var/lib/docker-registry:/data \
-  -e REGISTRY_AUTH=htpasswd -e "REGISTRY_AUTH_HTPASSWD_REALM=Registry Realm" \
-  -e REGISTRY_AUTH_HTPASSWD_PATH=/data/auth/registry.password -e REGISTRY_HTTP_ADDR=0.0.0.0:443 \
-  -e REGISTRY_HTTP_TLS_CERTIFICATE=/data/certs/registry_auth.crt \
-  -e REGISTRY_HTTP_TLS_KEY=/data/certs/registry_auth.key registry:2 >/dev/null
-"""
-
 
 def registry_files(fleet) -> str:
     return fleet.on("registry", "cd /var/lib/docker-registry && find . -printf '%p %m %u\\n' | sort").stdout
@@ -89,21 +76,10 @@ def test_rotated_certificate_keeps_pushed_images(fleet, user):
 def test_seed_registry_with_anonymous_volume_is_taken_over_without_losing_images_or_users(fleet):
     """The seed's stop/rm/run orphans the anonymous volume; our first deploy carries images over,
     and keeps the users the seed created by hand (no local htpasswd yet)."""
-    import datetime as dt
+    from fabfile import certs
 
-    from fabfile import certs, htpasswd
-
-    now = dt.datetime.now(dt.UTC)
-    spec = certs.CertSpec(subject=(("CN", "registry.lab"),),
-                          sans=(certs.parse_san("registry.lab"), certs.parse_san(fleet.lab.address("registry"))),
-                          key_type="ecdsa-p256")
-    key = certs.generate_key("ecdsa-p256")
-    cert = certs.build_self_signed(spec, key, now)
-    table = htpasswd.Htpasswd().with_user("seed", "seed-password", 10)
-    for name, data in (("seed.crt", certs.cert_pem(cert)), ("seed.key", certs.private_key_pem(key)),
-                       ("seed.htpasswd", table.render())):
-        fleet.lab.run("registry", f"cat > /tmp/{name}", input=data)
-    assert fleet.on("registry", SEED_RUN).returncode == 0
+    cert = upload_seed_files(fleet)
+    assert fleet.on("registry", seed_run("docker")).returncode == 0
     for host in ("client1",):
         fleet.lab.run(host, "mkdir -p /etc/docker/certs.d/registry.lab && cat > /etc/docker/certs.d/registry.lab/ca.crt",
                       input=certs.cert_pem(cert))
