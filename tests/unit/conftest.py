@@ -9,13 +9,16 @@ TLS handshakes.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
 
 from fabfile import certs
+from fabfile import deploy as D
 
 from _support import NOW, make_spec
+from fake_hosts import World
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +67,15 @@ def openssl() -> str:
     return path
 
 
+@pytest.fixture
+def world(tmp_path) -> Iterator[World]:
+    """A deployed fleet (fake_hosts.World: a real TLS registry on 127.0.0.1, fake clients), its recorded
+    calls cleared: what status, untrust and rotation start from. test_deploy overrides it with a bare one."""
+    w = World(tmp_path)
+    try:
+        report = D.deploy_all(w.s, w.s.inv.clients)   # every client trusts the first certificate
+        assert report.exit_code == 0
+        w.fleet.calls.clear()
+        yield w
+    finally:
+        w.tls.close()

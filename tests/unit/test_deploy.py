@@ -159,6 +159,7 @@ def test_verify_client_with_no_answer_fails(tmp_path, fleet):
 
 @pytest.fixture
 def world(tmp_path):
+    """Overrides conftest's deployed fleet: here a bare one, before any deploy."""
     w = World(tmp_path)
     yield w
     w.tls.close()

@@ -12,16 +12,6 @@ from fabfile.results import Status
 from fake_hosts import World
 
 
-@pytest.fixture
-def world(tmp_path):
-    w = World(tmp_path)
-    report = D.deploy_all(w.s, w.s.inv.clients)   # a deployed fleet: every client trusts the first certificate
-    assert report.exit_code == 0
-    w.fleet.calls.clear()
-    yield w
-    w.tls.close()
-
-
 def installed(world: World, client: str = "c1") -> list[bytes]:
     """The anchors a client has in its certs.d folder for the registry, ca.crt first."""
     files = world.clients[client].files

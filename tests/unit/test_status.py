@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 
-import pytest
-
 from fabfile import deploy as D
 from fabfile import logs, report
 from fabfile import verify as V
@@ -15,15 +13,6 @@ from fabfile.results import Status
 from fabfile.status import Level, fleet_status
 
 from fake_hosts import World
-
-
-@pytest.fixture
-def world(tmp_path):
-    w = World(tmp_path)
-    assert D.deploy_all(w.s, w.s.inv.clients).exit_code == 0
-    w.fleet.calls.clear()
-    yield w
-    w.tls.close()
 
 
 def test_a_deployed_fleet_is_ok_and_status_sends_only_read_only_commands(world):

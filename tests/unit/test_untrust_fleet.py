@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from fabfile import deploy as D
 from fabfile.results import Status
 from fabfile.untrust import untrust
 
 from fake_hosts import MUTATING, World
-
-
-@pytest.fixture
-def world(tmp_path):
-    w = World(tmp_path)
-    assert D.deploy_all(w.s, w.s.inv.clients).exit_code == 0
-    w.fleet.calls.clear()
-    yield w
-    w.tls.close()
 
 
 def run(world: World, **kw):
