@@ -287,9 +287,9 @@ def test_L11_a_registry_image_not_pinned_by_digest_is_a_warning_not_an_error(tmp
     finally:
         w.tls.close()
     assert result.status == Status.CHANGED
-    assert result.warnings == ["registry.image 'registry:2' is a mutable tag, not pinned by digest: whoever can move "
-                               "the tag chooses the code that runs with the registry's key or trust; pin it as "
-                               "registry:2@sha256:<digest> (README: Pinning images)"]
+    assert result.warnings == [("registry.image 'registry:2' is a mutable tag, not pinned by digest: whoever can move "
+                                "the tag chooses the code that runs with the registry's key or trust; pin it as "
+                                "registry:2@sha256:<digest> (README: Pinning images)")]
 
 
 def test_L11_a_registry_image_pinned_by_digest_gets_no_warning(world):
