@@ -21,8 +21,8 @@ def demo(c, root=".lab", prefix="rtls", subnet="10.213.0.0/24"):
     """Bring up the lab, deploy to it, push and pull an image through TLS, show the status."""
     from pathlib import Path
 
-    from fabfile import demo as demo_
     from fabfile.lab import LabError
+    from fabfile.lab import demo as demo_
 
     try:
         rep, result, timings = demo_.run(Path(root), prefix=prefix, subnet=subnet, say=report.line,

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,17 @@ def test_list_shows_the_operator_tasks_and_not_the_lab(installed, empty):
                  "users.add"):
         assert f"  {name} " in out, out
     assert "lab." not in out and "demo" not in out, out
+
+
+def test_the_wheel_holds_the_tool_and_not_the_test_lab(installed, empty):
+    """fabfile.lab (root-only namespaces, `inv demo`) is a facility of this checkout, not of the product."""
+    (wheel,) = (installed.parents[1] / "dist").glob("registry_tls-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "fabfile/cli.py" in names and "fabfile/registry/apply.py" in names, names
+    assert not [n for n in names if n.startswith("fabfile/lab/")], names
+    found = _run(installed / "python", "-c", "import importlib.util as u; print(u.find_spec('fabfile.lab'))",
+                 cwd=empty).stdout
+    assert found.strip() == "None", found
 
 
 def test_version_is_the_package_version(installed, empty):

@@ -13,19 +13,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import deploy as D
-from .lab import Lab
-from .results import Report
-from .session import open_session
-from .sh import q
-from .status import FleetStatus, fleet_status
+from .. import deploy as D
+from ..results import Report
+from ..session import ProgressFactory, open_session
+from ..sh import q
+from ..status import FleetStatus, fleet_status
+from . import Lab
 
 DEMO_USER = "demo"
 IMAGE = "lab/hello:1"
 
 
 def run(root: Path, *, prefix: str = "rtls", subnet: str = "10.213.0.0/24", clients: int = 3,
-        say: Callable[[str], None] = print, progress=None) -> tuple[Report, FleetStatus, dict[str, float]]:
+        say: Callable[[str], None] = print, progress: ProgressFactory | None = None) -> tuple[Report, FleetStatus, dict[str, float]]:
     """Returns the deploy report, the fleet status and the timings (seconds)."""
     timings: dict[str, float] = {}
     lab = Lab(root=root, prefix=prefix)
@@ -36,8 +36,7 @@ def run(root: Path, *, prefix: str = "rtls", subnet: str = "10.213.0.0/24", clie
 
     start = time.monotonic()
     say(f"2/4 inv deploy -i {lab.inventory_path}")
-    session = open_session(lab.inventory_path, sudo_password=lab.sudo_password,
-                             **({"progress": progress} if progress else {}))
+    session = open_session(lab.inventory_path, sudo_password=lab.sudo_password, progress=progress)
     password = secrets.token_urlsafe(18)
     table = session.state.htpasswd()
     session.state.save_htpasswd(table.with_user(DEMO_USER, password, session.inv.registry.bcrypt_cost))
