@@ -179,12 +179,15 @@ def rollback_script(engine: str, want: Desired, plan_: Plan) -> str:
 
 
 def cleanup_script(want: Desired) -> str:
-    """After success: drop <name>-previous and all but the current and one previous cert folder."""
+    """After success (the new container serves ``want``'s certificate and passed the health check): drop
+    <name>-previous and every other cert folder with its key, the seed's .certs-legacy too (review L12).
+    Nothing goes back to them any more: a rollback happens before this, within the run, and
+    ``inv rotate --abort`` uploads the old certificate again from <pki_dir>/previous/."""
     reg = want.registry
     return "\n".join([
         f"{q(reg.engine)} rm -f {q(reg.container + '-previous')} >/dev/null 2>&1 || true",
         f"rm -f {q(want.htpasswd_path + '.previous')} {q(want.env_path + '.previous')}",
         *([] if reg.env else [f"rm -f {q(want.env_path)}"]),   # registry.env emptied: no secrets left behind
         (f"cd {q(reg.data_dir)} && ls -1dt .certs-* 2>/dev/null | grep -v -x -e {q(want.cert_dir_name)} "
-         "| grep -v -x .certs-legacy | tail -n +2 | xargs -r rm -rf"),
+         "| xargs -r rm -rf"),
     ])

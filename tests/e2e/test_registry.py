@@ -95,7 +95,9 @@ def test_seed_registry_with_anonymous_volume_is_taken_over_without_losing_images
     result = fleet.inv("deploy")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "kept 1 user(s) from the registry host's htpasswd" in result.stdout
-    assert fleet.on("registry", "test -f /var/lib/docker-registry/.certs-legacy/registry_auth.key").returncode == 0
+    # the seed's folder (its key with the seed's modes) is gone once the new registry serves (review L12)
+    folders = fleet.on("registry", "cd /var/lib/docker-registry && ls -1d .certs-*").stdout.split()
+    assert folders == [fleet.on("registry", "readlink /var/lib/docker-registry/certs").stdout.strip()]
     pulled = pull(fleet, "client2", "seed", "seed-password", ref="registry.lab/seed/img:1")
     assert pulled.returncode == 0, pulled.stderr
     assert fleet.on("registry", f"docker volume inspect {volume}").returncode == 0  # never deleted

@@ -809,7 +809,7 @@ def test_recreate_script_migrates_the_anonymous_volume(tmp_path, fakebin, materi
     assert docker_calls[0] == "run" and docker_calls.count("inspect") == 6  # no old container: nothing renamed
 
 
-def test_cleanup_keeps_the_current_and_one_previous_cert_folder(tmp_path, fakebin, material):
+def test_L12_cleanup_keeps_only_the_current_cert_folder_no_previous_key_no_seed_folder(tmp_path, fakebin, material):
     fake(fakebin, "docker", "exit 0")
     d = want(material, data_dir=str(tmp_path / "data"))
     data = tmp_path / "data"
@@ -819,8 +819,7 @@ def test_cleanup_keeps_the_current_and_one_previous_cert_folder(tmp_path, fakebi
         os.utime(data / name, (1_700_000_000 + i, 1_700_000_000 + i))
     out = sh(R.cleanup_script(d), fakebin)
     assert out.returncode == 0, out.stderr
-    assert sorted(p.name for p in data.iterdir()) == sorted([".certs-legacy", ".certs-previous", d.cert_dir_name,
-                                                             "auth"])
+    assert sorted(p.name for p in data.iterdir()) == sorted([d.cert_dir_name, "auth"])
     assert calls(fakebin) == ["docker rm -f registry-previous"]
 
 

@@ -128,6 +128,15 @@ def test_abort_after_the_switch_rotates_back(world):
     assert served(world) == old.fingerprint and installed(world) == [old.anchor_pem]
 
 
+def test_L12_the_old_key_stays_in_pki_previous_only_while_abort_may_need_it(world):
+    old = world.s.pki.load()
+    R.rotate_all(world.s, world.s.inv.clients, until="switched")
+    previous, nxt = world.s.pki.root / "previous", world.s.pki.root / "next"
+    assert (previous / "registry.key").read_bytes() == old.key_pem   # switched: --abort rotates back to it
+    R.rotate_all(world.s, world.s.inv.clients)
+    assert not previous.exists() and not nxt.exists() and world.s.state.rotation() is None
+
+
 def test_abort_without_a_rotation_is_invalid_input(world):
     with pytest.raises(InputError, match="no rotation in progress to abort"):
         R.rotate_all(world.s, world.s.inv.clients, abort=True)
