@@ -150,15 +150,20 @@ def probe_paths(client: Client, registry: Registry, anchors: tuple[Anchor, ...])
     return tuple(sorted(paths))
 
 
-def extra_globs(client: Client, registry: Registry) -> tuple[tuple[str, str], ...]:
-    """Where a stale anchor of ours may sit: ``registry-tls-*.crt`` beside ca.crt, and the OS stores."""
+def extra_globs(client: Client, registry: Registry, former: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...]:
+    """Where a stale anchor of ours may sit: ``registry-tls-*.crt`` beside ca.crt, and the OS stores: there
+    ``registry-tls-<host>_*.crt`` of the registry's name, and every file of the names it had before (``former``,
+    from <state_dir>: after a rename, review L12). Never ``registry-tls-*.crt`` of any name in the OS store:
+    another inventory's registry may have its anchor there."""
     globs = []
     for target in client.trust:
         if target in CERTS_D:
             globs += [(f"{CERTS_D[target]}/{d}/registry-tls-", ".crt")
                       for d in certs_d_dirs(client.registry_names, registry.port)]
         elif target == "os":
-            globs += [(f"{store}/registry-tls-{registry.host}_", ".crt") for store, _ in OS_STORE.values()]
+            globs += [(f"{store}/registry-tls-{host}_", ".crt") for store, _ in OS_STORE.values()
+                      for host in (registry.host, *former)]
+            globs += [(f"{store}/registry-tls-{host}.crt", "") for store, _ in OS_STORE.values() for host in former]
         elif target == "buildkit":
             globs.append((f"{BUILDKIT_CERTS}/{registry.endpoint}/registry-tls-", ".crt"))
     return tuple(globs)
@@ -449,6 +454,7 @@ class TrustJob:
     force: bool = False
     gate: RestartGate = field(default_factory=lambda: RestartGate(1))
     canary: SudoCanary = field(default_factory=SudoCanary)
+    former_hosts: tuple[str, ...] = ()   # names the registry had before: their OS-store anchors are stale
 
 
 def restart(as_root: Callable[..., Result], client: Client, job: TrustJob) -> None:
@@ -508,7 +514,7 @@ def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
         canary = client.name == job.canary.host
 
         def look() -> F.ClientFacts:
-            return F.gather_client(remote, paths, extra_globs(client, registry),
+            return F.gather_client(remote, paths, extra_globs(client, registry, job.former_hosts),
                                    buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None,
                                    folders=trust_folders(client, registry),
                                    sudo=True if canary else None, before_sudo=lambda: job.canary.wait(client.name))

@@ -120,8 +120,11 @@ def trust_clients(
     the first host's probe runs with sudo as a canary (clients.SudoCanary): a wrong password fails once,
     not on every host."""
     canary = C.SudoCanary(targets[0].name if s.settings.sudo_password and len(targets) > 1 else None)
+    if not dry_run:   # before any anchor of this name lands: a later rename finds it (review L12)
+        s.state.remember_registry_host()
     job = C.TrustJob(registry=s.inv.registry, anchors=s.anchors(material), connect=s.connect,
-                     dry_run=dry_run, force=force, gate=C.RestartGate(batch), canary=canary)
+                     dry_run=dry_run, force=force, gate=C.RestartGate(batch), canary=canary,
+                     former_hosts=s.state.former_registry_hosts())
     report = Report()
     if not targets:
         return report

@@ -195,8 +195,9 @@ def client_script(
          'else echo "OS unknown"; fi'),
         *_file_lines(paths),
     ]
-    for prefix, suffix in extra_globs:  # (literal prefix, literal suffix) around one '*'
-        lines.append(f'for x in {q(prefix)}*{q(suffix)}; do [ -f "$x" ] && echo "X $x"; done')
+    for prefix, suffix in extra_globs:  # (literal prefix, literal suffix) around one '*'; no suffix: one exact path
+        pattern = f"{q(prefix)}*{q(suffix)}" if suffix else q(prefix)
+        lines.append(f'for x in {pattern}; do [ -f "$x" ] && echo "X $x"; done')
     lines.append('p=$(cat /var/run/docker.pid 2>/dev/null) && [ -n "$p" ] && '
                  'echo "DSTART $(stat -c %Y /proc/$p 2>/dev/null)"')
     if contents:  # status: the installed anchors themselves, to report their fingerprints

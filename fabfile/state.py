@@ -4,6 +4,7 @@
     <pki_dir>/health.password   password of the health-check user the tool logs in with (0600)
     <state_dir>/last-run.json   per-host statuses of the last fleet run (for --failed-only)
     <state_dir>/rotation.json   the rotation in progress, if any (see rotate.py)
+    <state_dir>/registry-hosts  every registry host name clients were given trust for, one a line
     <state_dir>/lock            held (flock) while a run changes anything
     <state_dir>/log/            one log line per remote command, without secrets
 """
@@ -48,6 +49,9 @@ class Rotation:
 
 
 HEALTH_PASSWORD = re.compile(r"[\x21-\x7e]{16,128}")
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}")   # registry.host: a DNS name or an IP, never a path
 
 
 class LocalState:
@@ -150,6 +154,32 @@ class LocalState:
             raise InputError(f"{self.last_run_path}: not a registry-tls last-run file ({why}); delete it "
                              "(only --failed-only reads it; the next run writes a new one)") from None
         return [h for h, status in statuses.items() if status in ("failed", "unreachable")]
+
+    # ------------------------------------------------------------------ registry names
+
+    @property
+    def registry_hosts_path(self) -> Path:
+        return self.root / "registry-hosts"
+
+    def _registry_hosts(self) -> list[str]:
+        data = read_optional(self.registry_hosts_path)
+        names = data.decode(errors="replace").split() if data else []
+        bad = [n for n in names if not _HOST_NAME.fullmatch(n)]
+        if bad:
+            raise InputError(f"{self.registry_hosts_path}: {bad[0]!r} is not a host name; fix or delete the line "
+                             "(it lists the names the registry had, whose OS-store anchors clients.trust removes)")
+        return list(dict.fromkeys(names))
+
+    def former_registry_hosts(self) -> tuple[str, ...]:
+        """The names the registry had before the inventory's: anchors written for them are stale (review L12)."""
+        return tuple(n for n in self._registry_hosts() if n != self.inv.registry.host)
+
+    def remember_registry_host(self) -> None:
+        names = self._registry_hosts()
+        if self.inv.registry.host not in names:
+            ensure_dir(self.root)
+            atomic_write(self.registry_hosts_path, "".join(f"{n}\n" for n in (*names, self.inv.registry.host)).encode(),
+                         0o600)
 
     # ------------------------------------------------------------------ rotation
 

@@ -91,7 +91,7 @@ def client_status(client: Client, s: Session, material: Material) -> HostResult:
     paths = C.probe_paths(client, reg, anchors)
     folders = C.trust_folders(client, reg)
     targets = C.check_targets(client, reg, anchors)
-    script = F.client_script(paths, C.extra_globs(client, reg), contents=True, docker=True, folders=folders,
+    script = F.client_script(paths, C.extra_globs(client, reg, s.state.former_registry_hosts()), contents=True, docker=True, folders=folders,
                              buildkit_toml=C.BUILDKIT_TOML if "buildkit" in client.trust else None)
     with s.connect(client.ssh) as remote:   # one round trip, as root: files, folders, every runtime asked
         out = remote.run(script + "\n" + RT.script(targets), sudo=True).stdout

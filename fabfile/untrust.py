@@ -111,7 +111,8 @@ def _untrust(client: Client, job: C.TrustJob, state: list[str]) -> HostResult:
         canary = client.name == job.canary.host  # as in clients.trust: its probe, with sudo, is the check
 
         def look() -> F.ClientFacts:
-            return F.gather_client(remote, paths, C.extra_globs(wide, registry), buildkit_toml=C.BUILDKIT_TOML,
+            return F.gather_client(remote, paths, C.extra_globs(wide, registry, job.former_hosts),
+                                   buildkit_toml=C.BUILDKIT_TOML,
                                    sudo=True if canary else None, before_sudo=lambda: job.canary.wait(client.name))
 
         found = job.canary.check(client.name, look) if canary else look()

@@ -96,6 +96,23 @@ def test_verify_probe_uses_only_the_trust_we_install():
     assert os_first.ca_files == (f"{DEB_STORE}/registry-tls-reg.example.crt", f"{RHEL_STORE}/registry-tls-reg.example.crt")
 
 
+def test_L12_extra_globs_find_a_former_names_files_exactly(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    names = ["registry-tls-old.lab.crt", "registry-tls-old.lab_rotation.crt", "registry-tls-old.lab.example.crt",
+             "registry-tls-other.lab.crt", "registry-tls-new.lab_rotation.crt", "registry-tls-new.lab.crt"]
+    for name in names:
+        (store / name).write_text("x")
+    reg = make_registry(host="new.lab")
+    globs = [(prefix.replace(C.OS_STORE["debian"][0], str(store)), suffix)
+             for prefix, suffix in C.extra_globs(make_client(trust=("os",)), reg, ("old.lab",))
+             if prefix.startswith(C.OS_STORE["debian"][0])]
+    out = run(["sh", "-c", F.client_script((), tuple(globs))])
+    found = sorted(line.split(" ", 1)[1].rsplit("/", 1)[1] for line in out.stdout.splitlines() if line[:2] == "X ")
+    # the current name's anchor is a wanted path (not a glob); its labelled ones and every file of the old name
+    assert found == ["registry-tls-new.lab_rotation.crt", "registry-tls-old.lab.crt", "registry-tls-old.lab_rotation.crt"]
+
+
 def test_probe_paths_cover_every_os_family_and_extra_globs_every_store():
     client = make_client(trust=("docker", "os"))
     paths = C.probe_paths(client, make_registry(), (CURRENT,))
