@@ -310,7 +310,7 @@ class ClientHost:
         for quoted_prefix, quoted_suffix in re.findall(r"^for x in (\S+)\*(\S+); do \[ -f", script, re.MULTILINE):
             prefix, suffix = shlex.split(quoted_prefix)[0], shlex.split(quoted_suffix)[0]
             lines += [f"X {p}" for p in sorted(self.files) if p.startswith(prefix) and p.endswith(suffix)]
-        for exact in re.findall(r"^for x in ([^\s*]+); do \[ -f", script, re.M):   # one exact path
+        for exact in re.findall(r"^for x in ([^\s*]+); do \[ -f", script, re.MULTILINE):   # one exact path
             lines += [f"X {p}" for p in [shlex.split(exact)[0]] if p in self.files]
         lines.append(f"DSTART {int(time.time()) + 3600}")   # dockerd started after every file
         if "base64 -w0 <" in script:
