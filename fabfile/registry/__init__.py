@@ -17,11 +17,12 @@ different digest, image or config means re-create, nothing else does.
 Layers, each its own module:
 
     spec.py     desired state (pure): ContainerSpec, Desired
-    plan.py     facts -> Plan (pure)
+    plan.py     facts -> Plan: the ordered steps that are needed (pure; ../steps.py says what a plan is)
+    steps.py    each step: what it changes, why, its script, its undo (pure)
     identity.py what a plan changes, by identity: fingerprints and SANs, user names, setting keys (pure)
-    scripts.py  the shell scripts that carry a plan out, and undo it
+    scripts.py  the shell scripts the steps carry, and their undo
     lock.py     the remote lock: one changing run per registry
-    apply.py    deploy: look, plan, lock, apply, health gate, rollback
+    apply.py    deploy: look, plan, lock, run the steps, health gate, undo the applied steps
     reason.py   why a container did not come up, in the registry's own words (pure)
     failure.py  a failed change and its verified rollback, as one line (pure)
 """
@@ -37,6 +38,9 @@ from .scripts import (
     parse_kept,
     prepare_script,
     recreate_script,
+    restore_container_script,
+    restore_file_script,
+    restore_link_script,
     rollback_script,
     switch_link_script,
     unlock_script,
@@ -58,6 +62,6 @@ __all__ = [
     "ContainerSpec", "DeployJob", "Desired", "Plan",
     "cleanup_script", "container_reason", "deploy", "desired", "failed_name", "gather", "keep_failed_script",
     "lock_script", "machine_id", "parse_kept", "plan", "prepare_script", "read_htpasswd", "recreate_script",
-    "rollback_script",
+    "restore_container_script", "restore_file_script", "restore_link_script", "rollback_script",
     "switch_link_script", "unlock_script",
 ]

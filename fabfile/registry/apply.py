@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import takewhile
 
 from .. import facts as F
 from .. import verify
@@ -17,6 +18,7 @@ from ..inventory import Registry, SshTarget
 from ..pki import Material
 from ..results import HostResult, Status
 from ..sh import cmd
+from ..steps import Kind, Step, find
 from ..transport import Result, Transport
 from .failure import Failure, Rollback, message
 from .failure import facts as failure_facts
@@ -29,11 +31,9 @@ from .scripts import (
     keep_failed_script,
     parse_kept,
     prepare_script,
-    recreate_script,
     rollback_script,
-    switch_link_script,
 )
-from .spec import CERT_NAME, HTPASSWD_NAME, KEY_NAME, LOG_LINES, Desired, desired
+from .spec import CERT_NAME, HTPASSWD_NAME, LOG_LINES, Desired, desired
 
 log = logging.getLogger("registry_tls.registry")
 
@@ -104,7 +104,7 @@ def _unchanged(job: DeployJob, want: Desired, todo: Plan, result: HostResult) ->
     """A dry run, or nothing to do (then the health check proves it)."""
     if job.provisional and todo.identity.certificate:
         todo = replace(todo, identity=replace(todo.identity, certificate=replace(todo.identity.certificate, new=None)))
-    result.changes = [f"would {c}" if job.dry_run else c for c in todo.describe(want)]
+    result.changes = [f"would {c}" if job.dry_run else c for c in todo.describe()]
     if not todo.empty:
         result.facts["plan"] = todo.identity.to_json()
     result.status = Status.CHANGED if not todo.empty else Status.OK
@@ -115,54 +115,55 @@ def _unchanged(job: DeployJob, want: Desired, todo: Plan, result: HostResult) ->
     return result
 
 
+# Steps that only put things in place: run (their files in one upload) before the guard. A failure
+# there is an error of the run, not a change to roll back; from the first step after them on, a
+# failure or an unhealthy registry rolls the applied steps back.
+STAGING = frozenset({Kind.RESTORE_PREVIOUS, Kind.WRITE_CERTS, Kind.WRITE_USERS, Kind.WRITE_ENV})
+
+
 def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result: HostResult) -> None:
-    reg = want.registry
-    engine = reg.engine
     remote.run(prepare_script(want), sudo=True)
-    if todo.previous == "restore":
-        remote.run(cmd("{} rename {} {}", engine, reg.container + "-previous", reg.container), sudo=True)
-    uploads = []
-    if todo.upload_certs:
-        uploads += [(want.key_pem, f"{want.cert_dir}/{KEY_NAME}", 0o600),
-                    (want.cert_pem, f"{want.cert_dir}/{CERT_NAME}", 0o644)]
-    if todo.upload_htpasswd:
-        uploads.append((want.htpasswd, want.htpasswd_path, 0o600))
-    if todo.upload_env:
-        uploads.append((want.env_file, want.env_path, 0o600))
-    if uploads:
-        remote.put_many(uploads)
+    staged = tuple(takewhile(lambda s: s.kind in STAGING, todo.steps))
+    for step in staged:
+        if step.script:
+            remote.run(step.script, sudo=True)
+    if files := [(f.content, f.path, f.mode) for s in staged for f in s.files]:
+        remote.put_many(files)
+    applied, switch_started = list(staged), None
     try:
-        if todo.switch_link:
-            remote.run(switch_link_script(reg.data_dir, want.cert_dir_name, legacy=todo.legacy_certs_dir),
-                       sudo=True)
-        if todo.recreate:
-            start = time.monotonic()
-            run = remote.run(recreate_script(engine, want.spec, has_old=todo.has_container,
-                                             migrate_from=todo.migrate_from, data_dir=reg.data_dir),
-                             sudo=True, check=False, timeout=180)
-            if run.exited != 0:
-                raise _NotUp(reg.host, run)
+        for step in todo.steps[len(staged):]:
+            applied.append(step)
+            if step.kind is Kind.RECREATE:
+                switch_started = time.monotonic()
+            _run(remote, want, step)
+        if any(s.check for s in todo.steps):
             _health_or_fail(job, want, result)
-            result.facts["switch_seconds"] = round(time.monotonic() - start, 2)
-        elif todo.start:
-            remote.run(cmd("{} start {} >/dev/null", engine, reg.container), sudo=True)
-            _health_or_fail(job, want, result)
-        elif todo.upload_htpasswd or todo.previous == "remove":
-            # htpasswd: the registry re-read the file by itself; 'remove': a run interrupted after
-            # the re-create left <name>-previous: prove the new container healthy before dropping it
-            _health_or_fail(job, want, result)
+        if switch_started is not None:   # re-create to healthy: what users of the registry waited
+            result.facts["switch_seconds"] = round(time.monotonic() - switch_started, 2)
     except KeyboardInterrupt:
         # a switch not yet proven healthy goes back to the old state, then we stop
-        remote.run(rollback_script(engine, want, todo), sudo=True, check=False)
+        remote.run(rollback_script(applied), sudo=True, check=False)
         raise
     except RemoteError as exc:
-        _roll_back(remote, job, want, todo, result, exc)
+        _roll_back(remote, job, want, todo, tuple(applied), result, exc)
         return
     remote.run(cleanup_script(want), sudo=True, check=False)
     result.status = Status.CHANGED
-    result.changes = todo.describe(want)
+    result.changes = todo.describe()
     result.facts["plan"] = todo.identity.to_json()
-    result.message = "re-created the registry container" if todo.recreate else "updated"
+    result.message = "re-created the registry container" if switch_started is not None else "updated"
+
+
+def _run(remote: Transport, want: Desired, step: Step) -> None:
+    """One step's script; the re-create's is given time, and its failure read from its output."""
+    if step.script is None:
+        return
+    if step.kind is not Kind.RECREATE:
+        remote.run(step.script, sudo=True)
+        return
+    run = remote.run(step.script, sudo=True, check=False, timeout=180)
+    if run.exited != 0:
+        raise _NotUp(want.registry.host, run)
 
 
 class _NotUp(RemoteError):
@@ -175,9 +176,9 @@ class _NotUp(RemoteError):
         super().__init__(host, "new registry container did not start")
 
 
-def _roll_back(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result: HostResult,
-               exc: RemoteError) -> None:
-    """Keep the container that failed, put the previous state back, and check it like a deploy."""
+def _roll_back(remote: Transport, job: DeployJob, want: Desired, todo: Plan, applied: tuple[Step, ...],
+               result: HostResult, exc: RemoteError) -> None:
+    """Keep the container that failed, undo the ``applied`` steps, and check the result like a deploy."""
     reg = want.registry
     started = time.monotonic()
     why: str | None
@@ -186,7 +187,8 @@ def _roll_back(remote: Transport, job: DeployJob, want: Desired, todo: Plan, res
     else:
         what, why = "is not healthy", exc.reason.removeprefix("health check failed: ")
     kept = None
-    if todo.recreate:
+    recreated = find(applied, Kind.RECREATE) is not None
+    if recreated:
         run = remote.run(keep_failed_script(reg.engine, reg.container, failed_name(reg.container, time.time())),
                          sudo=True, check=False)
         kept, state, output = parse_kept(run.stdout)
@@ -196,18 +198,19 @@ def _roll_back(remote: Transport, job: DeployJob, want: Desired, todo: Plan, res
         if why is None:
             why = reason(output) or f"{state or 'exited'}, and printed nothing that says why"
     failure = Failure(what=what, reason=why or exc.reason, kept=kept)
-    remote.run(rollback_script(reg.engine, want, todo), sudo=True, check=False)
-    rollback = _check_rollback(remote, job, want, todo, started)
+    remote.run(rollback_script(applied), sudo=True, check=False)
+    rollback = _check_rollback(job, remote, want, todo, recreated, started)
     result.status = Status.FAILED
     result.message = message(failure, rollback, reg.engine)
     result.facts.update(failure_facts(failure, rollback), plan=todo.identity.to_json())
 
 
-def _check_rollback(remote: Transport, job: DeployJob, want: Desired, todo: Plan, started: float) -> Rollback:
+def _check_rollback(job: DeployJob, remote: Transport, want: Desired, todo: Plan, recreated: bool,
+                    started: float) -> Rollback:
     """The restored registry gets the same bounded wait and checks as a new one: the fingerprint it
     served before, /v2/ 401 anonymous and 200 for the health user (when the rollback kept its password)."""
     reg = want.registry
-    if todo.recreate and not todo.has_container:
+    if recreated and not todo.has_container:
         return Rollback(restored=False, seconds=time.monotonic() - started, had_previous=False)
     cert = todo.identity.certificate
     expected = cert.old if cert else want.fingerprint

@@ -1,4 +1,16 @@
-"""What the registry host needs (pure): facts + desired state -> Plan."""
+"""What the registry host needs (pure): facts + desired state -> Plan, an ordered tuple of steps.
+
+The steps, in the order they run (each only when needed)::
+
+    restore previous   <name>-previous left by an interrupted run, when <name> is gone
+    write certs        certificate and key, into a new versioned folder  } files: one upload,
+    write users        auth/registry.password (reloaded live)            } before any change
+    write env          registry.env (values not shown)                   } is switched on
+    switch link        certs -> the new folder
+    copy images        from the seed's volume (done by the re-create, once the old container stopped)
+    recreate | start   a new container (the old kept as <name>-previous), or ours started
+    remove previous    <name>-previous beside <name>, once <name> answers healthy
+"""
 
 from __future__ import annotations
 
@@ -8,55 +20,33 @@ from dataclasses import dataclass
 from .. import facts as F
 from ..errors import RemoteError
 from ..htpasswd import Htpasswd
+from ..steps import Kind, Step, describe, find
+from . import steps as S
 from .identity import Identity, cert_change, user_change, user_digests
-from .spec import CERT_NAME, ENV_NAME, HTPASSWD_NAME, KEY_NAME, STORAGE_MOUNT, Desired
+from .spec import CERT_NAME, KEY_NAME, STORAGE_MOUNT, Desired
 
 
 @dataclass(frozen=True)
 class Plan:
-    upload_certs: bool = False
-    switch_link: bool = False
-    legacy_certs_dir: bool = False
-    upload_htpasswd: bool = False
-    upload_env: bool = False
-    recreate: bool = False
-    start: bool = False
-    reasons: tuple[str, ...] = ()
-    migrate_from: str | None = None
-    previous: str = ""          # '' | 'remove' | 'restore': leftovers of an interrupted run
-    old_link: str | None = None
-    has_container: bool = False
-    warnings: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
     identity: Identity = Identity()   # what changes, by identity (fingerprints, user names, setting keys)
+    warnings: tuple[str, ...] = ()
+    has_container: bool = False       # a container of ours was there: a rollback can bring it back
 
     @property
     def empty(self) -> bool:
-        return not (self.upload_certs or self.switch_link or self.upload_htpasswd or self.upload_env
-                    or self.recreate or self.start or self.previous)
+        return not self.steps
 
-    def describe(self, want: Desired) -> list[str]:
-        """One short line per change; paths are relative to data_dir."""
-        name = want.registry.container
-        lines = [f"change {line}" for line in self.identity.lines()]
-        if self.previous == "restore":
-            lines.append(f"restore {name}-previous left by an interrupted run")
-        if self.upload_certs:
-            lines.append(f"write {want.cert_dir_name}/ (certificate and key)")
-        if self.switch_link:
-            lines.append(f"point certs -> {want.cert_dir_name}")
-        if self.upload_htpasswd:
-            lines.append(f"write auth/{HTPASSWD_NAME} (the registry reloads it live)")
-        if self.upload_env:
-            lines.append(f"write {ENV_NAME} (registry.env, values not shown)")
-        if self.migrate_from:
-            lines.append(f"copy images from volume {self.migrate_from} to storage/")
-        if self.recreate:
-            lines.append(f"re-create container {name}: {'; '.join(self.reasons)}")
-        elif self.start:
-            lines.append(f"start container {name} (it was stopped)")
-        if self.previous == "remove":
-            lines.append(f"remove {name}-previous left by an interrupted run")
-        return lines
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        return tuple(s.kind for s in self.steps)
+
+    def step(self, kind: Kind) -> Step | None:
+        return find(self.steps, kind)
+
+    def describe(self) -> list[str]:
+        """What changes by identity, then one short line per step; paths are relative to data_dir."""
+        return [f"change {line}" for line in self.identity.lines()] + describe(self.steps)
 
 
 def plan(want: Desired, facts: F.RegistryFacts, *, now: float | None = None) -> Plan:
@@ -69,46 +59,58 @@ def plan(want: Desired, facts: F.RegistryFacts, *, now: float | None = None) -> 
     if facts.engine == "down":
         raise RemoteError(reg.host, f"{reg.engine} daemon is not running ({facts.engine_detail.strip()})")
     have = facts.files
-    cert_ok = _matches(have.get(f"{want.cert_dir}/{CERT_NAME}"), want.cert_pem, 0o644)
-    key_ok = _matches(have.get(f"{want.cert_dir}/{KEY_NAME}"), want.key_pem, 0o600)
-    ht_ok = _matches(have.get(want.htpasswd_path), want.htpasswd, 0o600)
+    certs_ok = (_matches(have.get(f"{want.cert_dir}/{CERT_NAME}"), want.cert_pem, 0o644)
+                and _matches(have.get(f"{want.cert_dir}/{KEY_NAME}"), want.key_pem, 0o600))
+    users_ok = _matches(have.get(want.htpasswd_path), want.htpasswd, 0o600)
     env_ok = not reg.env or _matches(have.get(want.env_path), want.env_file, 0o600)
     link_ok = facts.certs_link == want.cert_dir_name
-    container, previous = facts.container, facts.previous
-    prev_action = ""
-    if previous is not None:
-        prev_action = "remove" if container is not None else "restore"
-        if prev_action == "restore":
-            container = previous
-    spec = want.spec
-    reasons: list[str] = []
-    if container is None:
-        reasons.append("no container yet")
-    else:
-        reasons += spec.differences(container)
-        if facts.image_id and container.image_id != facts.image_id:
-            reasons.append(f"image {reg.image} was updated")
-    migrate = None
-    if container is not None:
-        kind, source = container.volume_sources.get(STORAGE_MOUNT, ("", ""))
-        if kind == "volume" and source:
-            migrate = source
-    recreate = bool(reasons)
-    upload_htpasswd = not ht_ok
+    container = facts.container
+    restore = container is None and facts.previous is not None
+    if restore:
+        container = facts.previous
+    reasons = container_reasons(want, facts, container)
+    steps = [
+        *([S.restore_previous(want)] if restore else []),
+        *([] if certs_ok else [S.write_certs(want)]),
+        *([] if users_ok else [S.write_users(want)]),
+        *([] if env_ok else [S.write_env(want)]),
+        *([] if link_ok else [S.switch_link(want, facts.certs_link)]),
+    ]
+    if reasons:
+        volume = _seed_volume(container)
+        steps += [*([S.copy_images(volume)] if volume else []),
+                  S.recreate(want, reasons, has_old=container is not None, volume=volume)]
+    elif container is not None and not container.running:
+        steps.append(S.start(want))
+    if facts.previous is not None and not restore:
+        steps.append(S.remove_previous(want))
     identity = Identity(
-        certificate=cert_change(facts.cert_pem, want.cert_pem) if not (cert_ok and key_ok and link_ok) else None,
-        users=user_change(facts.users, user_digests(Htpasswd.parse(want.htpasswd.decode()).entries))
-        if upload_htpasswd else None,
-        container=tuple(reasons) if recreate else (),
+        certificate=None if certs_ok and link_ok else cert_change(facts.cert_pem, want.cert_pem),
+        users=None if users_ok else user_change(facts.users, _user_digests(want)),
+        container=reasons,
     )
-    return Plan(
-        upload_certs=not (cert_ok and key_ok), switch_link=not link_ok,
-        legacy_certs_dir=facts.certs_link == "DIR", upload_htpasswd=upload_htpasswd, upload_env=not env_ok,
-        recreate=recreate, start=not recreate and container is not None and not container.running,
-        reasons=tuple(reasons), migrate_from=migrate if recreate else None, previous=prev_action,
-        old_link=facts.certs_link if facts.certs_link not in (None, "DIR") else None,
-        has_container=container is not None, warnings=(clock[1],) if clock else (), identity=identity,
-    )
+    return Plan(steps=tuple(steps), identity=identity, warnings=(clock[1],) if clock else (),
+                has_container=container is not None)
+
+
+def container_reasons(want: Desired, facts: F.RegistryFacts, container: F.ContainerFact | None) -> tuple[str, ...]:
+    """Why the container must be re-created (empty: it need not be)."""
+    if container is None:
+        return ("no container yet",)
+    reasons = want.spec.differences(container)
+    if facts.image_id and container.image_id != facts.image_id:
+        reasons.append(f"image {want.registry.image} was updated")
+    return tuple(reasons)
+
+
+def _user_digests(want: Desired) -> dict[str, str]:
+    return user_digests(Htpasswd.parse(want.htpasswd.decode()).entries)
+
+
+def _seed_volume(container: F.ContainerFact | None) -> str | None:
+    """The named volume the seed's container keeps images in (they move to storage/), or None."""
+    kind, source = container.volume_sources.get(STORAGE_MOUNT, ("", "")) if container else ("", "")
+    return source if kind == "volume" and source else None
 
 
 def _matches(have: F.RemoteFile | None, content: bytes, mode: int) -> bool:

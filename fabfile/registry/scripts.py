@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from ..sh import Exit, q
-from .plan import Plan
+from ..steps import Kind, Step, undo_script
 from .spec import FAILED_INFIX, LOG_LINES, ContainerSpec, Desired
 
 # Root's writes in data_dir (mkdir, cp, mv, ln, rm -rf) follow links: whoever may write in data_dir or in one
@@ -151,31 +152,40 @@ def parse_kept(stdout: str) -> tuple[str | None, str, str]:
     return kept, state, ""
 
 
-def rollback_script(engine: str, want: Desired, plan_: Plan) -> str:
-    """Files first (link, htpasswd), then, if the container was re-created, the previous one back under its
-    name (the new one is gone: removed here, or kept aside by keep_failed_script)."""
-    reg = want.registry
-    prev = f"{reg.container}-previous"
-    d = reg.data_dir
-    lines = []
-    if plan_.switch_link:
-        if plan_.legacy_certs_dir:
-            lines.append(f"rm -f {q(d + '/certs')} && mv {q(d + '/.certs-legacy')} {q(d + '/certs')}")
-        elif plan_.old_link:
-            lines.append(switch_link_script(d, plan_.old_link, legacy=False).replace("set -e\n", ""))
-    if plan_.upload_htpasswd:
-        lines.append(f"if [ -f {q(want.htpasswd_path + '.previous')} ]; then "
-                     f"mv -f {q(want.htpasswd_path + '.previous')} {q(want.htpasswd_path)}; fi")
-    if plan_.upload_env:   # the previous env file, or none, with the previous container
-        env = want.env_path
-        lines.append(f"if [ -f {q(env + '.previous')} ]; then mv -f {q(env + '.previous')} {q(env)}; "
-                     f"else rm -f {q(env)}; fi")
-    e = q(engine)
-    if plan_.recreate:
-        lines.append(f"{e} rm -f {q(reg.container)} >/dev/null 2>&1 || true")
-        lines.append(f"if {e} inspect --type container {q(prev)} >/dev/null 2>&1; then "
-                     f"{e} rename {q(prev)} {q(reg.container)} && {e} start {q(reg.container)} >/dev/null; fi")
-    return "\n".join(lines) or "true"
+def restore_link_script(data_dir: str, old: str | None, *, legacy: bool) -> str | None:
+    """Undo of a link switch: the seed's plain folder back, or ``certs`` -> ``old`` (None: nothing to restore)."""
+    d = data_dir
+    if legacy:
+        return f"rm -f {q(d + '/certs')} && mv {q(d + '/.certs-legacy')} {q(d + '/certs')}"
+    return switch_link_script(d, old, legacy=False).replace("set -e\n", "") if old else None
+
+
+def restore_file_script(path: str, *, remove_if_none: bool) -> str:
+    """Undo of a file write: the copy prepare_script kept as ``<path>.previous`` back (or, when there was
+    none and ``remove_if_none``, no file)."""
+    prev = q(path + ".previous")
+    return (f"if [ -f {prev} ]; then mv -f {prev} {q(path)}; "
+            + (f"else rm -f {q(path)}; fi" if remove_if_none else "fi"))
+
+
+def restore_container_script(engine: str, name: str) -> str:
+    """Undo of a re-create: the new container gone (removed here, or kept aside by keep_failed_script), the
+    previous one back under its name and started."""
+    e, prev = q(engine), q(name + "-previous")
+    return "\n".join([
+        f"{e} rm -f {q(name)} >/dev/null 2>&1 || true",
+        (f"if {e} inspect --type container {prev} >/dev/null 2>&1; then "
+         f"{e} rename {prev} {q(name)} && {e} start {q(name)} >/dev/null; fi"),
+    ])
+
+
+def rollback_script(applied: Iterable[Step]) -> str:
+    """The undo of the steps applied, last first, except that the previous container comes back after the
+    files: an engine resolves a bind mount's path when the container starts (a seed container mounts the
+    ``certs`` path, which must be its own folder again by then)."""
+    steps = tuple(applied)
+    container = tuple(s for s in steps if s.kind is Kind.RECREATE)
+    return undo_script(container + tuple(s for s in steps if s.kind is not Kind.RECREATE))   # reversed: files first
 
 
 def cleanup_script(want: Desired) -> str:

@@ -97,7 +97,7 @@ def test_plan_after_a_san_change_shows_both_fingerprints_users_and_setting_keys(
     assert todo.identity.certificate.old == old.fingerprint and todo.identity.certificate.new == new.fingerprint
     assert todo.identity.users == UserChange(added=("bob",))
     assert todo.identity.container == ("env REGISTRY_STORAGE_S3_SECRETKEY", "certificate")
-    lines = todo.describe(after)
+    lines = todo.describe()
     assert lines[:2] == [f"change {todo.identity.certificate.describe()}", "change users: add bob"]
     assert lines[-1] == "re-create container registry: env REGISTRY_STORAGE_S3_SECRETKEY; certificate"
     text = json.dumps(todo.identity.to_json()) + "\n".join(lines)

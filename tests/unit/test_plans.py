@@ -22,7 +22,9 @@ from fabfile import facts as F
 from fabfile import registry as R
 from fabfile.errors import RemoteError
 from fabfile.pki import Material
+from fabfile.registry import steps as RP
 from fabfile.sh import Exit
+from fabfile.steps import Kind
 
 from _support import CASES, NOW, file_line, make_client, make_registry, root_owned_env, run, sha256
 
@@ -465,9 +467,9 @@ def test_M3_env_values_are_in_a_0600_file_never_in_the_run_command_or_the_plan(m
     assert SECRET not in run and "s3cr3t" not in run and "--env-file /var/lib/docker-registry/registry.env" in run
     assert d.env_file == f"REGISTRY_STORAGE_S3_SECRETKEY={SECRET}\nREGISTRY_HTTP_SECRET=s3cr3t=x y\n".encode()
     p = registry_plan(d, files="none", container=None)
-    assert p.upload_env and p.recreate
-    assert not registry_plan(d).upload_env and registry_plan(d).empty
-    text = "\n".join(p.describe(d))
+    assert Kind.WRITE_ENV in p.kinds and Kind.RECREATE in p.kinds
+    assert Kind.WRITE_ENV not in registry_plan(d).kinds and registry_plan(d).empty
+    text = "\n".join(p.describe())
     assert "write registry.env (registry.env, values not shown)" in text
     assert SECRET not in text and "s3cr3t" not in text
 
@@ -487,7 +489,7 @@ def test_M3_rollback_restores_the_previous_env_file_and_cleanup_leaves_no_copy(m
     d = want(material, env=(("REGISTRY_HTTP_SECRET", "v"),))
     prep = R.prepare_script(d)
     assert "cp -p --remove-destination" in prep and f"{d.env_path}.previous" in prep
-    roll = R.rollback_script("docker", d, R.Plan(upload_env=True))
+    roll = R.rollback_script([RP.write_env(d)])
     assert f"mv -f {d.env_path}.previous {d.env_path}" in roll and f"else rm -f {d.env_path}; fi" in roll
     assert f"rm -f {d.htpasswd_path}.previous {d.env_path}.previous" in R.cleanup_script(d)
     assert f"rm -f {d.env_path}" in R.cleanup_script(want(material, env=()))
@@ -583,17 +585,16 @@ def registry_plan(d: R.Desired, **kw) -> R.Plan:
 
 def test_registry_plan_bare_host(material):
     todo = registry_plan(want(material), files="none", link=None, container=None, image=None)
-    assert (todo.upload_certs, todo.switch_link, todo.upload_htpasswd, todo.recreate) == (True, True, True, True)
-    assert todo.reasons == ("no container yet",)
-    assert (todo.start, todo.migrate_from, todo.previous, todo.has_container, todo.old_link) == (
-        False, None, "", False, None)
+    assert todo.kinds == (Kind.WRITE_CERTS, Kind.WRITE_USERS, Kind.WRITE_ENV, Kind.SWITCH_LINK, Kind.RECREATE)
+    assert todo.identity.container == ("no container yet",) and todo.step(Kind.RECREATE).why == "no container yet"
+    assert (todo.has_container, todo.step(Kind.SWITCH_LINK).undo) == (False, None)   # no old link to go back to
 
 
 def test_F26_registry_plan_empty_when_everything_matches(material):
     d = want(material)
     todo = registry_plan(d)
-    assert todo.empty and todo.describe(d) == [] and not todo.reasons
-    assert todo == R.Plan(has_container=True, old_link=d.cert_dir_name)  # old_link only matters for a rollback
+    assert todo.empty and todo.describe() == [] and not todo.identity.container
+    assert todo == R.Plan(has_container=True)
 
 
 def test_registry_plan_seed_container_is_recreated_and_its_images_migrated(material):
@@ -602,12 +603,16 @@ def test_registry_plan_seed_container_is_recreated_and_its_images_migrated(mater
     todo = registry_plan(d, files="none", link="DIR", container=seed,
                          image="sha256:b8604a3fe8543c9e6afc29550de05b36cd162a97aa9b2833864ea8a5be11f3e2")
     volume = seed["Mounts"][1]["Source"]
-    assert todo.recreate and todo.migrate_from == volume
-    assert todo.reasons[0] == "container was not created by registry-tls"
-    assert "env REGISTRY_HTTP_TLS_MINIMUMTLS" in todo.reasons  # named, its value never shown
-    assert f"/var/lib/registry: volume volume -> bind {d.registry.data_dir}/storage" in todo.reasons
-    assert (todo.upload_certs, todo.switch_link, todo.legacy_certs_dir, todo.has_container) == (True, True, True, True)
-    lines = todo.describe(d)
+    recreate = todo.step(Kind.RECREATE)
+    assert recreate and todo.step(Kind.COPY_IMAGES).target == volume and f"cp -a {volume}/. " in recreate.script
+    reasons = todo.identity.container
+    assert reasons[0] == "container was not created by registry-tls"
+    assert "env REGISTRY_HTTP_TLS_MINIMUMTLS" in reasons  # named, its value never shown
+    assert f"/var/lib/registry: volume volume -> bind {d.registry.data_dir}/storage" in reasons
+    assert todo.kinds[:4] == (Kind.WRITE_CERTS, Kind.WRITE_USERS, Kind.WRITE_ENV, Kind.SWITCH_LINK)
+    assert todo.has_container
+    assert ".certs-legacy" in todo.step(Kind.SWITCH_LINK).script   # the seed's plain folder is kept
+    lines = todo.describe()
     assert f"copy images from volume {volume} to storage/" in lines
     assert lines[-1].startswith("re-create container registry: container was not created by registry-tls")
 
@@ -617,36 +622,47 @@ def test_registry_plan_new_certificate_recreates(material, other_material):
     container = inspect_of(old.spec)  # running with the previous certificate
     todo = R.plan(new, F.parse_registry(
         registry_output(new, files="htpasswd-only", link=old.cert_dir_name, container=container), new.paths))
-    assert todo.recreate and todo.reasons == ("certificate",)
-    assert todo.upload_certs and todo.switch_link and todo.old_link == old.cert_dir_name
-    assert not todo.upload_htpasswd and todo.migrate_from is None
+    assert todo.kinds == (Kind.WRITE_CERTS, Kind.WRITE_ENV, Kind.SWITCH_LINK, Kind.RECREATE)
+    assert todo.identity.container == ("certificate",)
+    assert f"ln -sfn {old.cert_dir_name} " in todo.step(Kind.SWITCH_LINK).undo   # a rollback points back
 
 
+K = Kind
 REGISTRY_CASES = [
-    # (id, registry_output kwargs given the desired spec, expected plan fields)
+    # (id, registry_output kwargs given the desired spec, expected: the plan's step kinds in order, and maybe
+    # has_container and reasons (identity.container))
     ("stopped-container-is-started", lambda s: {"container": inspect_of(s, **{"State.Running": False})},
-     {"start": True, "recreate": False}),
+     {"kinds": (K.START,)}),
     ("crash-looping-container-of-ours-is-started-not-recreated",
      lambda s: {"container": inspect_of(s, **{"State.Running": False, "RestartCount": 7})},
-     {"start": True, "recreate": False}),
+     {"kinds": (K.START,)}),
     ("image-updated", lambda s: {"image": "sha256:" + "2" * 64},
-     {"recreate": True, "reasons": ("image registry:2 was updated",)}),
+     {"kinds": (K.RECREATE,), "reasons": ("image registry:2 was updated",)}),
     ("restart-policy-changed", lambda s: {"container": inspect_of(s, **{"HostConfig.RestartPolicy": {"Name": "no"}})},
-     {"recreate": True, "reasons": ("restart policy: 'no' -> 'always'",)}),
+     {"kinds": (K.RECREATE,), "reasons": ("restart policy: 'no' -> 'always'",)}),
     ("port-mapping-changed", lambda s: {"container": inspect_of(s, **{"HostConfig.PortBindings": {
         "443/tcp": [{"HostIp": "", "HostPort": "8443"}]}})},
-     {"recreate": True, "reasons": ("port mapping -> 443:443",)}),
+     {"kinds": (K.RECREATE,), "reasons": ("port mapping -> 443:443",)}),
     ("env-changed-by-hand", lambda s: {"container": inspect_of(s, **{"Config.Env": ["REGISTRY_AUTH=none"]})},
-     {"recreate": True}),
+     {"kinds": (K.RECREATE,)}),
     ("F27-htpasswd-only-no-restart", lambda s: {"htpasswd": b"alice:$2b$10$" + b"a" * 53 + b"\n"},
-     {"upload_htpasswd": True, "recreate": False, "start": False, "upload_certs": False}),
+     {"kinds": (K.WRITE_USERS,)}),
     ("F08-key-with-wrong-mode-reuploaded", lambda s: {"key_mode": 0o644},
-     {"upload_certs": True, "recreate": False}),
+     {"kinds": (K.WRITE_CERTS,)}),
     ("previous-without-main-is-restored", lambda s: {"container": None,
                                                      "previous": inspect_of(s, **{"State.Running": False})},
-     {"previous": "restore", "has_container": True, "start": True, "recreate": False}),
+     {"kinds": (K.RESTORE_PREVIOUS, K.START), "has_container": True}),
     ("previous-beside-main-is-removed", lambda s: {"previous": inspect_of(s, **{"State.Running": False})},
-     {"previous": "remove", "recreate": False, "start": False}),
+     {"kinds": (K.REMOVE_PREVIOUS,)}),
+    ("first-deploy", lambda s: {"files": "none", "link": None, "container": None},
+     {"kinds": (K.WRITE_CERTS, K.WRITE_USERS, K.WRITE_ENV, K.SWITCH_LINK, K.RECREATE), "has_container": False,
+      "reasons": ("no container yet",)}),
+    ("files-and-link-lost-container-already-as-desired", lambda s: {
+        "files": "htpasswd-only", "link": None, "htpasswd": b"old:$2b$10$" + b"b" * 53 + b"\n"},
+     {"kinds": (K.WRITE_CERTS, K.WRITE_USERS, K.WRITE_ENV, K.SWITCH_LINK), "has_container": True, "reasons": ()}),
+    ("restored-previous-of-another-spec-is-re-created",
+     lambda s: {"container": None, "previous": inspect_of(s, **{"HostConfig.RestartPolicy": {"Name": "no"}})},
+     {"kinds": (K.RESTORE_PREVIOUS, K.RECREATE), "reasons": ("restart policy: 'no' -> 'always'",)}),
 ]
 
 
@@ -654,14 +670,15 @@ REGISTRY_CASES = [
 def test_registry_plan(material, make_kw, expected):
     d = want(material)
     todo = registry_plan(d, **make_kw(d.spec))
-    assert {k: getattr(todo, k) for k in expected} == expected
-    assert not todo.empty
+    got = {"kinds": todo.kinds, "has_container": todo.has_container, "reasons": todo.identity.container}
+    assert {k: got[k] for k in expected} == expected
+    assert not todo.empty and todo.describe()[-len(todo.steps):] == [s.what for s in todo.steps]
 
 
 def test_registry_plan_restore_describes_first(material):
     d = want(material)
     todo = registry_plan(d, container=None, previous=inspect_of(d.spec, **{"State.Running": False}))
-    assert todo.describe(d) == ["restore registry-previous left by an interrupted run",
+    assert todo.describe() == ["restore registry-previous left by an interrupted run",
                                 "start container registry (it was stopped)"]
 
 
@@ -682,15 +699,15 @@ def test_F16_registry_engine_missing_or_down(material, engine, fragment):
 
 def test_registry_scripts_are_valid_shell(material):
     d = want(material, data_dir="/srv/it's here")
-    full = R.Plan(upload_certs=True, switch_link=True, legacy_certs_dir=True, upload_htpasswd=True, recreate=True,
-                  old_link=".certs-0011", has_container=True)
+    files = [RP.write_certs(d), RP.write_users(d), RP.write_env(d)]
+    full = [*files, RP.switch_link(d, "DIR"), RP.recreate(d, ("certificate",), has_old=True, volume=None)]
+    relinked = [*files, RP.switch_link(d, ".certs-0011"), full[-1]]
     for script in (R.lock_script(d.registry.data_dir, "op host pid 1", take_over=True),
                    R.unlock_script(d.registry.data_dir), R.prepare_script(d),
                    R.switch_link_script(d.registry.data_dir, d.cert_dir_name, legacy=True),
                    R.recreate_script("docker", d.spec, has_old=True, migrate_from="/var/lib/docker/volumes/x/_data",
                                      data_dir=d.registry.data_dir),
-                   R.rollback_script("docker", d, full), R.rollback_script("docker", d, replace(full, legacy_certs_dir=False)),
-                   R.rollback_script("docker", d, R.Plan()),
+                   R.rollback_script(full), R.rollback_script(relinked), R.rollback_script([]),
                    R.keep_failed_script("podman", "reg'istry", "reg'istry-failed-20261202T003605Z"),
                    R.cleanup_script(d)):
         out = run(["bash", "-n", "-c", script])
@@ -871,7 +888,7 @@ def test_failed_name_is_a_valid_container_name_in_utc():
 
 def test_rollback_of_a_change_that_did_not_recreate_leaves_the_container_alone(material):
     d = want(material)
-    users_only = R.rollback_script("docker", d, R.Plan(upload_htpasswd=True, has_container=True))
+    users_only = R.rollback_script([RP.write_users(d)])
     assert "docker rm" not in users_only and "docker rename" not in users_only
     assert "registry.password.previous" in users_only
-    assert "docker rm -f registry " in R.rollback_script("docker", d, R.Plan(recreate=True, has_container=True))
+    assert "docker rm -f registry " in R.rollback_script([RP.recreate(d, ("image",), has_old=True, volume=None)])
