@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -27,6 +27,7 @@ from .errors import ConnectionLost, RemoteError, RestartRefused, WrongSudoPasswo
 from .inventory import Client, Registry, SshTarget
 from .results import HostResult, Status
 from .sh import Exit, Raw, q, words
+from .steps import Kind, Step, Upload, describe, find
 from .transport import Result, Transport
 
 T = TypeVar("T")
@@ -227,24 +228,67 @@ def _is_ip(name: str) -> bool:
 
 @dataclass(frozen=True)
 class ClientPlan:
-    writes: tuple[WantFile, ...] = ()
-    removes: tuple[str, ...] = ()
-    refresh: str | None = None          # the OS store's update command, when it changed
-    restart: bool = False
-    restart_reason: str = ""
+    """The client's steps, in order: files written, files removed, the OS store refreshed (all in one
+    script), then dockerd restarted (through the restart gate)."""
+
+    steps: tuple[Step, ...] = ()
     warnings: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.writes or self.removes or self.restart)
+        return not self.steps
 
     def describe(self) -> list[str]:
-        lines = [f"write {f.path}" for f in self.writes] + [f"remove {p}" for p in self.removes]
-        if self.refresh:
-            lines.append(f"run {self.refresh}")
-        if self.restart:
-            lines.append(f"restart dockerd ({self.restart_reason})")
-        return lines
+        return describe(self.steps)
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        return tuple(s.kind for s in self.steps)
+
+    def step(self, kind: Kind) -> Step | None:
+        return find(self.steps, kind)
+
+    @property
+    def writes(self) -> tuple[Upload, ...]:
+        return tuple(f for s in self.steps if s.kind is Kind.WRITE_FILE for f in s.files)
+
+    @property
+    def removes(self) -> tuple[str, ...]:
+        return tuple(s.target for s in self.steps if s.kind is Kind.REMOVE_FILE)
+
+    @property
+    def file_steps(self) -> tuple[Step, ...]:
+        """The steps ``apply_script`` carries out (all but the restart)."""
+        return tuple(s for s in self.steps if s.kind in FILE_KINDS)
+
+
+FILE_KINDS = frozenset({Kind.WRITE_FILE, Kind.REMOVE_FILE, Kind.REFRESH_STORE})
+
+
+def write_file(f: WantFile) -> Step:
+    """An exclusive temp file beside ``f.path``, renamed over it (``w`` is defined by ``apply_script``)."""
+    return Step(Kind.WRITE_FILE, f"write {f.path}", target=f.path, files=(Upload(f.path, f.content, 0o644),),
+                script=f"w {q(f.path)} {q(base64.b64encode(f.content).decode())}")
+
+
+def remove_file(path: str) -> Step:
+    return Step(Kind.REMOVE_FILE, f"remove {path}", target=path, script=f"rm -f {q(path)}")
+
+
+def refresh_store(command: str) -> Step:
+    """The OS store's own command (OS_STORE), shell by design."""
+    return Step(Kind.REFRESH_STORE, f"run {command}", target=command,
+                script=f"{Raw(command)} >/dev/null 2>&1 || {{ echo {q(command + ' failed')} >&2; exit 1; }}")
+
+
+def restart_dockerd(client: Client, reason: str, *, force: bool) -> Step:
+    return Step(Kind.RESTART_DOCKERD, f"restart dockerd ({reason})", target=client.restart_command, why=reason,
+                script=restart_script(client.restart_command, force=force))
+
+
+def file_steps(writes: Iterable[WantFile] = (), removes: Iterable[str] = (), refresh: str | None = None
+               ) -> tuple[Step, ...]:
+    return (*map(write_file, writes), *map(remove_file, removes), *([refresh_store(refresh)] if refresh else []))
 
 
 def plan(
@@ -254,7 +298,9 @@ def plan(
     facts: F.ClientFacts,
     *,
     now: float | None = None,
+    force: bool = False,
 ) -> ClientPlan:
+    """``force``: the restart goes ahead though containers would stop (``--force``)."""
     warnings: list[str] = []
     clock = F.clock_problem(facts.clock, now)
     if clock and clock[0]:
@@ -280,11 +326,8 @@ def plan(
                                    dockerd_running=facts.dockerd_started is not None, warnings=warnings)
     if clock:
         warnings.append(clock[1])
-    return ClientPlan(
-        writes=writes, removes=removes,
-        refresh=store[1] if store and os_changed else None,
-        restart=restart, restart_reason=reason, warnings=tuple(warnings),
-    )
+    steps = file_steps(writes, removes, store[1] if store and os_changed else None)
+    return ClientPlan(steps + ((restart_dockerd(client, reason, force=force),) if restart else ()), tuple(warnings))
 
 
 def restart_rule(client: Client, *, changed: bool, os_changed: bool, pending: bool, dockerd_running: bool,
@@ -326,7 +369,7 @@ def _restart_pending(facts: F.ClientFacts, os_dir: str | None, registry: Registr
 
 
 def apply_script(plan: ClientPlan) -> list[str]:
-    """Shell lines that carry out the plan: each write is an exclusive temp file + rename."""
+    """Shell lines that carry out the plan's file steps: each write is an exclusive temp file + rename."""
     # As root with umask 022, a file the shell creates is 0644 root:root already; noclobber (-C)
     # makes the '>' an exclusive create, as mktemp did. Two processes per file instead of six.
     lines = [
@@ -336,10 +379,7 @@ def apply_script(plan: ClientPlan) -> list[str]:
     folders = list(dict.fromkeys(f.path.rsplit("/", 1)[0] for f in plan.writes))
     if folders:
         lines.append("mkdir -p " + words(folders))
-    lines += [f"w {q(f.path)} {q(base64.b64encode(f.content).decode())}" for f in plan.writes]
-    lines += [f"rm -f {q(p)}" for p in plan.removes]
-    if plan.refresh:  # the OS store's own command (OS_STORE), shell by design
-        lines.append(f"{Raw(plan.refresh)} >/dev/null 2>&1 || {{ echo {q(plan.refresh + ' failed')} >&2; exit 1; }}")
+    lines += [s.script for s in plan.file_steps if s.script]
     lines.append("set +e +C")
     return lines
 
@@ -457,15 +497,29 @@ class TrustJob:
     former_hosts: tuple[str, ...] = ()   # names the registry had before: their OS-store anchors are stale
 
 
-def restart(as_root: Callable[..., Result], client: Client, job: TrustJob) -> None:
-    """Restart dockerd through the gate (refused with running containers unless --force); RemoteError if not."""
-    with job.gate.slot(client.name):
-        run = as_root(restart_script(client.restart_command, force=job.force), check=False, timeout=120)
+def restart(as_root: Callable[..., Result], host: str, step: Step, gate: RestartGate) -> None:
+    """Run a RESTART_DOCKERD step through the gate (refused with running containers unless --force);
+    RestartRefused or RemoteError if dockerd was not restarted."""
+    with gate.slot(host):
+        run = as_root(step.script, check=False, timeout=120)
         if run.exited != 0:
             detail = run.stdout.split()[-1] if run.stdout.split() else ""
             template = RESTART_ERRORS.get(run.exited, "dockerd restart failed: {detail}")
             error = RestartRefused if run.exited == Exit.RESTART_REFUSED else RemoteError
-            raise error(client.name, template.format(detail=detail or run.tail(), command=client.restart_command))
+            raise error(host, template.format(detail=detail or run.tail(), command=step.target))
+
+
+class Laps:
+    """Seconds per round trip (``--json`` shows them as facts.phase_seconds)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._mark = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(now - self._mark, 3)
+        self._mark = now
 
 
 def trust(client: Client, job: TrustJob) -> HostResult:
@@ -487,76 +541,74 @@ def trust(client: Client, job: TrustJob) -> HostResult:
 
 
 def _trust(client: Client, job: TrustJob, known: list[str]) -> HostResult:
-    registry, anchors = job.registry, job.anchors
-    paths = probe_paths(client, registry, anchors)
+    registry, anchors, lap = job.registry, job.anchors, Laps()
     targets = check_targets(client, registry, anchors)
-    phases: dict[str, float] = {}  # seconds per round trip, shown by --json as facts.phase_seconds
-    mark = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.monotonic()
-        phases[name] = round(now - mark, 3)
-        mark = now
-
     with job.connect(client.ssh) as remote:
         remote.open()
         lap("connect")
-
-        def as_root(command: str, *, check: bool = True, timeout: int | None = None) -> Result:
-            job.canary.wait(client.name)
-            return remote.run(command, sudo=True, check=check, timeout=timeout)
-
-        # Read-only, so no sudo unless a file is unreadable; no TLS check either: each runtime is
-        # asked when the trust changes, and `inv verify` / `inv status` ask on demand. Listing the
-        # certs.d folders (shell builtins) finds files we did not write, even on a no-op run.
-        # On the sudo canary host the probe runs with sudo: that is the check.
-        canary = client.name == job.canary.host
-
-        def look() -> F.ClientFacts:
-            return F.gather_client(remote, paths, extra_globs(client, registry, job.former_hosts),
-                                   buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None,
-                                   folders=trust_folders(client, registry),
-                                   sudo=True if canary else None, before_sudo=lambda: job.canary.wait(client.name))
-
-        found = job.canary.check(client.name, look) if canary else look()
+        found = _look(remote, client, job)
         lap("probe")
-        todo = plan(client, registry, anchors, found, now=time.time())
+        todo = plan(client, registry, anchors, found, now=time.time(), force=job.force)
         foreign, foreign_warnings = RT.foreign_files(found.listing, trust_folders(client, registry))
         result = HostResult(host=client.name, warnings=list(todo.warnings) + foreign_warnings,
-                            facts={"os": found.os_family or found.os_id, "phase_seconds": phases})
+                            facts={"os": found.os_family or found.os_id, "phase_seconds": lap.seconds})
         if job.dry_run:
             result.changes = [f"would {line}" for line in todo.describe()]
             result.status = Status.CHANGED if not todo.empty else Status.OK
             result.message = "would change (dry run)" if not todo.empty else "nothing to change"
             return result
+
+        def as_root(command: str, *, check: bool = True, timeout: int | None = None) -> Result:
+            job.canary.wait(client.name)
+            return remote.run(command, sudo=True, check=check, timeout=timeout)
+
+        def ask_runtimes(before: str = "") -> tuple[RT.Check, ...]:
+            out = as_root(before + (RT.script(targets) if targets else "true")).stdout
+            return RT.judge(RT.parse(out), targets, found.listing)
+
         checks = None
-        check_script = RT.script(targets) if targets else "true"
-        if todo.writes or todo.removes:
-            known[0] = (f"{len(todo.writes) + len(todo.removes)} trust file change(s) sent, outcome unknown "
+        files = len(todo.writes) + len(todo.removes)
+        if todo.file_steps:   # one script: the writes, removals and store refresh, then the runtimes asked
+            known[0] = (f"{files} trust file change(s) sent, outcome unknown "
                         "(each file is the old or the new one: writes are atomic)")
-            out = as_root("\n".join(apply_script(todo)) + "\n" + check_script).stdout
-            checks = RT.judge(RT.parse(out), targets, found.listing)
+            checks = ask_runtimes("\n".join(apply_script(todo)) + "\n")
             lap("apply")
-            known[0] = f"{len(todo.writes) + len(todo.removes)} trust file(s) changed"
-        if todo.restart:
-            files = known[0] if todo.writes or todo.removes else "trust files in place"
-            known[0] = f"{files}; dockerd restart started, outcome unknown"
-            restart(as_root, client, job)
+            known[0] = f"{files} trust file(s) changed"
+        if step := todo.step(Kind.RESTART_DOCKERD):
+            done = known[0] if todo.file_steps else "trust files in place"
+            known[0] = f"{done}; dockerd restart started, outcome unknown"
+            restart(as_root, client.name, step, job.gate)
             result.restarted = True
             lap("restart")
-            known[0] = f"{files}; dockerd restarted; TLS check not done"
+            known[0] = f"{done}; dockerd restarted; TLS check not done"
             if targets:
-                checks = RT.judge(RT.parse(as_root(check_script).stdout), targets, found.listing)
+                checks = ask_runtimes()
                 lap("verify")
     result.changes = todo.describe()
     result.status = Status.CHANGED if not todo.empty else Status.OK
-    result.message = f"{len(todo.writes) + len(todo.removes)} file(s) changed" if not todo.empty else "trust in place"
+    result.message = f"{files} file(s) changed" if not todo.empty else "trust in place"
     if checks:
         apply_checks(result, checks)
     if foreign:   # not ours to delete: the host fails with docker's reason until someone decides
         result.status, result.message = Status.FAILED, explain(result, foreign)
     return result
+
+
+def _look(remote: Transport, client: Client, job: TrustJob) -> F.ClientFacts:
+    """The probe: read-only, so no sudo unless a file is unreadable; on the sudo canary host it runs
+    with sudo, and that is the check. No TLS check either: each runtime is asked when the trust
+    changes, and `inv verify` / `inv status` ask on demand. Listing the certs.d folders (shell
+    builtins) finds files we did not write, even on a no-op run."""
+    registry, canary = job.registry, client.name == job.canary.host
+
+    def look() -> F.ClientFacts:
+        return F.gather_client(remote, probe_paths(client, registry, job.anchors),
+                               extra_globs(client, registry, job.former_hosts),
+                               buildkit_toml=BUILDKIT_TOML if "buildkit" in client.trust else None,
+                               folders=trust_folders(client, registry),
+                               sudo=True if canary else None, before_sudo=lambda: job.canary.wait(client.name))
+
+    return job.canary.check(client.name, look) if canary else look()
 
 
 def explain(result: HostResult, foreign: list[RT.Foreign]) -> str:

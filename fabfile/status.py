@@ -21,6 +21,7 @@ from .inventory import Client
 from .pki import Material
 from .results import HostResult, Report, Status
 from .session import Session
+from .steps import Kind
 from .verify import survey
 
 
@@ -108,7 +109,7 @@ def client_status(client: Client, s: Session, material: Material) -> HostResult:
     })
     todo = C.plan(client, reg, anchors, found)
     result.warnings = list(todo.warnings)   # no clock warning: plan() was given no `now`
-    if todo.restart and trust.overall == "match":
+    if todo.step(Kind.RESTART_DOCKERD) and trust.overall == "match":
         result.warnings.append("dockerd has not loaded the OS trust store yet (restart pending)")
     if trust.overall != "match":
         bad = [f"{p} {state}" for p, state in trust.files.items() if state != "match"]

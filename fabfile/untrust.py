@@ -18,6 +18,7 @@ from .errors import ConnectionLost
 from .inventory import Client, Registry
 from .results import HostResult, Status
 from .sh import q
+from .steps import Kind
 from .transport import Result
 
 TARGETS = ("docker", "containerd", "podman", "os", "buildkit")
@@ -41,8 +42,9 @@ def _ours_by_name(path: str) -> bool:
     return path.rsplit("/", 1)[1].startswith("registry-tls-")
 
 
-def plan(client: Client, registry: Registry, anchors: tuple[C.Anchor, ...], facts: F.ClientFacts) -> UntrustPlan:
-    """Pure: what to remove, given what the probe found."""
+def plan(client: Client, registry: Registry, anchors: tuple[C.Anchor, ...], facts: F.ClientFacts, *,
+         force: bool = False) -> UntrustPlan:
+    """Pure: what to remove, given what the probe found (``force``: as for clients.plan)."""
     wide = every_target(client)
     ours = {f.path: f.sha256 for family in (None, *C.OS_STORE) for f in C.desired_files(wide, registry, anchors, family)}
     removes: list[str] = []
@@ -73,9 +75,10 @@ def plan(client: Client, registry: Registry, anchors: tuple[C.Anchor, ...], fact
                                      dockerd_running=facts.dockerd_started is not None, warnings=warnings)
     roots = tuple(f"{d}/" for d in (*C.CERTS_D.values(), C.BUILDKIT_CERTS))
     folders = tuple(dict.fromkeys(p.rsplit("/", 1)[0] for p in removes if p.startswith(roots)))
-    steps = C.ClientPlan(writes=writes, removes=tuple(removes), refresh=refresh, restart=restart,
-                         restart_reason=reason, warnings=tuple(warnings))
-    return UntrustPlan(steps=steps, folders=folders, kept=tuple(kept))
+    steps = C.file_steps(writes, removes, refresh)
+    if restart:
+        steps += (C.restart_dockerd(client, reason, force=force),)
+    return UntrustPlan(steps=C.ClientPlan(steps, tuple(warnings)), folders=folders, kept=tuple(kept))
 
 
 def script(todo: UntrustPlan) -> str:
@@ -116,25 +119,26 @@ def _untrust(client: Client, job: C.TrustJob, state: list[str]) -> HostResult:
                                    sudo=True if canary else None, before_sudo=lambda: job.canary.wait(client.name))
 
         found = job.canary.check(client.name, look) if canary else look()
-        todo = plan(client, registry, anchors, found)
+        todo = plan(client, registry, anchors, found, force=job.force)
         result = HostResult(host=client.name, warnings=list(todo.steps.warnings),
                             facts={"os": found.os_family or found.os_id, "kept": list(todo.kept)})
         changed = bool(todo.steps.writes or todo.steps.removes)
+        restart = todo.steps.step(Kind.RESTART_DOCKERD)
         if job.dry_run:
             result.changes = [f"would {line}" for line in todo.describe()]
-            result.status = Status.CHANGED if changed or todo.steps.restart else Status.OK
+            result.status = Status.CHANGED if changed or restart else Status.OK
             result.message = "would remove (dry run)" if changed else "nothing of registry-tls installed"
             return result
         if changed:
             state[0] = "removal sent, outcome unknown (each file is either in place or gone)"
             as_root(script(todo))
             state[0] = f"{len(todo.steps.removes)} file(s) removed"
-        if todo.steps.restart:
+        if restart:
             state[0] += "; dockerd restart started, outcome unknown"
-            C.restart(as_root, client, job)
+            C.restart(as_root, client.name, restart, job.gate)
             result.restarted = True
-    result.changes = todo.describe() if changed or todo.steps.restart else []
-    result.status = Status.CHANGED if changed or todo.steps.restart else Status.OK
+    result.changes = todo.describe() if changed or restart else []
+    result.status = Status.CHANGED if changed or restart else Status.OK
     result.message = (f"removed {len(todo.steps.removes)} file(s)" + (" and our buildkitd.toml block" if
                       todo.steps.writes else "")) if changed else "nothing of registry-tls installed"
     return result

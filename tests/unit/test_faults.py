@@ -29,6 +29,7 @@ from fabfile.inventory import SshTarget
 from fabfile.pki import Material
 from fabfile.registry import lock as RL
 from fabfile.results import HostResult
+from fabfile.steps import Kind
 
 from _support import NOW, REPO, make_client, make_registry
 
@@ -322,7 +323,7 @@ def test_F16_client_dockerd_stopped_needs_a_restart_then_says_so_precisely():
     client, reg = make_client(trust=("os",)), make_registry()
     anchor = C.Anchor("current", b"-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
     todo = C.plan(client, reg, (anchor,), F.parse_client("OS debian \n", C.probe_paths(client, reg, (anchor,))))
-    assert not todo.restart and todo.writes
+    assert todo.step(Kind.RESTART_DOCKERD) is None and todo.writes
     assert todo.warnings == (("dockerd is not running, so it was not restarted (the OS trust store changed): "
                              "it loads the new trust when it starts"),)
 

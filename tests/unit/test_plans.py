@@ -234,10 +234,14 @@ def test_client_plan(case):
     todo = C.plan(client, reg, case.anchors, F.parse_client(output, paths), now=NOW_EPOCH)
     assert sorted(f.path for f in todo.writes) == sorted(case.writes)
     assert todo.removes == case.removes
-    assert todo.refresh == case.refresh
-    assert todo.restart is case.restart
+    refresh, restart = todo.step(Kind.REFRESH_STORE), todo.step(Kind.RESTART_DOCKERD)
+    assert (refresh.target if refresh else None) == case.refresh
+    assert (restart is not None) is case.restart
     if case.restart:
-        assert todo.restart_reason == case.reason
+        assert restart.why == case.reason
+    # the steps in the order they run: writes, removals, the store's refresh (one script), then the restart
+    assert todo.kinds == ((Kind.WRITE_FILE,) * len(case.writes) + (Kind.REMOVE_FILE,) * len(case.removes)
+                          + (Kind.REFRESH_STORE,) * bool(case.refresh) + (Kind.RESTART_DOCKERD,) * case.restart)
     assert len(todo.warnings) == len(case.warnings), todo.warnings
     for got, fragment in zip(todo.warnings, case.warnings):
         assert fragment in got
@@ -352,8 +356,9 @@ def test_F24_apply_script_writes_atomically_with_mode_and_removes_stale(tmp_path
     keep.write_bytes(b"old")
     stale.write_bytes(b"stale")
     odd = root / "it's a dir/ca.crt"
-    todo = C.ClientPlan(writes=(C.WantFile(str(keep), CURRENT.pem, "docker"), C.WantFile(str(odd), NEXT.pem, "os")),
-                        removes=(str(stale),), refresh="update-ca-certificates")
+    todo = C.ClientPlan(C.file_steps(
+        writes=(C.WantFile(str(keep), CURRENT.pem, "docker"), C.WantFile(str(odd), NEXT.pem, "os")),
+        removes=(str(stale),), refresh="update-ca-certificates"))
     out = sh("\n".join(C.apply_script(todo)), fakebin)
     assert out.returncode == 0, out.stderr
     assert keep.read_bytes() == CURRENT.pem and odd.read_bytes() == NEXT.pem
@@ -369,7 +374,7 @@ def test_apply_then_tls_check_in_one_script_reads_the_files_just_written(tmp_pat
     (noclobber) must not keep the TLS check from reading what was written."""
     fake(fakebin, "openssl", 'for a; do [ "$p" = -CAfile ] && cat "$a" >> ' + shlex.quote(str(tmp_path / "seen")) + '; p=$a; done')
     ca = tmp_path / "etc/docker/certs.d/reg.example/ca.crt"
-    todo = C.ClientPlan(writes=(C.WantFile(str(ca), CURRENT.pem, "docker"),))
+    todo = C.ClientPlan(C.file_steps(writes=(C.WantFile(str(ca), CURRENT.pem, "docker"),)))
     probe = F.VerifyProbe(name="reg.example", port=443, ca_files=(str(ca),))
     out = sh("\n".join(C.apply_script(todo) + F.verify_script(probe)), fakebin)
     assert out.returncode == 0 and "VERIFY ok openssl" in out.stdout, out.stdout + out.stderr
@@ -379,7 +384,8 @@ def test_apply_then_tls_check_in_one_script_reads_the_files_just_written(tmp_pat
 def test_apply_script_fails_when_the_store_refresh_fails(tmp_path, fakebin):
     fake(fakebin, "chown", "exit 0")
     fake(fakebin, "update-ca-trust", "exit 1")
-    todo = C.ClientPlan(writes=(C.WantFile(str(tmp_path / "a.crt"), b"x", "os"),), refresh="update-ca-trust extract")
+    todo = C.ClientPlan(C.file_steps(writes=(C.WantFile(str(tmp_path / "a.crt"), b"x", "os"),),
+                                     refresh="update-ca-trust extract"))
     out = sh("\n".join(C.apply_script(todo)), fakebin)
     assert out.returncode == 1 and "update-ca-trust extract failed" in out.stderr
 

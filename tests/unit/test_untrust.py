@@ -10,8 +10,21 @@ import subprocess
 from fabfile import clients as C
 from fabfile import facts as F
 from fabfile import untrust as U
+from fabfile.steps import Kind
 
 from _support import file_line, make_client, make_registry
+
+
+def refresh(todo: U.UntrustPlan) -> str | None:
+    step = todo.steps.step(Kind.REFRESH_STORE)
+    return step.target if step else None
+
+
+def restart(todo: U.UntrustPlan) -> str | None:
+    """Why dockerd restarts, or None."""
+    step = todo.steps.step(Kind.RESTART_DOCKERD)
+    return step.why if step else None
+
 
 CURRENT = C.Anchor("current", b"-----BEGIN CERTIFICATE-----\ncurrent\n-----END CERTIFICATE-----\n")
 ROTATION = C.Anchor("rotation", b"-----BEGIN CERTIFICATE-----\nnext\n-----END CERTIFICATE-----\n")
@@ -43,8 +56,8 @@ def test_removes_every_file_trust_wrote_on_every_target_and_refreshes_and_restar
     todo = U.plan(client, reg, (CURRENT, ROTATION), probe(client, reg, (CURRENT, ROTATION), installed))
     assert sorted(todo.steps.removes) == sorted(installed)
     assert todo.kept == () and todo.steps.writes == ()
-    assert todo.steps.refresh == "update-ca-certificates"
-    assert todo.steps.restart and todo.steps.restart_reason == "the OS trust store changed"
+    assert refresh(todo) == "update-ca-certificates"
+    assert restart(todo) == "the OS trust store changed"
     assert set(todo.folders) == {DOCKER, f"{DOCKER}:443", "/etc/containerd/certs.d/reg.example",
                                  "/etc/containerd/certs.d/reg.example:443"}
 
@@ -65,7 +78,7 @@ def test_someone_elses_ca_crt_stays_with_a_warning_and_docker_only_needs_no_rest
     assert todo.kept == (f"{DOCKER}/ca.crt",)
     assert sorted(todo.steps.removes) == [f"{DOCKER}:443/ca.crt", f"{DOCKER}:443/registry-tls-rotation.crt"]
     assert "someone else's" in todo.steps.warnings[0]
-    assert todo.steps.refresh is None and not todo.steps.restart  # certs.d is read on every pull
+    assert refresh(todo) is None and not restart(todo)  # certs.d is read on every pull
 
 
 def test_stale_os_store_anchor_of_ours_is_removed_by_name():
@@ -73,7 +86,7 @@ def test_stale_os_store_anchor_of_ours_is_removed_by_name():
     stale = "/usr/local/share/ca-certificates/registry-tls-reg.example_old.crt"
     todo = U.plan(client, reg, (CURRENT,), probe(client, reg, (CURRENT,), {DEB_ANCHOR: b"any content"}, extra=(stale,)))
     assert sorted(todo.steps.removes) == [DEB_ANCHOR, stale] and todo.folders == ()
-    assert todo.steps.refresh == "update-ca-certificates" and not todo.steps.restart
+    assert refresh(todo) == "update-ca-certificates" and not restart(todo)
     assert "restart: never" in todo.steps.warnings[0]
 
 
@@ -109,7 +122,7 @@ def test_script_removes_ours_keeps_a_folder_with_other_files(tmp_path):
         folder.mkdir(parents=True)
         (folder / "ca.crt").write_bytes(CURRENT.pem)
     (shared / "client.cert").write_text("mTLS, not ours\n")
-    todo = U.UntrustPlan(steps=C.ClientPlan(removes=(str(emptied / "ca.crt"), str(shared / "ca.crt"))),
+    todo = U.UntrustPlan(steps=C.ClientPlan(C.file_steps(removes=(str(emptied / "ca.crt"), str(shared / "ca.crt")))),
                          folders=(str(emptied), str(shared)))
     proc = subprocess.run(["bash", "-c", U.script(todo)], capture_output=True, text=True, env=dict(os.environ), check=False)
     assert proc.returncode == 0, proc.stderr
