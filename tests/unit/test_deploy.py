@@ -334,6 +334,41 @@ def test_interrupt_during_the_recreate_rolls_back_then_stops(world):
     assert steps(world)[-3:] == ["recreate", "rollback", "unlock"]
 
 
+def test_a_failed_link_switch_undoes_only_what_was_applied_and_the_old_container_serves_on(world):
+    """The re-create was planned but not applied: the rollback neither keeps aside nor removes the
+    container that is serving, it points the link back and checks that the old certificate is served."""
+    old, _ = D.certificate(world.s)
+    D.deploy_registry(world.s, old)
+    serving = world.registry.container
+    new = world.s.pki.generate(world.s.now, force=True)
+    world.registry.host.on(r"^set -e\nln -sfn", "mv: cannot move", exited=1, times=1, first=True)
+    world.fleet.calls.clear()
+    (result,) = D.deploy_registry(world.s, new).results.values()
+    assert result.status == Status.FAILED and result.facts["rollback"]["restored"] is True
+    assert steps(world)[-5:] == ["prepare", "upload", "switch", "switch", "unlock"]   # the second: its undo
+    (undo,) = world.fleet.sent(r"^ln -sfn", "registry.test")
+    assert " rm -f " not in undo.command and "rename" not in undo.command
+    assert world.registry.container is serving and world.registry.failed is None
+    assert world.registry.link.endswith(old.fingerprint.replace(":", "").lower()[:16])
+
+
+def test_an_interrupted_runs_previous_container_is_restored_first_then_the_plan_runs_in_order(world):
+    old, _ = D.certificate(world.s)
+    D.deploy_registry(world.s, old)
+    world.registry.previous, world.registry.container = world.registry.container, None   # killed after the rename
+    new = world.s.pki.generate(world.s.now, force=True)
+    world.fleet.calls.clear()
+    (result,) = D.deploy_registry(world.s, new).results.values()
+    assert result.status == Status.CHANGED
+    folder = f".certs-{new.fingerprint.replace(':', '').lower()[:16]}"
+    assert result.changes[-4:] == ["restore registry-previous left by an interrupted run",
+                                   f"write {folder}/ (certificate and key)", f"point certs -> {folder}",
+                                   "re-create container registry: certificate"]
+    done = steps(world)
+    assert done[done.index("prepare"):] == ["prepare", "docker rename registry-previous registry", "upload", "switch",
+                                "recreate", "cleanup", "unlock"]
+
+
 # --------------------------------------------------------------------------- the restart gate
 
 

@@ -892,6 +892,32 @@ def test_failed_name_is_a_valid_container_name_in_utc():
     assert R.failed_name("registry", 1796171765) == "registry-failed-20261202T003605Z"
 
 
+def test_rollback_undoes_the_applied_steps_last_first_and_the_container_after_its_files(material):
+    d = want(material)
+    applied = [RP.write_certs(d), RP.write_users(d), RP.write_env(d), RP.switch_link(d, ".certs-0011"),
+               RP.recreate(d, ("certificate",), has_old=True, volume=None)]
+    lines = R.rollback_script(applied).splitlines()
+    order = [next(i for i, line in enumerate(lines) if marker in line) for marker in (
+        "ln -sfn .certs-0011 ", f"mv -f {d.env_path}.previous", f"mv -f {d.htpasswd_path}.previous",
+        "docker rm -f registry ", "docker rename registry-previous registry")]
+    assert order == sorted(order)   # link, env, users (reverse), then the previous container (it mounts them)
+    assert R.rollback_script(applied[:3]) == f"{applied[2].undo}\n{applied[1].undo}"   # certs: a new folder
+    assert R.rollback_script([RP.write_certs(d)]) == "true"
+
+
+def test_each_registry_step_says_what_why_and_how_to_undo(material):
+    d = want(material)
+    seed_link = RP.switch_link(d, "DIR")
+    assert seed_link.undo == (f"rm -f {d.registry.data_dir}/certs && mv {d.registry.data_dir}/.certs-legacy "
+                              f"{d.registry.data_dir}/certs") and ".certs-legacy" in seed_link.why
+    assert RP.switch_link(d, None).undo is None   # no link before: nothing to point back to
+    assert RP.copy_images("/v/_data").script is None and "re-create" in RP.copy_images("/v/_data").why
+    assert [s.check for s in (RP.write_certs(d), RP.write_users(d), RP.write_env(d), RP.start(d),
+                              RP.remove_previous(d))] == [False, True, False, True, True]
+    assert [(f.path, f.mode) for f in RP.write_certs(d).files] == [(f"{d.cert_dir}/registry_auth.key", 0o600),
+                                                                  (f"{d.cert_dir}/registry_auth.crt", 0o644)]
+
+
 def test_rollback_of_a_change_that_did_not_recreate_leaves_the_container_alone(material):
     d = want(material)
     users_only = R.rollback_script([RP.write_users(d)])
