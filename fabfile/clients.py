@@ -229,7 +229,8 @@ def _is_ip(name: str) -> bool:
 @dataclass(frozen=True)
 class ClientPlan:
     """The client's steps, in order: files written, files removed, the OS store refreshed (all in one
-    script), then dockerd restarted (through the restart gate)."""
+    script), then dockerd restarted (through the restart gate). None has an ``undo``: a client is not
+    rolled back (each file is the old or the new one, and a rerun converges)."""
 
     steps: tuple[Step, ...] = ()
     warnings: tuple[str, ...] = ()
@@ -327,7 +328,9 @@ def plan(
     if clock:
         warnings.append(clock[1])
     steps = file_steps(writes, removes, store[1] if store and os_changed else None)
-    return ClientPlan(steps + ((restart_dockerd(client, reason, force=force),) if restart else ()), tuple(warnings))
+    if restart:
+        steps += (restart_dockerd(client, reason, force=force),)
+    return ClientPlan(steps, tuple(warnings))
 
 
 def restart_rule(client: Client, *, changed: bool, os_changed: bool, pending: bool, dockerd_running: bool,

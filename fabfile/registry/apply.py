@@ -115,9 +115,10 @@ def _unchanged(job: DeployJob, want: Desired, todo: Plan, result: HostResult) ->
     return result
 
 
-# Steps that only put things in place: run (their files in one upload) before the guard. A failure
-# there is an error of the run, not a change to roll back; from the first step after them on, a
-# failure or an unhealthy registry rolls the applied steps back.
+# The plan's leading steps that put things in place: a restored container, then every file in one
+# upload (one round trip). They run before the guard, so a failure there is reported as it is (the
+# link, the container and the old files' .previous copies are untouched). From the next step on, a
+# failure or an unhealthy registry undoes every applied step, these included.
 STAGING = frozenset({Kind.RESTORE_PREVIOUS, Kind.WRITE_CERTS, Kind.WRITE_USERS, Kind.WRITE_ENV})
 
 
@@ -199,13 +200,13 @@ def _roll_back(remote: Transport, job: DeployJob, want: Desired, todo: Plan, app
             why = reason(output) or f"{state or 'exited'}, and printed nothing that says why"
     failure = Failure(what=what, reason=why or exc.reason, kept=kept)
     remote.run(rollback_script(applied), sudo=True, check=False)
-    rollback = _check_rollback(job, remote, want, todo, recreated, started)
+    rollback = _check_rollback(remote, job, want, todo, recreated, started)
     result.status = Status.FAILED
     result.message = message(failure, rollback, reg.engine)
     result.facts.update(failure_facts(failure, rollback), plan=todo.identity.to_json())
 
 
-def _check_rollback(job: DeployJob, remote: Transport, want: Desired, todo: Plan, recreated: bool,
+def _check_rollback(remote: Transport, job: DeployJob, want: Desired, todo: Plan, recreated: bool,
                     started: float) -> Rollback:
     """The restored registry gets the same bounded wait and checks as a new one: the fingerprint it
     served before, /v2/ 401 anonymous and 200 for the health user (when the rollback kept its password)."""
