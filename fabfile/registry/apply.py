@@ -17,7 +17,7 @@ from ..errors import RemoteError
 from ..inventory import Registry, SshTarget
 from ..pki import Material
 from ..results import HostResult, Status
-from ..sh import cmd
+from ..sh import Exit, cmd
 from ..steps import Kind, Step, find
 from ..transport import Result, Transport
 from .failure import Failure, Rollback, message
@@ -171,10 +171,17 @@ class _NotUp(RemoteError):
     """The re-create script failed: the container did not stay up, or the engine could not run it."""
 
     def __init__(self, host: str, run: Result):
-        lines = run.stdout.strip().splitlines()
-        self.exited = bool(lines) and lines[-1].strip() == "EXITED"
+        self.exited = run.exited == Exit.CONTAINER_EXITED   # else the engine refused to run it
         self.output = f"{run.stdout}\n{run.stderr}"
         super().__init__(host, "new registry container did not start")
+
+
+class _Unhealthy(RemoteError):
+    """The registry did not pass the health check (``problem``: the first check that failed)."""
+
+    def __init__(self, host: str, problem: str):
+        self.problem = problem
+        super().__init__(host, f"health check failed: {problem}")
 
 
 def _roll_back(remote: Transport, job: DeployJob, want: Desired, todo: Plan, applied: tuple[Step, ...],
@@ -186,7 +193,7 @@ def _roll_back(remote: Transport, job: DeployJob, want: Desired, todo: Plan, app
     if isinstance(exc, _NotUp):
         what, why = ("did not start", None) if exc.exited else ("could not be run", reason(mask(exc.output)))
     else:
-        what, why = "is not healthy", exc.reason.removeprefix("health check failed: ")
+        what, why = "is not healthy", exc.problem if isinstance(exc, _Unhealthy) else exc.reason
     kept = None
     recreated = find(applied, Kind.RECREATE) is not None
     if recreated:
@@ -242,5 +249,5 @@ def _health_or_fail(job: DeployJob, want: Desired, result: HostResult) -> None:
         expected_fingerprint=want.fingerprint, credentials=job.credentials, timeout=reg.health_timeout,
     )
     if problems:
-        raise RemoteError(reg.host, f"health check failed: {problems[0]}")
+        raise _Unhealthy(reg.host, problems[0])
     result.facts.update(fingerprint=probe.fingerprint, tls=probe.tls_version)
