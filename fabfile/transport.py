@@ -202,6 +202,50 @@ class _Runner(_FabricRunner):
             if self.channel.status_event.wait(0.1):
                 break
 
+    def kill(self) -> None:
+        """The command timed out (invoke's timer): say so before the channel closes, since the wait may
+        end (and the result be judged) before this method returns."""
+        self.killed_by_timer = True
+        with contextlib.suppress(EOFError, OSError, paramiko.SSHException):   # the connection went first
+            super().kill()
+
+    @property
+    def timed_out(self) -> bool:
+        return getattr(self, "killed_by_timer", False) or bool(super().timed_out)
+
+
+class _Spare:
+    """A session channel being opened on a background thread (``take`` waits for it)."""
+
+    def __init__(self, transport: paramiko.Transport, timeout: float):
+        self._channel: paramiko.Channel | None = None
+        self._thread = threading.Thread(target=self._open, args=(transport, timeout), daemon=True)
+        self._thread.start()
+
+    def _open(self, transport: paramiko.Transport, timeout: float) -> None:
+        with contextlib.suppress(paramiko.SSHException, OSError, EOFError):   # the caller opens its own, sees why
+            self._channel = transport.open_session(timeout=timeout)
+
+    def take(self, timeout: float) -> paramiko.Channel | None:
+        self._thread.join(timeout)
+        channel, self._channel = self._channel, None
+        return channel if channel is not None and channel.active and not channel.closed else None
+
+
+class _Connection(Connection):
+    """Fabric's Connection, with the next command's session channel opened while this one is: the
+    channel-open round trip overlaps the current one instead of preceding the next command (a run's
+    second command costs one round trip instead of two: 50 ms saved per host at 50 ms RTT)."""
+
+    _spare: _Spare | None = None   # a class attribute, so Fabric keeps it as an attribute, not config
+
+    def create_session(self) -> paramiko.Channel:
+        spare = self._spare
+        timeout = float(self.connect_timeout or 10)
+        self._spare = _Spare(self.transport, timeout)
+        channel = spare.take(timeout) if spare is not None else None
+        return channel if channel is not None else self.transport.open_session(timeout=timeout)
+
 
 def _fp(key: paramiko.PKey) -> str:
     return key.fingerprint if hasattr(key, "fingerprint") else key.get_fingerprint().hex()
@@ -282,7 +326,7 @@ class Remote:
         connect_kwargs: dict = {}
         if target.key:
             connect_kwargs.update(key_filename=[target.key], look_for_keys=False, allow_agent=False)
-        cxn = Connection(target.address, user=target.user, port=target.port, config=config,
+        cxn = _Connection(target.address, user=target.user, port=target.port, config=config,
                          connect_timeout=self.settings.connect_timeout, connect_kwargs=connect_kwargs,
                          gateway=gateway, forward_agent=False, inline_ssh_env=True)
         self._harden(cxn)
