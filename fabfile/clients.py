@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -267,9 +268,18 @@ FILE_KINDS = frozenset({Kind.WRITE_FILE, Kind.REMOVE_FILE, Kind.REFRESH_STORE})
 
 
 def write_file(f: WantFile) -> Step:
-    """An exclusive temp file beside ``f.path``, renamed over it (``w`` is defined by ``apply_script``)."""
+    """An exclusive temp file beside ``f.path``, renamed over it (``w``/``wb`` are defined by ``apply_script``).
+    Text (PEM, TOML) is written by the shell's own printf; anything else is decoded by base64."""
+    text = f.content.decode("ascii", errors="replace")
+    if TEXT.fullmatch(text):
+        script = f"w {q(f.path)} {q(text)}"
+    else:
+        script = f"wb {q(f.path)} {q(base64.b64encode(f.content).decode())}"
     return Step(Kind.WRITE_FILE, f"write {f.path}", target=f.path, files=(Upload(f.path, f.content, 0o644),),
-                script=f"w {q(f.path)} {q(base64.b64encode(f.content).decode())}")
+                script=script)
+
+
+TEXT = re.compile(r"[\x20-\x7e\n\t]*")   # printable ASCII lines: safe as one quoted shell word
 
 
 def remove_file(path: str) -> Step:
@@ -374,10 +384,11 @@ def _restart_pending(facts: F.ClientFacts, os_dir: str | None, registry: Registr
 def apply_script(plan: ClientPlan) -> list[str]:
     """Shell lines that carry out the plan's file steps: each write is an exclusive temp file + rename."""
     # As root with umask 022, a file the shell creates is 0644 root:root already; noclobber (-C)
-    # makes the '>' an exclusive create, as mktemp did. Two processes per file instead of six.
+    # makes the '>' an exclusive create, as mktemp did. One process per text file (mv), two otherwise.
     lines = [
         "set -e", "umask 022", "set -C",
-        'w() { t="${1%/*}/.registry-tls.$$.${1##*/}"; printf %s "$2" | base64 -d > "$t"; mv -f "$t" "$1"; }',
+        'w() { t="${1%/*}/.registry-tls.$$.${1##*/}"; printf %s "$2" > "$t"; mv -f "$t" "$1"; }',
+        'wb() { t="${1%/*}/.registry-tls.$$.${1##*/}"; printf %s "$2" | base64 -d > "$t"; mv -f "$t" "$1"; }',
     ]
     folders = list(dict.fromkeys(f.path.rsplit("/", 1)[0] for f in plan.writes))
     if folders:

@@ -323,8 +323,11 @@ class ClientHost:
         return Result("\n".join(lines) + "\n" + self._verify(script).stdout, "", 0)   # status: one round trip
 
     def _apply(self, script: str) -> Result:
-        for path, data in re.findall(r"^w (\S+) (\S+)$", script, re.MULTILINE):
-            self.files[shlex.split(path)[0]] = base64.b64decode(shlex.split(data)[0])
+        for m in re.finditer(r"^(wb?) (\S+) ", script, re.MULTILINE):   # w PATH 'text' | wb PATH base64
+            lexer = shlex.shlex(script[m.end():], posix=True)
+            lexer.whitespace_split = True
+            data = next(iter(lexer)).encode()
+            self.files[shlex.split(m[2])[0]] = base64.b64decode(data) if m[1] == "wb" else data
         for path in re.findall(r"^rm -f (\S+)$", script, re.MULTILINE):
             self.files.pop(shlex.split(path)[0], None)
         return self._verify(script)

@@ -369,6 +369,22 @@ def test_F24_apply_script_writes_atomically_with_mode_and_removes_stale(tmp_path
     assert [c.split()[0:2] for c in calls(fakebin)] == [["update-ca-certificates"]]
 
 
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_text_is_written_by_printf_and_anything_else_through_base64_byte_for_byte(tmp_path, fakebin, shell):
+    """PEM and TOML go as one quoted word to the shell's printf (no base64 process); bytes that are not
+    printable ASCII (a NUL, a control character, UTF-8, no final newline) go through base64."""
+    contents = {"pem.crt": CURRENT.pem, "quotes.toml": b"server = 'it''s' \"x\" $HOME `id` \\n\n",
+                "nul.bin": b"a\x00b", "ctl.bin": b"\x1b[31m", "utf8.txt": "é".encode(), "bare": b"no newline"}
+    writes = tuple(C.WantFile(str(tmp_path / name), data, "docker") for name, data in contents.items())
+    steps = C.file_steps(writes=writes, removes=(), refresh=None)
+    assert [s.script.split(" ", 1)[0] for s in steps] == ["w", "w", "wb", "wb", "wb", "w"]
+    out = run([shell, "-c", "\n".join(C.apply_script(C.ClientPlan(steps)))],
+              env={**os.environ, "PATH": f"{fakebin}:{os.environ['PATH']}"})
+    assert out.returncode == 0, out.stderr
+    assert {name: (tmp_path / name).read_bytes() for name in contents} == contents
+    assert calls(fakebin) == []
+
+
 def test_apply_then_tls_check_in_one_script_reads_the_files_just_written(tmp_path, fakebin):
     """trust() sends apply_script + verify_script as one script: shell options set for the writes
     (noclobber) must not keep the TLS check from reading what was written."""
