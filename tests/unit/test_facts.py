@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 
 import pytest
 
@@ -195,3 +196,19 @@ def test_unreadable_trust_file_is_reported_so_the_probe_is_repeated_with_sudo():
     found = F.parse_client(f"TIME 1\nU {paths[0]}\nM {paths[1]}\n", paths)
     assert found.unreadable == (paths[0],) and found.files[paths[1]] is None
     assert '[ -r "$x" ]' in F.client_script(paths)
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_the_probe_reads_the_clock_without_a_process_and_it_is_the_realtime_clock(shell, tmp_path):
+    """btime (/proc/stat) + /proc/uptime, by shell builtins: the same second as time.time() (within the 2 s
+    both truncations allow), and no `date` process unless /proc cannot tell."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "date").write_text(f"#!/bin/sh\necho date >> {tmp_path / 'calls'}\nexec /bin/date \"$@\"\n")
+    (bin_ / "date").chmod(0o755)
+    before = time.time()
+    out = run([shell, "-c", "\n".join(F.CLOCK)], env={**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}"})
+    after = time.time()
+    clock = F.parse_client(out.stdout).clock
+    assert clock is not None and int(before) - 2 <= clock <= after + 1, (out.stdout, before)
+    assert not (tmp_path / "calls").exists()
