@@ -6,7 +6,7 @@ network, so tests feed them recorded output.
 
 Tags:
   TIME <epoch>                        the host's clock
-  OS <ID> [ID_LIKE...]                from /etc/os-release
+  OS <ID> [ID_LIKE...]                from /etc/os-release (read as text, never sourced)
   F <sha256> <mode> <owner> <mtime> <path>   a regular file that exists
   M <path>                            a file that does not exist
   U <path>                            a file that exists but the login user cannot read
@@ -189,6 +189,18 @@ CLOCK = (
 )
 
 
+# ID and ID_LIKE read as text, never sourced (review I2: ``. /etc/os-release`` ran the file as root in
+# status, verify and the canary): key=value lines, one pair of surrounding quotes stripped, nothing expanded.
+# A last line without a newline still counts (read sets k and reports end of file). Builtins only.
+OS_RELEASE = (
+    "i=; l=; if [ -r /etc/os-release ]; then while IFS== read -r k v || [ -n \"$k\" ]; do",
+    """  case $v in \\"*\\") v=${v#\\"}; v=${v%\\"} ;; \\'*\\') v=${v#\\'}; v=${v%\\'} ;; esac""",
+    '  case $k in ID) i=$v ;; ID_LIKE) l=$v ;; esac',
+    "done </etc/os-release; fi",
+    "printf 'OS %s %s\\n' \"${i:-unknown}\" \"$l\"",
+)
+
+
 def client_script(
     paths: tuple[str, ...],
     extra_globs: tuple[tuple[str, str], ...] = (),
@@ -201,8 +213,7 @@ def client_script(
 ) -> str:
     lines = [
         *CLOCK,
-        ('if [ -r /etc/os-release ]; then . /etc/os-release; echo "OS ${ID:-unknown} ${ID_LIKE:-}"; '
-         'else echo "OS unknown"; fi'),
+        *OS_RELEASE,
         *_file_lines(paths),
     ]
     for prefix, suffix in extra_globs:  # (literal prefix, literal suffix) around one '*'; no suffix: one exact path

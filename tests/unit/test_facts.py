@@ -212,3 +212,52 @@ def test_the_probe_reads_the_clock_without_a_process_and_it_is_the_realtime_cloc
     clock = F.parse_client(out.stdout).clock
     assert clock is not None and int(before) - 2 <= clock <= after + 1, (out.stdout, before)
     assert not (tmp_path / "calls").exists()
+
+
+DEBIAN_OS_RELEASE = ('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\n'
+                     "ID=debian\nHOME_URL=\"https://www.debian.org/\"\n")
+RHEL_OS_RELEASE = ('NAME="Rocky Linux"\nVERSION="9.3 (Blue Onyx)"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
+                   "PLATFORM_ID='platform:el9'\nANSI_COLOR=\"0;32\"")   # no final newline
+
+
+def _hostile_os_release(mark):
+    return (f"$(touch {mark}-subst)\n`touch {mark}-bq`\nID=debian; touch {mark}-semi\n"
+            f"ID_LIKE=\"$(touch {mark}-like)\"\nVERSION_ID=1 touch {mark}-env\ntouch {mark}-plain\n")
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+@pytest.mark.parametrize(("text", "want"), [
+    (DEBIAN_OS_RELEASE, ("debian", ())),
+    (RHEL_OS_RELEASE, ("rocky", ("rhel", "centos", "fedora"))),
+    ("", ("unknown", ())),
+    (None, ("unknown", ())),          # no os-release at all
+], ids=["debian", "rhel-no-final-newline", "empty", "missing"])
+def test_I2_os_release_is_read_as_text_never_sourced(shell, tmp_path, text, want):
+    """The probe's OS line from a real os-release, under dash and bash: ID and ID_LIKE, quotes stripped."""
+    path = tmp_path / "os-release"
+    if text is not None:
+        path.write_text(text)
+    script = "\n".join(F.OS_RELEASE).replace("/etc/os-release", str(path))
+    out = run([shell, "-c", script])
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    fact = F.parse_client(out.stdout)
+    assert (fact.os_id, fact.os_like) == want
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_I2_a_hostile_os_release_runs_nothing(shell, tmp_path):
+    """Command substitutions, backticks, `ID=x; cmd` and bare commands in os-release: each would run as root
+    under `. /etc/os-release`; read as text, nothing runs and ID is the literal rest of its line."""
+    path, mark = tmp_path / "os-release", tmp_path / "ran"
+    path.write_text(_hostile_os_release(mark))
+    script = F.client_script(()).replace("/etc/os-release", str(path))
+    assert "echo \"TIME" in script            # tests/unit/fake_hosts.py recognises the probe by it
+    out = run([shell, "-c", script])
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["os-release"]
+    os_line = next(line for line in out.stdout.splitlines() if line.startswith("OS "))
+    assert os_line == f"OS debian; touch {mark}-semi $(touch {mark}-like)"     # the text, not its effect
+    assert F.parse_client(out.stdout).os_id == "debian;"
+    # the control: sourcing the same file runs it
+    run([shell, "-c", f". {path}"])
+    assert (tmp_path / "ran-semi").exists() and (tmp_path / "ran-subst").exists()
