@@ -247,3 +247,20 @@ def test_L8_known_hosts_markers_are_refused_in_one_line(tmp_path, marker, what):
     client = paramiko.SSHClient()
     _load_host_keys(client, path, "127.0.0.1", 22201)
     assert list(client.get_host_keys().lookup("[127.0.0.1]:22201") or {}) == ["ssh-ed25519"]
+
+
+def test_M4_L5_the_readme_says_the_inventory_is_code_and_why_registry_passwords_have_no_minimum():
+    """M4: restart_command and ssh_config's ProxyCommand are commands, so the README says to review them like
+    code. L5: registry passwords have no minimum (the operator's policy) and the README says why; the CA
+    passphrase's minimum is the code's."""
+    from fabfile import pki
+
+    from _support import REPO
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "The inventory and its ssh_config are code: review them like code." in readme
+    assert "`restart_command` runs verbatim, as root" in readme and "`ProxyCommand`" in readme
+    assert "Registry user passwords (`users.add`) have no minimum length: how long they must be is the operator's policy" in readme
+    assert f"A new passphrase needs at least {pki.MIN_PASSPHRASE} characters" in readme
+    with pytest.raises(InputError):
+        htpasswd.check_password("")
+    assert htpasswd.check_password("a") == "a"     # no minimum: the operator's policy
