@@ -89,6 +89,8 @@ CASES = [
     Case("parallel huge", ["verify", "--parallel", "100000"], 2, ["--parallel 100000"]),
     Case("if-expiring-within text", ["rotate", "--if-expiring-within", "soon"], 2, ["--if-expiring-within 'soon'"]),
     Case("until unknown", ["rotate", "--until", "later"], 2, ["--until 'later'"]),
+    Case("if-due with if-expiring-within", ["rotate", "--if-due", "--if-expiring-within", "5"], 2,
+         ["--if-due and --if-expiring-within: give one of them"]),
     Case("unknown flag", ["deploy", "--bogus"], 2, ["--bogus", "registry-tls --help deploy"]),
     Case("unknown task", ["deplyo"], 2, ["deplyo", "--list"]),
     Case("help for an unknown task", ["--help", "deplyo"], 2, ["deplyo"]),
@@ -309,3 +311,24 @@ def test_no_deploy_writes_at_once_and_stdin_may_end_without_newline(workdir, cap
     code, _out, err = run(["users.add", "bob", "--no-deploy"], b"secret-one", capsys, monkeypatch)
     assert code == 0, err
     assert run(["users.list"], None, capsys, monkeypatch)[1].split() == ["alice", "bob"]
+
+
+def test_rotate_if_due_waits_for_renew_before_days_then_rotates(workdir, capsys, monkeypatch):
+    """`rotate --if-due` (the daily cron line): nothing while more than certificate.renew_before_days are left
+    (default: a third of days, 30 of 90), no host asked; a rotation once they are (here a dry run: the
+    inventory's hosts are unreachable, so any host contact would fail the run)."""
+    import re
+
+    prepare(workdir, Case("", [], 0, []))
+    assert run(["cert.generate"], None, capsys, monkeypatch)[0] == 0
+    code, out, err = run(["rotate", "--if-due"], None, capsys, monkeypatch)
+    assert code == 0, err
+    assert re.fullmatch(r"certificate valid (89|90) more days \(more than 30\): nothing to do\n", out), out
+    assert not (workdir / ".registry-tls/rotation.json").exists()
+    due = _sub("key_type: ecdsa-p256", "key_type: ecdsa-p256\n  renew_before_days: 90")
+    (workdir / "inventory.yaml").write_text(due(INVENTORY), encoding="utf-8")
+    code, out, err = run(["rotate", "--if-due", "--dry-run"], None, capsys, monkeypatch)
+    assert code == 0, err
+    assert re.fullmatch(r"would rotate the certificate \((89|90) days left\): new server certificate from the same CA, "
+                        r"registry only\n", out), out
+    assert not (workdir / ".registry-tls/rotation.json").exists()
