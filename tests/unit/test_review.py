@@ -168,6 +168,30 @@ def test_M2_L3_a_state_or_pki_dir_others_can_write_is_refused(tmp_path):
         pass
 
 
+@pytest.mark.parametrize("which", ["pki_dir", "state_dir"])
+def test_M2_L3_a_state_or_pki_dir_another_user_owns_is_refused(tmp_path, which):
+    """A folder of keys or trust decisions owned by another uid is refused even with mode 0700 (its owner could
+    change it). As root: the folder is chowned to nobody. Unprivileged (script/test runs tests/unit as nobody):
+    pki_dir is a link to /, which root owns (checked before anything is created); state_dir must also be
+    writable to get that far, and no such folder of another user can be made without root."""
+    inv, state = local_state(tmp_path)
+    folder = inv.certificate.pki_dir if which == "pki_dir" else inv.state_dir
+    if os.geteuid() == 0:
+        folder.mkdir(mode=0o700)
+        os.chown(folder, 65534, 65534)
+        owner = 65534
+    elif which == "pki_dir":
+        folder.symlink_to("/")
+        owner = os.stat("/").st_uid
+    else:
+        pytest.skip("unprivileged: a state_dir of another user that this user may write needs chown (root)")
+    with pytest.raises(InputError) as err, state.lock():
+        pass
+    assert str(err.value) == (f"{folder}: owned by uid {owner}, not by this user ({os.geteuid()}); "
+                              "it holds keys and trust decisions")
+    assert not (inv.state_dir / "lock").exists()
+
+
 def test_M2_the_pending_anchor_comes_from_pki_next_never_from_rotation_json(tmp_path):
     """The review's reproduction: rotation.json names an unrelated CA; clients must never get it."""
     from fabfile import certs
