@@ -232,6 +232,23 @@ def test_self_signed_with_trust_os_is_refused_in_one_line(tmp_path):
     assert err.value.exit_code == 2
 
 
+def test_self_signed_with_trust_os_in_a_client_group_no_host_uses_is_refused_too(tmp_path):
+    """export.cloud-init hands a group's settings to machines the inventory does not list: a group with
+    trust: os is refused under self-signed even when no listed host is in it; accepting the risk allows it."""
+    path = tmp_path / "inventory.yaml"
+    text = ("registry: {{host: registry.test}}\n"
+            "certificate: {{san: [DNS:registry.test], key_type: ecdsa-p256, mode: self-signed{accept}}}\n"
+            "clients:\n  groups: {{builders: {{trust: [docker, os]}}}}\n  hosts: {{c1: {{trust: [docker]}}}}\n")
+    path.write_text(text.format(accept=""))
+    with pytest.raises(InventoryError) as err:
+        inventory.load(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}:2:") and err.value.exit_code == 2
+    assert "certificate.mode: self-signed with trust: os on builders" in message
+    path.write_text(text.format(accept=", accept_self_signed_os_trust: true"))
+    assert inventory.load(path).groups["builders"].trust == ("docker", "os")
+
+
 def test_self_signed_with_trust_os_is_allowed_when_the_inventory_accepts_the_risk(tmp_path):
     path = write_inventory(tmp_path, ", mode: self-signed, accept_self_signed_os_trust: true", trust="[docker, os]")
     assert inventory.load(path).clients[0].trust == ("docker", "os")
