@@ -33,7 +33,6 @@ import contextlib
 import errno
 import functools
 import logging
-import re
 import secrets as _random
 import signal
 import socket
@@ -49,9 +48,6 @@ from typing import Any, Protocol
 
 import paramiko
 from fabric import Config, Connection
-from fabric.runners import Remote as _FabricRunner
-from invoke.exceptions import CommandTimedOut, Failure, ResponseNotAccepted
-from invoke.watchers import FailingResponder
 
 from .errors import (
     AuthError,
@@ -74,6 +70,7 @@ _known_hosts_lock = threading.Lock()
 KEEPALIVE_SECONDS = 3       # SSH keepalive after this long without sending (paramiko)
 DEAD_PEER_SECONDS = 12      # data unacknowledged this long: the peer is gone (Linux TCP_USER_TIMEOUT)
 IDLE_POLL_SECONDS = 1.0     # how often an idle connection's transport thread wakes (paramiko: 0.1)
+SUDO_RETRY = b"Sorry, try again."   # sudo (LC_ALL=C) after a wrong password
 
 
 @dataclass(frozen=True)
@@ -193,27 +190,6 @@ def _load_host_keys(client: paramiko.SSHClient, path: Path, host: str, port: int
         client.get_host_keys().add(name, keytype, key)
 
 
-class _Runner(_FabricRunner):
-    """Fabric's runner, waiting on the channel's exit-status event instead of polling it every
-    10 ms (invoke's input_sleep): same exit condition, no sleep after the command has ended."""
-
-    def wait(self) -> None:
-        while not self.has_dead_threads:
-            if self.channel.status_event.wait(0.1):
-                break
-
-    def kill(self) -> None:
-        """The command timed out (invoke's timer): say so before the channel closes, since the wait may
-        end (and the result be judged) before this method returns."""
-        self.killed_by_timer = True
-        with contextlib.suppress(EOFError, OSError, paramiko.SSHException):   # the connection went first
-            super().kill()
-
-    @property
-    def timed_out(self) -> bool:
-        return getattr(self, "killed_by_timer", False) or bool(super().timed_out)
-
-
 class _Spare:
     """A session channel being opened on a background thread (``take`` waits for it)."""
 
@@ -314,7 +290,7 @@ class Remote:
         config = Config(ssh_config=ssh_config(self.settings.ssh_config),
                         overrides={"forward_agent": False, "load_ssh_configs": False,
                                    "timeouts": {"connect": self.settings.connect_timeout},
-                                   "runners": {"remote": _Runner}})
+                                   })
         gateway = None
         if self.target.gateway:
             user, host, port = parse_gateway(self.target.gateway)
@@ -472,38 +448,69 @@ class Remote:
         """
         cxn = self.open()
         timeout = timeout or self.settings.command_timeout
-        command, watchers = self._sudo(command) if sudo and not self.is_root else (command, [])
+        command, prompt = self._sudo(command) if sudo and not self.is_root else (command, None)
         with uninterrupted(self.name):
             log.debug("%s: %s", self.name, redact(command))
             try:
-                raw = cxn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout,
-                              watchers=watchers, pty=False)
-            except CommandTimedOut:
-                raise RemoteError(self.name, f"command timed out after {timeout}s") from None
-            except Failure as exc:
-                if isinstance(exc.reason, ResponseNotAccepted):
-                    raise WrongSudoPassword(self.name, "sudo: wrong password (stopped after one attempt)") from None
-                raise RemoteError(self.name, f"command failed: {redact(str(exc.reason))}") from None
+                result = self._exec(cxn.create_session(), command, prompt, timeout)
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise UnreachableError(self.name, f"connection lost: {redact(str(exc)) or type(exc).__name__}") from None
         if not (cxn.transport and cxn.transport.is_active()):  # the channel closed because SSH died
             raise ConnectionLost(self.name, _lost(cxn.transport))
-        result = Result(stdout=raw.stdout, stderr=raw.stderr, exited=raw.exited)
         if sudo and not self.is_root:
             _raise_for_sudo(self.name, result)
         if check and not result.ok:
             raise RemoteError(self.name, result.tail())
         return result
 
-    def _sudo(self, command: str) -> tuple[str, list]:
-        """``sudo -n`` without a password; else a random prompt answered on stdin, one attempt.
-        LC_ALL=C keeps sudo's messages in English, which the sentinel and _raise_for_sudo match."""
+    def _exec(self, channel: paramiko.Channel, command: str, prompt: str | None, timeout: float) -> Result:
+        """One command on ``channel``, read by this thread alone (no reader threads): stdout and stderr as
+        they come, the sudo prompt answered once from memory, then the exit status; bounded by ``timeout``."""
+        ready = threading.Event()   # set by paramiko when either stream has data or closes
+        channel.in_buffer.set_event(ready)
+        channel.in_stderr_buffer.set_event(ready)
+        out, err = bytearray(), bytearray()
+        answered = False
+        deadline = time.monotonic() + timeout
+        try:
+            channel.exec_command(command)
+            if prompt is None:
+                channel.shutdown_write()   # nothing to send: a command reading stdin ends instead of waiting
+            while True:
+                while channel.recv_ready():
+                    out += channel.recv(65536)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                if prompt is not None and not answered and prompt.encode() in err:
+                    channel.sendall(((self.settings.sudo_password or "") + "\n").encode())
+                    channel.shutdown_write()
+                    answered = True
+                if answered and SUDO_RETRY in err:   # one attempt: never a second guess
+                    raise WrongSudoPassword(self.name, "sudo: wrong password (stopped after one attempt)")
+                if channel.recv_ready() or channel.recv_stderr_ready():
+                    continue
+                if channel.closed or (channel.eof_received and channel.exit_status_ready()):
+                    break   # all output (up to EOF) and the exit status; closed without one: -1 below
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RemoteError(self.name, f"command timed out after {timeout}s")
+                # output may still come after the exit status (sshd sends it when the process ends); after
+                # the end of the output (EOF) only the exit status is to come
+                (channel.status_event if channel.eof_received else ready).wait(min(left, 1.0))
+            exited = channel.recv_exit_status() if channel.exit_status_ready() else -1
+        finally:
+            with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+                channel.close()
+        return Result(stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"), exited=exited)
+
+    def _sudo(self, command: str) -> tuple[str, str | None]:
+        """``sudo -n`` without a password; else a random prompt answered from memory, one attempt: the
+        command and the prompt to answer. LC_ALL=C keeps sudo's messages in English, which SUDO_RETRY
+        and _raise_for_sudo match."""
         if self.settings.sudo_password is None:
-            return cmd("LC_ALL=C sudo -n -- sh -c {}", command), []
+            return cmd("LC_ALL=C sudo -n -- sh -c {}", command), None
         prompt = f"[registry-tls sudo {_random.token_hex(4)}]"
-        responder = FailingResponder(pattern=re.escape(prompt), response=self.settings.sudo_password + "\n",
-                                     sentinel="Sorry, try again.")
-        return cmd("LC_ALL=C sudo -S -p {} -- sh -c {}", prompt, command), [responder]
+        return cmd("LC_ALL=C sudo -S -p {} -- sh -c {}", prompt, command), prompt
 
     def put(self, data: bytes, dest: str, *, mode: int, owner: str = "root", group: str = "root") -> None:
         """Install ``data`` at ``dest`` as root, atomically: SFTP into a 0700 temp dir, install, mv.

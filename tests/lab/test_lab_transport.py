@@ -25,12 +25,14 @@ def test_output_exit_codes_and_sudo_through_the_pipelined_exec(lab):
         big = r.run("head -c 300000 /dev/zero | tr '\\0' x")     # more than one SSH window
         assert (len(big.stdout), set(big.stdout)) == (300000, {"x"})
         assert r.run("id -un", sudo=True).stdout == "root\n"
+        assert r.run("cat", timeout=5).stdout == ""    # stdin is closed: a command reading it ends
 
 
 def test_sudo_password_is_answered_once_and_a_wrong_one_stops(lab):
     with remote(lab, "client2", lab.sudo_password) as r:
         assert r.run("sudo -k; true").ok
         assert r.run("id -un", sudo=True).stdout == "root\n"
+        assert r.run("cat; id -un", sudo=True, timeout=5).stdout == "root\n"   # the password is sudo's alone
     with remote(lab, "client2", "not-the-password") as r:
         r.run("sudo -k; true")
         with pytest.raises(WrongSudoPassword):

@@ -290,13 +290,14 @@ def test_F15_gateway_forms():
 
 def test_F13_sudo_password_goes_to_stdin_with_LC_ALL_C_never_on_the_command_line(tmp_path):
     r = remote(tmp_path, sudo_password="hunter2-very-secret")
-    command, watchers = r._sudo("cat /etc/shadow")
+    command, prompt = r._sudo("cat /etc/shadow")
     assert command.startswith("LC_ALL=C sudo -S -p '[registry-tls sudo ") and command.endswith("-- sh -c 'cat /etc/shadow'")
+    assert prompt is not None and f"-p '{prompt}'" in command
     assert "hunter2" not in command
-    assert watchers[0].sentinel == "Sorry, try again."  # matches only because LC_ALL=C keeps sudo in English
+    assert T.SUDO_RETRY == b"Sorry, try again."  # matches only because LC_ALL=C keeps sudo in English
     assert r._sudo("true")[0] != command  # a fresh random prompt each time
-    command, watchers = remote(tmp_path)._sudo("true")
-    assert command == "LC_ALL=C sudo -n -- sh -c true" and watchers == []
+    command, prompt = remote(tmp_path)._sudo("true")
+    assert command == "LC_ALL=C sudo -n -- sh -c true" and prompt is None
 
 
 @pytest.mark.parametrize(("stderr", "fragment"), [
