@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import runtimes as RT
 from .sh import q, words
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ class ClientFacts:
     dockerd: str | None = None  # "up <version>" | "down" | "missing", when asked
     unreadable: tuple[str, ...] = ()  # files this user could not read: probe again with sudo
     listing: tuple[str, ...] = ()     # every file in the certs.d folders of the registry's names
+    runtimes: RT.Outcome = field(default_factory=RT.Outcome)  # what each runtime said (RT/RTX), when asked
 
     @property
     def os_family(self) -> str | None:
@@ -272,8 +274,7 @@ def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
     values["extra"] = tuple(values["extra"])
     values["listing"] = tuple(values["listing"])
     values["unreadable"] = tuple(values["unreadable"])
-    return ClientFacts(files=files, **values)
-
+    return ClientFacts(files=files, runtimes=RT.parse(stdout), **values)
 
 
 def gather_client(
@@ -287,25 +288,26 @@ def gather_client(
     sudo: bool | None = None,
     before_sudo: Callable[[], None] | None = None,
     folders: tuple[str, ...] = (),
+    runtimes: tuple[RT.Target, ...] = (),
 ) -> ClientFacts:
     """Run the client probe and parse it: the one way to look at a client.
 
     ``sudo`` None: without sudo (it only reads), and again with sudo when a file was unreadable,
     after ``before_sudo`` (the sudo canary's verdict).
+    ``runtimes``: every runtime of these targets is also asked (``runtimes.script``, as root: pass
+    ``sudo=True``) in the same round trip; its answers are ``ClientFacts.runtimes``.
     """
     script = client_script(paths, extra_globs, buildkit_toml=buildkit_toml, contents=contents, docker=docker,
                            folders=folders)
+    if runtimes:
+        script += "\n" + RT.script(runtimes)
+
     found = parse_client(remote.run(script, sudo=bool(sudo)).stdout, paths)
     if sudo is None and found.unreadable:
         if before_sudo is not None:
             before_sudo()
         found = parse_client(remote.run(script, sudo=True).stdout, paths)
     return found
-
-
-def check_tls(remote: Transport, probe: VerifyProbe) -> tuple[str, str]:
-    """The TLS check alone, on the client, as root (it reads the installed trust): (state, detail)."""
-    return parse_client(remote.run("\n".join(verify_script(probe)), sudo=True).stdout).verify or ("fail", "no output")
 
 
 # --------------------------------------------------------------------------- registry host

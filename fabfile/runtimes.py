@@ -29,9 +29,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .sh import Raw, q, words
 
 CERTS_D = {
     "docker": "/etc/docker/certs.d",
@@ -42,7 +43,7 @@ BUILDKIT_CERTS = "/etc/buildkit/certs.d"
 PROBE_USER = "registry-tls-probe"  # never a real account: its login must be refused (401)
 DOCKER_SOCKET = "/var/run/docker.sock"
 CONTAINERD_SOCKETS = ("/run/containerd/containerd.sock", "/run/docker/containerd/containerd.sock")
-NO_OS_STORE = "env SSL_CERT_FILE=/dev/null SSL_CERT_DIR=/nonexistent"
+NO_OS_STORE = Raw("env SSL_CERT_FILE=/dev/null SSL_CERT_DIR=/nonexistent")  # shell, meant as shell
 TIMEOUT = 20
 
 
@@ -71,7 +72,7 @@ class Check:
 
 
 def _emit(target: str, name: str, command: str, *, quiet_ok: bool = False) -> str:
-    """Run ``command`` (its output captured), print ``RT target name exit base64``.
+    """Run ``command`` (shell this module built, its values quoted; output captured), print ``RT target name exit base64``.
 
     ``quiet_ok``: the verdict reads only the exit code when it is 0 (openssl, curl), so a success
     prints no output and costs no encoding; the exit and encoded output stay in ``$e`` and ``$r``.
@@ -81,7 +82,7 @@ def _emit(target: str, name: str, command: str, *, quiet_ok: bool = False) -> st
     if quiet_ok:
         encode = f"if [ \"$e\" = 0 ]; then r=; else {encode}; fi"
     return (f"o=$({command} 2>&1); e=$?; {encode}; "
-            f"printf 'RT %s %s %s %s\\n' {target} {shlex.quote(name)} \"$e\" \"$r\"")
+            f"printf 'RT %s %s %s %s\\n' {q(target)} {q(name)} \"$e\" \"$r\"")
 
 
 def _parallel(lines: list[str]) -> list[str]:
@@ -92,24 +93,24 @@ def _parallel(lines: list[str]) -> list[str]:
 def _docker(t: Target) -> list[str]:
     def auth(name: str) -> str:
         body = json.dumps({"username": PROBE_USER, "password": "x", "serveraddress": name})
-        return _emit("docker", name, f"curl -sS --max-time {TIMEOUT} --unix-socket {DOCKER_SOCKET} "
-                     f"-H 'Content-Type: application/json' -d {shlex.quote(body)} http://docker/auth")
+        return _emit("docker", name, f"curl -sS --max-time {TIMEOUT} --unix-socket {q(DOCKER_SOCKET)} "
+                     f"-H 'Content-Type: application/json' -d {q(body)} http://docker/auth")
 
     def files(endpoint_: str, names: list[str]) -> str:
         """The names that reach one endpoint ('registry.lab' and 'registry.lab:443'): one TLS check for
         the first; the others reuse its verdict when their folder holds the very same CAs (cmp).
         A folder's only ``*.crt`` is the CA file itself; several are joined as docker joins them."""
         def ca_file(i: int, name: str) -> str:
-            folder = shlex.quote(f"{CERTS_D['docker']}/{name}")
+            folder = q(f"{CERTS_D['docker']}/{name}")
             return (f'set -- {folder}/*.crt; if [ "$#" = 1 ] && [ -f "$1" ]; then c{i}=$1; else '
                     f'[ -n "$vt" ] || vt=$(mktemp -d); cat "$@" > "$vt/{i}" 2>/dev/null; c{i}="$vt/{i}"; fi')
 
         lines = ["vt=", ca_file(0, names[0]),
-                 _emit("docker-files", names[0], _openssl_cmd(endpoint_, '"$c0"'), quiet_ok=True)]
+                 _emit("docker-files", names[0], _openssl_cmd(endpoint_, Raw('"$c0"')), quiet_ok=True)]
         for i, name in enumerate(names[1:], 1):
             lines += [ca_file(i, name), f"if cmp -s \"$c0\" \"$c{i}\"; then "
-                      f"printf 'RT %s %s %s %s\\n' docker-files {shlex.quote(name)} \"$e\" \"$r\"; else "
-                      + _emit("docker-files", name, _openssl_cmd(endpoint_, f'"$c{i}"'), quiet_ok=True) + "; fi"]
+                      f"printf 'RT %s %s %s %s\\n' docker-files {q(name)} \"$e\" \"$r\"; else "
+                      + _emit("docker-files", name, _openssl_cmd(endpoint_, Raw(f'"$c{i}"')), quiet_ok=True) + "; fi"]
         return "\n".join([*lines, '[ -z "$vt" ] || rm -rf "$vt"'])
 
     by_endpoint: dict[str, list[str]] = {}
@@ -119,10 +120,10 @@ def _docker(t: Target) -> list[str]:
     return [
         ("if ! command -v dockerd >/dev/null 2>&1 && ! command -v docker >/dev/null 2>&1; then "
          "echo 'RTX docker absent docker is not installed'"),
-        (f"elif command -v curl >/dev/null 2>&1 && [ -S {DOCKER_SOCKET} ] && "
-         f"curl -s --max-time 5 --unix-socket {DOCKER_SOCKET} -o /dev/null http://docker/_ping; then"),
+        (f"elif command -v curl >/dev/null 2>&1 && [ -S {q(DOCKER_SOCKET)} ] && "
+         f"curl -s --max-time 5 --unix-socket {q(DOCKER_SOCKET)} -o /dev/null http://docker/_ping; then"),
         *_parallel([auth(n) for n in t.names]),
-        f"else echo 'RTX docker down dockerd does not answer on {DOCKER_SOCKET} (or curl is missing)'",
+        "else echo " + q(f"RTX docker down dockerd does not answer on {DOCKER_SOCKET} (or curl is missing)"),
         *_parallel([files(e, names) for e, names in by_endpoint.items()]),
         "fi",
     ]
@@ -134,16 +135,15 @@ def endpoint(folder: str) -> str:
 
 
 def _containerd(t: Target) -> list[str]:
-    sockets = " ".join(CONTAINERD_SOCKETS)
-    pulls = [_emit("containerd", n, f"{NO_OS_STORE} timeout {TIMEOUT} ctr --address \"$cs\" -n {PROBE_USER} "
-                   f"images pull --hosts-dir {CERTS_D['containerd']} {shlex.quote(_ref(n))}") for n in t.names]
+    pulls = [_emit("containerd", n, f"{NO_OS_STORE} timeout {TIMEOUT} ctr --address \"$cs\" -n {q(PROBE_USER)} "
+                   f"images pull --hosts-dir {q(CERTS_D['containerd'])} {q(_ref(n))}") for n in t.names]
     return [
-        f"cs=; for x in {sockets}; do [ -S \"$x\" ] && {{ cs=$x; break; }}; done",
+        f"cs=; for x in {words(CONTAINERD_SOCKETS)}; do [ -S \"$x\" ] && {{ cs=$x; break; }}; done",
         "if ! command -v ctr >/dev/null 2>&1; then echo 'RTX containerd absent ctr is not installed'",
         "elif [ -z \"$cs\" ]; then echo 'RTX containerd down containerd is not running (no socket)'",
         "else",
         *_parallel(pulls),
-        f"ctr --address \"$cs\" namespaces rm {PROBE_USER} >/dev/null 2>&1; fi",
+        f"ctr --address \"$cs\" namespaces rm {q(PROBE_USER)} >/dev/null 2>&1; fi",
     ]
 
 
@@ -154,7 +154,7 @@ def _ref(name: str) -> str:
 def _podman(t: Target) -> list[str]:
     def login(i: int, name: str) -> str:
         return _emit("podman", name, f"printf 'x\\n' | timeout {TIMEOUT} $pl --authfile \"$pt/auth{i}.json\" "
-                     f"-u {PROBE_USER} --password-stdin {shlex.quote(name)}")
+                     f"-u {q(PROBE_USER)} --password-stdin {q(name)}")
 
     return [
         "pt=$(mktemp -d)",
@@ -168,14 +168,15 @@ def _podman(t: Target) -> list[str]:
     ]
 
 
-def _openssl_cmd(endpoint: str, cafile: str | None) -> str:
+def _openssl_cmd(endpoint: str, cafile: Raw | None) -> str:
+    """``cafile``: a shell word naming the CA file (a variable the script set), or None: the system store."""
     host, _, _port = endpoint.rpartition(":")
     host = host.strip("[]")
-    check = f"-verify_ip {host}" if _is_ip(host) else f"-verify_hostname {shlex.quote(host)}"
+    check = f"-verify_ip {q(host)}" if _is_ip(host) else f"-verify_hostname {q(host)}"
     if cafile:  # only that file: OpenSSL reads its default locations from these variables
-        return (f"{NO_OS_STORE} timeout {TIMEOUT} openssl s_client -connect {shlex.quote(endpoint)} "
-                f"-servername {shlex.quote(host)} {check} -verify_return_error -CAfile {cafile} </dev/null")
-    return (f"timeout {TIMEOUT} openssl s_client -connect {shlex.quote(endpoint)} -servername {shlex.quote(host)} "
+        return (f"{NO_OS_STORE} timeout {TIMEOUT} openssl s_client -connect {q(endpoint)} "
+                f"-servername {q(host)} {check} -verify_return_error -CAfile {q(cafile)} </dev/null")
+    return (f"timeout {TIMEOUT} openssl s_client -connect {q(endpoint)} -servername {q(host)} "
             f"{check} -verify_return_error </dev/null")
 
 
@@ -184,16 +185,15 @@ def _os(t: Target) -> list[str]:
         _host, _, _port = endpoint.rpartition(":")
         return ("if command -v curl >/dev/null 2>&1; then "
                 + _emit("os", endpoint, f"curl -sS -o /dev/null --max-time {TIMEOUT} "
-                        f"{shlex.quote(f'https://{endpoint}/v2/')}", quiet_ok=True)
+                        f"{q(f'https://{endpoint}/v2/')}", quiet_ok=True)
                 + "; else " + _emit("os-openssl", endpoint, _openssl_cmd(endpoint, None), quiet_ok=True) + "; fi")
 
     return _parallel([one(e) for e in t.names])
 
 
 def _buildkit(t: Target) -> list[str]:
-    files = " ".join(shlex.quote(p) for p in t.ca_files)
-    return ["bt=$(mktemp)", f"cat {files} > \"$bt\" 2>/dev/null",
-            *[_emit("buildkit", e, _openssl_cmd(e, '"$bt"'), quiet_ok=True) for e in t.names], "rm -f \"$bt\""]
+    return ["bt=$(mktemp)", f"cat {words(t.ca_files)} > \"$bt\" 2>/dev/null",
+            *[_emit("buildkit", e, _openssl_cmd(e, Raw('"$bt"')), quiet_ok=True) for e in t.names], "rm -f \"$bt\""]
 
 
 BUILDERS = {"docker": _docker, "containerd": _containerd, "podman": _podman, "os": _os, "buildkit": _buildkit}
@@ -217,8 +217,10 @@ def _is_ip(name: str) -> bool:
 
 @dataclass(frozen=True)
 class Outcome:
-    raw: tuple[tuple[str, str, int, str], ...]  # (target, name, exit, output)
-    missing: dict[str, tuple[str, str]]          # target -> (absent|down, detail)
+    """What the script printed (nothing, when no runtime was asked)."""
+
+    raw: tuple[tuple[str, str, int, str], ...] = ()                       # (target, name, exit, output)
+    missing: dict[str, tuple[str, str]] = field(default_factory=dict)    # target -> (absent|down, detail)
 
 
 def parse(stdout: str) -> Outcome:

@@ -92,12 +92,11 @@ def client_status(client: Client, s: Session, material: Material) -> HostResult:
     paths = C.probe_paths(client, reg, anchors)
     folders = C.trust_folders(client, reg)
     targets = C.check_targets(client, reg, anchors)
-    script = F.client_script(paths, C.extra_globs(client, reg, s.state.former_registry_hosts()), contents=True, docker=True, folders=folders,
-                             buildkit_toml=C.BUILDKIT_TOML if "buildkit" in client.trust else None)
     with s.connect(client.ssh) as remote:   # one round trip, as root: files, folders, every runtime asked
-        out = remote.run(script + "\n" + RT.script(targets), sudo=True).stdout
-    found = F.parse_client(out, paths)
-    checks = RT.judge(RT.parse(out), targets, found.listing)
+        found = F.gather_client(remote, paths, C.extra_globs(client, reg, s.state.former_registry_hosts()),
+                                buildkit_toml=C.BUILDKIT_TOML if "buildkit" in client.trust else None,
+                                contents=True, docker=True, folders=folders, runtimes=targets, sudo=True)
+    checks = RT.judge(found.runtimes, targets, found.listing)
     foreign, foreign_warnings = RT.foreign_files(found.listing, folders)
     want = C.desired_files(client, reg, anchors, found.os_family)
     trust = TrustState.compare(want, found)

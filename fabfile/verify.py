@@ -191,11 +191,10 @@ def verify_client(client: Client, s: Session, material: Material) -> HostResult:
     if not targets:
         return HostResult(host=client.name, status=Status.SKIPPED, message="verify: false for this client")
     folders = C.trust_folders(client, reg)
-    with s.connect(client.ssh) as remote:
-        out = remote.run(F.client_script((), folders=folders) + "\n" + RT.script(targets), sudo=True).stdout
-    found = F.parse_client(out)
+    with s.connect(client.ssh) as remote:   # one round trip, as root: the folders' files, every runtime asked
+        found = F.gather_client(remote, (), folders=folders, runtimes=targets, sudo=True)
     result = HostResult(host=client.name)
-    result.message = C.apply_checks(result, RT.judge(RT.parse(out), targets, found.listing))
+    result.message = C.apply_checks(result, RT.judge(found.runtimes, targets, found.listing))
     foreign, warnings = RT.foreign_files(found.listing, folders)
     result.warnings += warnings
     if foreign:   # the runtime's words (it was asked), then the cause
