@@ -14,8 +14,10 @@ import time
 import pytest
 
 from fabfile import facts as F
+from fabfile import runtimes as RT
 
 from _support import CASES, run, sha256
+from fake_transport import FakeFleet, FakeTransport
 
 FACT_CASES = sorted((CASES / "facts").glob("*.json"))
 
@@ -261,3 +263,20 @@ def test_I2_a_hostile_os_release_runs_nothing(shell, tmp_path):
     # the control: sourcing the same file runs it
     run([shell, "-c", f". {path}"])
     assert (tmp_path / "ran-semi").exists() and (tmp_path / "ran-subst").exists()
+
+
+def test_gather_client_asks_the_runtimes_in_the_same_round_trip():
+    """``runtimes``: runtimes.script is appended to the probe (one command) and its RT/RTX lines parsed."""
+    fleet = FakeFleet()
+    ok = base64.b64encode(b'{"message":"login attempt failed with status: 401 Unauthorized"}').decode()
+    fleet.host("c1").on(r"printf 'RT %s", f"TIME 1\nOS debian\nL /etc/docker/certs.d/reg/ca.crt\nRT docker reg 0 {ok}\n"
+                        "RTX podman absent neither podman nor skopeo is installed\n")
+    targets = (RT.Target("docker", ("reg",)), RT.Target("podman", ("reg",)))
+    remote = FakeTransport(fleet, fleet.host("c1"))
+    found = F.gather_client(remote, (), folders=("/etc/docker/certs.d/reg",), runtimes=targets, sudo=True)
+    (call,) = fleet.calls
+    assert call.sudo and call.command.endswith(RT.script(targets)) and "L $x" in call.command
+    assert found.listing == ("/etc/docker/certs.d/reg/ca.crt",)
+    assert [(c.target, c.state) for c in RT.judge(found.runtimes, targets, found.listing)] == [
+        ("docker", "ok"), ("podman", "absent")]
+    assert F.parse_client("TIME 1\n").runtimes == RT.Outcome()   # nothing asked: nothing answered

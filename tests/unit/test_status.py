@@ -6,6 +6,7 @@ import json
 import logging
 
 from fabfile import deploy as D
+from fabfile import facts as F
 from fabfile import logs, report
 from fabfile import verify as V
 from fabfile.redact import register
@@ -123,3 +124,21 @@ def test_the_log_file_masks_secrets(tmp_path):
         root.propagate = True
     text = path.read_text()
     assert "password is ***" in text and "s3cret-value-123" not in text
+
+
+def test_status_and_verify_look_at_each_client_once_as_root_through_the_one_probe_runner(world, monkeypatch):
+    """One probe runner per host kind: both go through facts.gather_client, which asks the runtimes in the
+    same round trip (one command per client, with sudo: it reads the installed trust)."""
+    runs = []
+    real = F.gather_client
+    monkeypatch.setattr(F, "gather_client", lambda remote, *a, **kw: runs.append(kw) or real(remote, *a, **kw))
+    names = [c.name for c in world.s.inv.clients]
+    for survey in (lambda: fleet_status(world.s, world.s.inv.clients).report,
+                   lambda: V.verify_all(world.s, world.s.inv.clients)):
+        world.fleet.calls.clear()
+        report = survey()
+        assert [report.get(n).facts["verify"] for n in names] == ["ok"] * len(names)
+        for name in names:
+            (call,) = [c for c in world.fleet.calls if c.host == name]
+            assert call.sudo and "echo \"TIME" in call.command and "printf 'RT %s" in call.command
+    assert len(runs) == 2 * len(names) and all(kw["sudo"] is True and kw["runtimes"] for kw in runs)
