@@ -27,15 +27,22 @@ class HostResult:
     restarted: bool = False
     seconds: float = 0.0
     facts: dict = field(default_factory=dict)
+    switch_seconds: float | None = None   # registry: its container re-created, until healthy (what users waited)
 
     @property
     def failed(self) -> bool:
         return self.status in (Status.FAILED, Status.UNREACHABLE)
 
     def to_json(self) -> dict:
+        """Every field; ``switch_seconds`` is shown among the facts (before the plan), where --json has it."""
         data = asdict(self)
         data["status"] = self.status.value
         data["seconds"] = round(self.seconds, 3)
+        switch = data.pop("switch_seconds")
+        if switch is not None:
+            facts = data["facts"]
+            plan = {"plan": facts.pop("plan")} if "plan" in facts else {}
+            data["facts"] = {**facts, "switch_seconds": switch, **plan}
         return data
 
 

@@ -252,7 +252,7 @@ def _switch(s: Session, rotation: Rotation, report: Report) -> bool:
         return False
     rotation.phase = "switched"
     save(s, rotation)
-    seconds = switch.results[("registry", s.inv.registry.host)].facts.get("switch_seconds")
+    seconds = switch.results[("registry", s.inv.registry.host)].switch_seconds
     report.notes.append("phase switched: the registry serves the new certificate"
                         + (f" (container re-created and healthy in {seconds}s)" if seconds else ""))
     return True

@@ -140,7 +140,7 @@ def _apply(remote: Transport, job: DeployJob, want: Desired, todo: Plan, result:
         if any(s.check for s in todo.steps):
             _health_or_fail(job, want, result)
         if switch_started is not None:   # re-create to healthy: what users of the registry waited
-            result.facts["switch_seconds"] = round(time.monotonic() - switch_started, 2)
+            result.switch_seconds = round(time.monotonic() - switch_started, 2)
     except KeyboardInterrupt:
         # a switch not yet proven healthy goes back to the old state, then we stop
         remote.run(rollback_script(applied), sudo=True, check=False)

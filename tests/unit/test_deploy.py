@@ -181,7 +181,12 @@ def test_registry_first_deploy_runs_the_plan_in_order_then_a_rerun_changes_nothi
     assert (result.status, result.message) == (Status.CHANGED, "re-created the registry container")
     assert steps(world) == ["read users", "probe", "lock", "probe", "prepare", "upload", "switch", "recreate",
                             "cleanup", "unlock"]
-    assert result.facts["fingerprint"] == material.fingerprint and result.facts["switch_seconds"] >= 0
+    assert result.facts["fingerprint"] == material.fingerprint
+    assert result.switch_seconds is not None and result.switch_seconds >= 0
+    shown = first.to_json()["registry"]   # --json: among the facts, before the plan, as before it was typed
+    assert list(shown["facts"]) == ["container", "fingerprint", "tls", "switch_seconds", "plan"]
+    assert "switch_seconds" not in shown
+    assert shown["facts"]["switch_seconds"] == result.switch_seconds
     key = next(c for c in world.fleet.calls if c.is_upload).uploads[0]
     assert key[0].endswith("/registry_auth.key") and key[1] == 0o600
     world.fleet.calls.clear()

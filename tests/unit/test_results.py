@@ -74,3 +74,11 @@ def test_no_registry_row_means_no_registry_key():
     report.add(HostResult(host="client1", status=Status.CHANGED))
     assert "registry" not in report.to_json() and report.registry is None
     assert report.clients == [report.get("client1")]
+
+
+def test_switch_seconds_is_a_typed_field_shown_among_the_facts_only_when_set():
+    plain = HostResult(host="r", role="registry", facts={"fingerprint": "f", "plan": {}})
+    assert plain.to_json()["facts"] == {"fingerprint": "f", "plan": {}} and "switch_seconds" not in plain.to_json()
+    switched = HostResult(host="r", role="registry", facts={"fingerprint": "f", "plan": {}}, switch_seconds=1.25)
+    assert list(switched.to_json()["facts"].items()) == [("fingerprint", "f"), ("switch_seconds", 1.25), ("plan", {})]
+    assert switched.facts == {"fingerprint": "f", "plan": {}}   # to_json does not change the result
