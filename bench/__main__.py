@@ -200,14 +200,12 @@ class Fleet:
         self.client_objs = {c.name: c for c in s.inv.clients}
         self.want: dict[str, dict[str, str]] = {}
         self.dirs: dict[str, list[str]] = {}
-        self.probe = {}
         self.checks: dict[str, list[dict]] = {}
         for name in self.names:
             c = self.client_objs[name]
             files = C.desired_files(c, self.registry, self.anchors, "debian")
             self.want[name] = {f.path: f.sha256 for f in files}
             self.dirs[name] = C.certs_d_dirs(c.registry_names, self.registry.port)
-            self.probe[name] = C.verify_probe(c, self.registry, self.anchors)
             self.checks[name] = tls_checks(c.registry_names, self.registry.port)
         self.anchor_pem = self.anchors[0].pem
         self.ca_file = self.run_dir / "ca.crt"

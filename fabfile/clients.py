@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import re
 import threading
 import time
@@ -196,32 +195,6 @@ def trust_folders(client: Client, registry: Registry) -> tuple[str, ...]:
     """The certs.d folders of the registry's names for this client's targets (status reads all they hold)."""
     dirs = certs_d_dirs(client.registry_names, registry.port)
     return tuple(f"{CERTS_D[t]}/{d}" for t in client.trust if t in CERTS_D for d in dirs)
-
-
-def verify_probe(client: Client, registry: Registry, anchors: tuple[Anchor, ...]) -> F.VerifyProbe | None:
-    """A TLS check from the client using only the trust we install there (first name, first target).
-
-    The probe runs before the host's OS is known, so for the OS store every
-    family's file is listed; missing ones are ignored by ``cat``.
-    """
-    if not client.verify or not client.trust:
-        return None
-    first = client.trust[0]
-    cas = tuple(f.path for family in (None, *OS_STORE) for f in desired_files(client, registry, anchors, family)
-                if f.target == first and f.path.endswith(".crt"))
-    if first in CERTS_D or first == "buildkit":
-        folder = cas[0].rsplit("/", 1)[0]
-        cas = tuple(p for p in cas if p.rsplit("/", 1)[0] == folder)
-    name = client.registry_names[0]
-    return F.VerifyProbe(name=name, port=registry.port, ca_files=tuple(dict.fromkeys(cas)), is_ip=_is_ip(name))
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
 
 
 # --------------------------------------------------------------------------- plan (pure)

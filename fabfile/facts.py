@@ -12,7 +12,6 @@ Tags:
   U <path>                            a file that exists but the login user cannot read
   X <path>                            an extra anchor file of ours (registry-tls-*.crt)
   DSTART <epoch>                      when dockerd started (for pending restarts)
-  VERIFY ok|fail|skip <detail>        TLS handshake with the installed trust
   B <base64>                          buildkitd.toml content
   C <base64> <path>                   a trust file's content (status only)
   DOCKERD up <version>|down|missing   whether dockerd answers (status only)
@@ -122,16 +121,6 @@ def _parse_file(line: str) -> RemoteFile:
 
 
 @dataclass(frozen=True)
-class VerifyProbe:
-    """Check, on the client, a TLS handshake to name:port against the given CA files."""
-
-    name: str
-    port: int
-    ca_files: tuple[str, ...]
-    is_ip: bool = False
-
-
-@dataclass(frozen=True)
 class ClientFacts:
     clock: int | None = None
     os_id: str = "unknown"
@@ -139,7 +128,6 @@ class ClientFacts:
     files: dict[str, RemoteFile | None] = field(default_factory=dict)
     extra: tuple[str, ...] = ()
     dockerd_started: int | None = None
-    verify: tuple[str, str] | None = None
     buildkit_toml: bytes | None = None
     contents: dict[str, bytes] = field(default_factory=dict)
     dockerd: str | None = None  # "up <version>" | "down" | "missing", when asked
@@ -155,30 +143,6 @@ class ClientFacts:
         if any(i in RHEL_LIKE for i in ids):
             return "rhel"
         return None
-
-
-def verify_script(probe: VerifyProbe | None) -> list[str]:
-    """Shell lines printing ``VERIFY ...``: openssl s_client, or curl, against the installed files."""
-    if probe is None:
-        return []
-    files = words(probe.ca_files)
-    host = f"[{probe.name}]" if ":" in probe.name else probe.name
-    check = f"-verify_ip {q(probe.name)}" if probe.is_ip else f"-verify_hostname {q(probe.name)}"
-    return [
-        f"vt=$(mktemp); cat {files} > \"$vt\" 2>/dev/null",
-        "if [ ! -s \"$vt\" ]; then echo 'VERIFY fail no CA file installed yet'",   # nothing to check yet
-        "elif command -v openssl >/dev/null 2>&1; then",
-        (f"  vo=$(timeout 10 openssl s_client -connect {q(f'{host}:{probe.port}')} "
-         f"-servername {q(probe.name)} {check} -verify_return_error -CAfile \"$vt\" </dev/null 2>&1)"),
-        "  if [ $? -eq 0 ]; then echo 'VERIFY ok openssl'; else",
-        ("    echo \"VERIFY fail $(printf '%s\\n' \"$vo\" | grep -m1 -E 'verify error|errno|error:|Connection refused|"
-         "No route|timed out|unable' | tr -s ' ' | cut -c1-200)\"; fi"),
-        "elif command -v curl >/dev/null 2>&1; then",
-        f"  vo=$(curl -sS -o /dev/null --max-time 10 --cacert \"$vt\" {q(f'https://{host}:{probe.port}/v2/')} 2>&1)",
-        "  if [ $? -eq 0 ]; then echo 'VERIFY ok curl'; else echo \"VERIFY fail $vo\"; fi",
-        "else echo 'VERIFY skip neither openssl nor curl is installed'; fi",
-        "rm -f \"$vt\"",
-    ]
 
 
 # The host's clock without a process: boot time (/proc/stat btime, in the realtime clock) plus
@@ -207,7 +171,6 @@ def client_script(
     paths: tuple[str, ...],
     extra_globs: tuple[tuple[str, str], ...] = (),
     *,
-    verify: VerifyProbe | None = None,
     buildkit_toml: str | None = None,
     contents: bool = False,
     docker: bool = False,
@@ -237,7 +200,6 @@ def client_script(
     if folders:  # shell builtins only: what else sits beside our files (runtimes.foreign_files)
         lines.append(f"for x in {' '.join(q(f) + '/*' for f in folders)}; do "
                      '[ -e "$x" ] && echo "L $x"; done')
-    lines += verify_script(verify)
     lines.append("true")
     return "\n".join(lines)
 
@@ -259,9 +221,6 @@ def parse_client(stdout: str, paths: tuple[str, ...] = ()) -> ClientFacts:
             values["unreadable"].append(rest)
         elif tag == "DSTART" and rest.strip().isdigit():
             values["dockerd_started"] = int(rest)
-        elif tag == "VERIFY":
-            state, _, detail = rest.partition(" ")
-            values["verify"] = (state, detail.strip())
         elif tag == "B":
             values["buildkit_toml"] = base64.b64decode(rest.strip() or b"")
         elif tag == "C":

@@ -11,7 +11,7 @@ import os
 import shlex
 import stat
 import subprocess
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from fabfile import certs
 from fabfile import clients as C
 from fabfile import facts as F
 from fabfile import registry as R
+from fabfile import runtimes as RT
 from fabfile.errors import RemoteError
 from fabfile.pki import Material
 from fabfile.registry import steps as RP
@@ -86,16 +87,6 @@ def test_containerd_hosts_toml_for_443_names_the_server_without_port():
     assert toml.startswith('server = "https://reg.example"\n')
     assert ('ca = ["/etc/containerd/certs.d/reg.example:443/ca.crt", '
             '"/etc/containerd/certs.d/reg.example:443/registry-tls-next.crt"]') in toml
-
-
-def test_verify_probe_uses_only_the_trust_we_install():
-    client = make_client(trust=("docker", "os"), registry_names=("10.0.0.5", "reg.example"))
-    probe = C.verify_probe(client, make_registry(port=5000), (CURRENT, NEXT))
-    assert probe == F.VerifyProbe(name="10.0.0.5", port=5000, is_ip=True, ca_files=(
-        "/etc/docker/certs.d/10.0.0.5:5000/ca.crt", "/etc/docker/certs.d/10.0.0.5:5000/registry-tls-next.crt"))
-    assert C.verify_probe(replace(client, verify=False), make_registry(), (CURRENT,)) is None
-    os_first = C.verify_probe(replace(client, trust=("os",)), make_registry(), (CURRENT,))
-    assert os_first.ca_files == (f"{DEB_STORE}/registry-tls-reg.example.crt", f"{RHEL_STORE}/registry-tls-reg.example.crt")
 
 
 def test_L12_extra_globs_find_a_former_names_files_exactly(tmp_path):
@@ -386,14 +377,16 @@ def test_text_is_written_by_printf_and_anything_else_through_base64_byte_for_byt
 
 
 def test_apply_then_tls_check_in_one_script_reads_the_files_just_written(tmp_path, fakebin):
-    """trust() sends apply_script + verify_script as one script: shell options set for the writes
-    (noclobber) must not keep the TLS check from reading what was written."""
+    """trust() sends apply_script + runtimes.script as one script: shell options set for the writes
+    (noclobber: the buildkit check writes its CA bundle with '>') must not keep the TLS check from
+    reading what was written."""
     fake(fakebin, "openssl", 'for a; do [ "$p" = -CAfile ] && cat "$a" >> ' + shlex.quote(str(tmp_path / "seen")) + '; p=$a; done')
-    ca = tmp_path / "etc/docker/certs.d/reg.example/ca.crt"
-    todo = C.ClientPlan(C.file_steps(writes=(C.WantFile(str(ca), CURRENT.pem, "docker"),)))
-    probe = F.VerifyProbe(name="reg.example", port=443, ca_files=(str(ca),))
-    out = sh("\n".join(C.apply_script(todo) + F.verify_script(probe)), fakebin)
-    assert out.returncode == 0 and "VERIFY ok openssl" in out.stdout, out.stdout + out.stderr
+    ca = tmp_path / "etc/buildkit/certs.d/reg.example:443/ca.crt"
+    todo = C.ClientPlan(C.file_steps(writes=(C.WantFile(str(ca), CURRENT.pem, "buildkit"),)))
+    targets = (RT.Target("buildkit", ("reg.example:443",), (str(ca),)),)
+    out = sh("\n".join(C.apply_script(todo)) + "\n" + RT.script(targets), fakebin)
+    checks = RT.judge(RT.parse(out.stdout), targets)
+    assert out.returncode == 0 and [c.state for c in checks] == ["ok"], out.stdout + out.stderr
     assert (tmp_path / "seen").read_bytes() == CURRENT.pem
 
 
