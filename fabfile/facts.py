@@ -1,11 +1,15 @@
-"""Read-only probes of remote state: a shell script plus a pure parser.
+"""Read-only probes of remote state: a shell script, a pure parser, and one runner per host kind.
 
 Each probe is ONE remote command (one round trip) that prints tagged lines;
 the parser turns them into a frozen dataclass. Parsers never touch the
-network, so tests feed them recorded output.
+network, so tests feed them recorded output. ``gather_client`` and
+``gather_registry`` are the only places that run a probe: the client probe
+for deploy, rotate, untrust, status and verify (the latter two append the
+runtimes' TLS checks, ``runtimes.script``, to the same command), the
+registry probe for the registry's deploy and status.
 
-Tags:
-  TIME <epoch>                        the host's clock
+Client tags (``client_script``, ``parse_client``):
+  TIME <epoch>                        the host's clock (/proc, else date)
   OS <ID> [ID_LIKE...]                from /etc/os-release (read as text, never sourced)
   F <sha256> <mode> <owner> <mtime> <path>   a regular file that exists
   M <path>                            a file that does not exist
@@ -15,6 +19,10 @@ Tags:
   B <base64>                          buildkitd.toml content
   C <base64> <path>                   a trust file's content (status only)
   DOCKERD up <version>|down|missing   whether dockerd answers (status only)
+  L <path>                            a file in a certs.d folder of a registry name (runtimes.foreign_files)
+  RT ... / RTX ...                    what each runtime said, when asked (runtimes.py; ``ClientFacts.runtimes``)
+
+Registry host tags (``registry_script``, ``parse_registry``; TIME, F, M as above):
   LINK <target>|DIR|NONE              what <data_dir>/certs is
   INSPECT <json>                      the registry container, as the engine shows it
   PREVIOUS <json>                     a '<name>-previous' container left by an interrupted run
@@ -23,7 +31,6 @@ Tags:
   CERT <base64>                       the certificate <data_dir>/certs serves now (public; for the plan's identity)
   USERS                               the htpasswd exists; then one line per user:
   USER <name> <sha256(hash)[:16]>     a user and a digest of its hash (never the hash itself)
-  L <path>                            a file in a certs.d folder of a registry name (runtimes.foreign_files)
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """Ask each runtime itself whether it accepts the registry's TLS: one remote script, a pure judge.
 
-The script (run as root, one round trip with whatever else the caller sends)
-asks, for every trust target of the client and every name it pulls with:
+The script runs as root, in the same round trip as what it follows: the
+client probe (``facts.gather_client(..., runtimes=)``: ``inv verify`` and
+``inv status``), or the trust files' apply script and again after a dockerd
+restart (``clients.trust``). Every target and every name is checked at once,
+in background subshells; values are quoted with ``sh.q`` like all our shell.
+It asks, for every trust target of the client and every name it pulls with:
 
   docker      dockerd, through its Engine API: ``POST /auth`` on the local socket
               with a throwaway user. dockerd reads certs.d exactly as for a pull;
@@ -21,7 +25,10 @@ Tags it prints:
   RT <target> <name> <exit> <base64 output>    one check's raw outcome
   RTX <target> absent|down <detail>            the runtime is not installed / not running
 
-``judge`` turns them into one verdict per (target, name), in the runtime's own words.
+``parse`` reads them (``Outcome``), ``judge`` turns them into one verdict per
+(target, name) in the runtime's own words, ``summary`` into one line for the
+host. ``foreign_files`` reads the probe's ``L`` lines: files in a certs.d
+folder that registry-tls did not write, and what docker makes of them.
 """
 
 from __future__ import annotations

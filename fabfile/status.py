@@ -1,8 +1,19 @@
 """``inv status``: a truthful, read-only picture of the fleet, with monitoring exit codes.
 
-0 OK, 1 WARNING (certificate expires within warn-days, a restart is pending),
-2 CRITICAL (expired, drift, missing trust, unreachable, registry down or
-serving another certificate), 3 UNKNOWN (no local certificate to compare with).
+0 OK; 1 WARNING (certificate expires within warn-days, a restart is pending, a
+runtime is absent or down, a host was not checked, any other warning);
+2 CRITICAL (expired, a failed host: drift, missing trust, stale anchors of
+ours, a runtime refusing the TLS, files we did not write that break docker,
+unreachable, registry down or serving another certificate); 3 UNKNOWN (no
+local certificate to compare with).
+
+``registry_status``: the served certificate from this machine
+(``verify.probe``), the host through the registry probe
+(``registry.gather``), and the container's own last words when it is down.
+``client_status``: one round trip per client, as root, through
+``facts.gather_client``: the trust files and their contents, the certs.d
+folders, dockerd, and every runtime asked (``runtimes.script``); the pure
+``TrustState.compare`` and ``clients.plan`` then say what differs.
 """
 
 from __future__ import annotations

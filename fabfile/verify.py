@@ -1,11 +1,20 @@
-"""What the seed checks by hand with ``openssl s_client``, from the operator's machine; ``inv verify``.
+"""``inv verify``: the registry checked from this machine, every client checked by its own runtimes.
 
 ``probe`` does one TLS handshake validated against the anchor clients trust
 (with OpenSSL's strict X.509 checks, as Python 3.13 clients do), records the
 presented certificate's fingerprint and TLS version, then asks ``/v2/``
 without and with credentials. ``problems`` says, in words, what is wrong.
-``verify_all`` checks the registry that way and every client from the
-client itself, with only the trust installed there (``facts.verify_script``).
+The registry deploy's health check (``wait_healthy``) uses it too.
+
+``verify_all`` surveys the fleet read-only (``survey``, which ``inv status``
+shares): ``verify_registry`` probes the registry from here (fingerprint,
+every name the clients pull with, ``/v2/`` 401 anonymous and 200 as the
+health user); ``verify_client`` makes one round trip per client, as root,
+through ``facts.gather_client``: each runtime of its trust targets is asked
+whether it accepts the registry's TLS (``runtimes.script``; docker through
+dockerd's API, containerd through ``ctr``, ...), and the certs.d folders are
+listed, so files registry-tls did not write that make docker refuse every
+pull are named as the cause (``runtimes.foreign_files``).
 """
 
 from __future__ import annotations
