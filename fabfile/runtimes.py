@@ -3,8 +3,9 @@
 The script runs as root, in the same round trip as what it follows: the
 client probe (``facts.gather_client(..., runtimes=)``: ``inv verify`` and
 ``inv status``), or the trust files' apply script and again after a dockerd
-restart (``clients.trust``). Every target and every name is checked at once,
-in background subshells; values are quoted with ``sh.q`` like all our shell.
+restart (``clients.trust``). Each target is checked in a background subshell
+(and the names of all but buildkit, too), so a host takes about one check's
+time; values are quoted with ``sh.q`` like all our shell.
 It asks, for every trust target of the client and every name it pulls with:
 
   docker      dockerd, through its Engine API: ``POST /auth`` on the local socket

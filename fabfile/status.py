@@ -112,7 +112,8 @@ def client_status(client: Client, s: Session, material: Material) -> HostResult:
     want = C.desired_files(client, reg, anchors, found.os_family)
     trust = TrustState.compare(want, found)
     stale = [p for p in found.extra if p not in {f.path for f in want}]
-    result = HostResult(host=client.name, facts={
+    status, message = _files_verdict(trust, stale, material.anchor_fingerprint)
+    result = HostResult(host=client.name, status=status, message=message, facts={
         "trust": trust.overall, "targets": trust.targets, "files": trust.files,
         "fingerprints": trust.fingerprints, "stale": stale, "dockerd": found.dockerd,
         "os": found.os_family or found.os_id,
@@ -121,15 +122,6 @@ def client_status(client: Client, s: Session, material: Material) -> HostResult:
     result.warnings = list(todo.warnings)   # no clock warning: plan() was given no `now`
     if todo.step(Kind.RESTART_DOCKERD) and trust.overall == "match":
         result.warnings.append("dockerd has not loaded the OS trust store yet (restart pending)")
-    if trust.overall != "match":
-        bad = [f"{p} {state}" for p, state in trust.files.items() if state != "match"]
-        result.status = Status.FAILED
-        result.message = f"trust {trust.overall}: " + ", ".join(bad[:3]) + (f" +{len(bad) - 3} more" if len(bad) > 3 else "")
-    elif stale:
-        result.status = Status.FAILED
-        result.message = f"stale anchor files: {', '.join(stale)}"
-    else:
-        result.message = f"trusts {material.anchor_fingerprint[:23]}... ({', '.join(trust.targets)})"
     if checks:   # what the runtimes say comes after what the files say
         files_message = result.message
         result.message = f"{files_message}; {C.apply_checks(result, checks)}"
@@ -140,6 +132,17 @@ def client_status(client: Client, s: Session, material: Material) -> HostResult:
     if found.dockerd and not found.dockerd.startswith("up") and "docker" in client.trust:
         result.warnings.append(f"dockerd {found.dockerd}")
     return result
+
+
+def _files_verdict(trust: TrustState, stale: list[str], anchor_fingerprint: str) -> tuple[Status, str]:
+    """What the trust files say: drift or missing trust first, then stale anchors of ours, else what is trusted."""
+    if trust.overall != "match":
+        bad = [f"{p} {state}" for p, state in trust.files.items() if state != "match"]
+        more = f" +{len(bad) - 3} more" if len(bad) > 3 else ""
+        return Status.FAILED, f"trust {trust.overall}: " + ", ".join(bad[:3]) + more
+    if stale:
+        return Status.FAILED, f"stale anchor files: {', '.join(stale)}"
+    return Status.OK, f"trusts {anchor_fingerprint[:23]}... ({', '.join(trust.targets)})"
 
 
 # --------------------------------------------------------------------------- registry
