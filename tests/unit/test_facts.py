@@ -279,3 +279,16 @@ def test_gather_client_asks_the_runtimes_in_the_same_round_trip():
     assert [(c.target, c.state) for c in RT.judge(found.runtimes, targets, found.listing)] == [
         ("docker", "ok"), ("podman", "absent")]
     assert F.parse_client("TIME 1\n").runtimes == RT.Outcome()   # nothing asked: nothing answered
+
+
+def test_gather_client_probes_again_with_sudo_only_when_a_file_was_unreadable():
+    path = "/etc/docker/certs.d/reg/ca.crt"
+    fleet, asked = FakeFleet(), []
+    host = fleet.host("c1").on("TIME", f"TIME 1\nU {path}\n", times=1)
+    host.on("TIME", f"TIME 1\nF {'a' * 64} 644 root 1 {path}\n")
+    found = F.gather_client(FakeTransport(fleet, host), (path,), before_sudo=lambda: asked.append(True))
+    assert [c.sudo for c in fleet.calls] == [False, True] and asked == [True]
+    assert found.unreadable == () and found.files[path].sha256 == "a" * 64
+    fleet.calls.clear()
+    F.gather_client(FakeTransport(fleet, host), (path,))
+    assert [c.sudo for c in fleet.calls] == [False]   # readable: one look, no sudo
