@@ -71,7 +71,10 @@ def _check_address(value: str | None) -> str | None:
 # POSIX-ish login names (review L10): they reach ssh_config's %r and ProxyCommand, which paramiko shlex-splits
 _USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _CONTAINER = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")                   # docker's own rule (review M4)
-_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")                   # a reference, never an option
+# An image reference (registry.image, kubernetes.image): [host[:port]/]name, an optional tag, an optional digest;
+# lowercase name, starting with a letter or digit, so never an option (review M4). Use with fullmatch.
+IMAGE_REFERENCE = re.compile(r"[a-z0-9][a-z0-9._/:-]*?(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+                             r"(?:@sha256:[0-9a-f]{64})?")
 _REALM = re.compile(r'[ !#-\[\]-~]{1,128}')                                   # printable ASCII, no '"' or '\'
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # environment keys registry-tls sets itself (review L9): registry.env may not override them
@@ -207,7 +210,7 @@ class RegistrySection(SshVars):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        if not _IMAGE.fullmatch(v):
+        if not IMAGE_REFERENCE.fullmatch(v):
             raise ValueError(f"{v!r}: not an image reference (e.g. registry:2 or registry@sha256:...)")
         return v
 
@@ -259,9 +262,6 @@ class CertificateSection(_Strict):
         return v
 
 
-_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*?(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@sha256:[0-9a-f]{64})?$")
-
-
 def pin_warning(key: str, image: str) -> str | None:
     """One line when ``image`` is a tag, which can be moved to other content, not a digest (review L11); else None.
 
@@ -284,7 +284,7 @@ class KubernetesSection(_Strict):
     def _pinned_image(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        m = _IMAGE.match(v)
+        m = IMAGE_REFERENCE.fullmatch(v)
         if not m:
             raise ValueError(f"{v!r} is not an image reference like busybox:1.36.1 or name@sha256:<digest>")
         if "@" not in v and (m["tag"] in (None, "latest")):

@@ -288,3 +288,25 @@ def test_M4_L5_the_readme_says_the_inventory_is_code_and_why_registry_passwords_
     with pytest.raises(InputError):
         htpasswd.check_password("")
     assert htpasswd.check_password("a") == "a"     # no minimum: the operator's policy
+
+
+DIGEST = "@sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(("image", "ok"), [
+    ("registry:2", True), ("localhost:5000/team/registry:2.8.3", True), (f"registry:2{DIGEST}", True),
+    (f"registry{DIGEST}", True),
+    ("Registry:2", False), ("registry:2+x", False), ("-registry:2", False), ("registry:2 --privileged", False),
+    ("registry:2;id", False), ("registry@sha256:abc", False),
+])
+def test_M4_registry_image_and_kubernetes_image_follow_one_reference_rule(tmp_path, image, ok):
+    """One definition (inventory.IMAGE_REFERENCE) for both keys: the same images pass and fail in each."""
+    k8s = tmp_path / "k8s.yaml"
+    k8s.write_text(write(tmp_path).read_text() + f"kubernetes: {{image: '{image}'}}\n")
+    path = write(tmp_path, registry=f", image: '{image}'")
+    for key, inv in (("registry.image", path), ("kubernetes.image", k8s)):
+        if ok:
+            inventory.load(inv)
+        else:
+            with pytest.raises(InventoryError, match=rf"{key}: '.*':? (is )?not an image reference"):
+                inventory.load(inv)
