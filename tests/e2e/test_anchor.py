@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_deploy import pull, push
 
 pytestmark = pytest.mark.lab
+# sslyze caps cryptography, so it has its own venv (script/setup), not the project's
+SSLYZE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-sslyze" / "bin" / "python"
 
 
 def sslyze(fleet, anchor: str) -> dict:
+    if not SSLYZE_PYTHON.exists():
+        pytest.fail(f"{SSLYZE_PYTHON} is missing: run ./script/setup (it installs tests/e2e/requirements-sslyze.txt)")
     out = fleet.tmp / "sslyze.json"
     target = f"registry.lab:443{{{fleet.lab.address('registry')}}}"
-    proc = subprocess.run([sys.executable, "-m", "sslyze", "--quiet", "--certinfo", "--certinfo_ca_file", anchor,
+    proc = subprocess.run([str(SSLYZE_PYTHON), "-m", "sslyze", "--quiet", "--certinfo", "--certinfo_ca_file", anchor,
                            "--sslv3", "--tlsv1", "--tlsv1_1", "--tlsv1_2", "--tlsv1_3", "--json_out", str(out), target],
                           capture_output=True, text=True, timeout=120, check=False)
     assert out.exists(), proc.stdout + proc.stderr
