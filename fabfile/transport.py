@@ -171,7 +171,7 @@ def _parsed_known_hosts(path: str, mtime_ns: int, size: int) -> paramiko.HostKey
     one line. A @revoked key would silently have no effect, so its file is refused rather than used."""
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
-            marker = line.lstrip().split(" ", 1)[0]
+            marker = next(iter(line.split(None, 1)), "")    # any whitespace: ssh reads "@revoked<TAB>host" too
             if marker in ("@revoked", "@cert-authority"):
                 what = ("revoked keys" if marker == "@revoked" else "SSH host certificates")
                 raise InputError(f"{path}:{number}: {marker} lines are not supported ({what}); remove the line, "

@@ -254,18 +254,19 @@ def test_L6_reprs_of_settings_and_jobs_hold_no_password_key_or_env_value(tmp_pat
         assert "PRIVATE KEY" not in text and HTPASSWD.decode().strip() not in text
 
 
+@pytest.mark.parametrize("sep", [" ", "\t"], ids=["space", "tab"])
 @pytest.mark.parametrize(("marker", "what"), [("@revoked", "revoked keys"),
                                               ("@cert-authority", "SSH host certificates")])
-def test_L8_known_hosts_markers_are_refused_in_one_line(tmp_path, marker, what):
+def test_L8_known_hosts_markers_are_refused_in_one_line(tmp_path, marker, what, sep):
     import paramiko
 
     from fabfile.transport import _load_host_keys
     good = "[127.0.0.1]:22201 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
     path = tmp_path / "known_hosts"
-    path.write_text(good + f"{marker} *.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsa\n")
+    path.write_text(good + "\n" + f"{marker}{sep}*.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsa\n")
     with pytest.raises(InputError) as err:
         _load_host_keys(paramiko.SSHClient(), path, "127.0.0.1", 22201)
-    assert str(err.value) == (f"{path}:2: {marker} lines are not supported ({what}); remove the line, "
+    assert str(err.value) == (f"{path}:3: {marker} lines are not supported ({what}); remove the line, "
                               "or list the hosts' plain keys")
     path.write_text(good)   # without the marker line: loaded as before
     client = paramiko.SSHClient()
