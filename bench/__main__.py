@@ -575,7 +575,9 @@ def docker_deploy(reps: int) -> dict:
                     raise BenchError(f"inv deploy ({label}) exit {proc.returncode}: {statuses} {proc.stderr[-300:]}")
                 bucket.append({"seconds": wall, "client_cpu": cpu, "machine_cpu": busy,
                                "hosts": {h: r["seconds"] for h, r in report["hosts"].items()}})
-            pem = (run_dir / "pki" / "registry.crt").read_bytes()
+            # the anchor clients trust: the CA (ca mode, the default) or the self-signed certificate
+            anchor = run_dir / "pki" / "ca.crt"
+            pem = (anchor if anchor.exists() else run_dir / "pki" / "registry.crt").read_bytes()
             digest = hashlib.sha256(pem).hexdigest()
             for h in lab.hosts:
                 if h == "registry":
