@@ -89,8 +89,12 @@ def _emit(target: str, name: str, command: str, *, quiet_ok: bool = False) -> st
     encode = "r=$(printf '%s' \"$o\" | tail -c 2000 | base64 -w0)"
     if quiet_ok:
         encode = f"if [ \"$e\" = 0 ]; then r=; else {encode}; fi"
-    return (f"o=$({command} 2>&1); e=$?; {encode}; "
-            f"printf 'RT %s %s %s %s\\n' {q(target)} {q(name)} \"$e\" \"$r\"")
+    return f"o=$({command} 2>&1); e=$?; {encode}; {_print(target, name)}"
+
+
+def _print(target: str, name: str) -> str:
+    """The ``RT`` line of a check whose exit and encoded output are in ``$e`` and ``$r``."""
+    return f"printf 'RT %s %s %s %s\\n' {q(target)} {q(name)} \"$e\" \"$r\""
 
 
 def _parallel(lines: list[str]) -> list[str]:
@@ -117,7 +121,7 @@ def _docker(t: Target) -> list[str]:
                  _emit("docker-files", names[0], _openssl_cmd(endpoint_, Raw('"$c0"')), quiet_ok=True)]
         for i, name in enumerate(names[1:], 1):
             lines += [ca_file(i, name), f"if cmp -s \"$c0\" \"$c{i}\"; then "
-                      f"printf 'RT %s %s %s %s\\n' docker-files {q(name)} \"$e\" \"$r\"; else "
+                      f"{_print('docker-files', name)}; else "
                       + _emit("docker-files", name, _openssl_cmd(endpoint_, Raw(f'"$c{i}"')), quiet_ok=True) + "; fi"]
         return "\n".join([*lines, '[ -z "$vt" ] || rm -rf "$vt"'])
 
@@ -190,7 +194,6 @@ def _openssl_cmd(endpoint: str, cafile: Raw | None) -> str:
 
 def _os(t: Target) -> list[str]:
     def one(endpoint: str) -> str:
-        _host, _, _port = endpoint.rpartition(":")
         return ("if command -v curl >/dev/null 2>&1; then "
                 + _emit("os", endpoint, f"curl -sS -o /dev/null --max-time {TIMEOUT} "
                         f"{q(f'https://{endpoint}/v2/')}", quiet_ok=True)

@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -289,8 +289,7 @@ class Remote:
         """The Fabric Connection (not yet open) with every hop hardened: what ``open`` dials."""
         config = Config(ssh_config=ssh_config(self.settings.ssh_config),
                         overrides={"forward_agent": False, "load_ssh_configs": False,
-                                   "timeouts": {"connect": self.settings.connect_timeout},
-                                   })
+                                   "timeouts": {"connect": self.settings.connect_timeout}})
         gateway = None
         if self.target.gateway:
             user, host, port = parse_gateway(self.target.gateway)
@@ -539,7 +538,7 @@ class Remote:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise RemoteError(self.name, f"upload failed: {redact(str(exc)) or type(exc).__name__}") from None
         finally:
-            with suppress(RemoteError):
+            with contextlib.suppress(RemoteError):
                 self.run(cmd("rm -rf {}", tmpdir), check=False)
 
 
