@@ -88,9 +88,9 @@ def test_containerd_daemonset_script_prometheus_status_then_untrust_brings_x509_
     assert 'registry_tls_host_status{host="client1",registry="registry.lab",role="client",status="ok"} 1.0' in proc.stdout
     assert 'registry_tls_host_status{host="client2",registry="registry.lab",role="client",status="failed"} 1.0' in proc.stdout
     assert 'registry_tls_served_certificate_info{expected="true"' in proc.stdout
-    if shutil.which("promtool"):
-        lint = subprocess.run(["promtool", "check", "metrics"], input=proc.stdout, capture_output=True, text=True, check=False)
-        assert lint.returncode == 0 and not lint.stderr, lint.stderr
+    assert shutil.which("promtool"), "promtool not installed (Debian 'prometheus'; script/setup installs it)"
+    lint = subprocess.run(["promtool", "check", "metrics"], input=proc.stdout, capture_output=True, text=True, check=False)
+    assert lint.returncode == 0 and not lint.stderr, lint.stderr
 
     # ---- untrust client1: every file of ours goes, a foreign one stays, the OS store refreshed, dockerd
     # restarted (it had loaded the anchor), and docker fails with x509 again; a second run changes nothing
