@@ -218,7 +218,7 @@ def _begin(s: Session, report: Report, trust_all: Callable[[], Report], *, abort
                 and not renew_ca else "generate, trust old+new on clients, switch the registry, drop the old"))
             return None
         rotation = start(s, renew_ca=renew_ca)
-        report.notes.append(f"phase generated: new certificate {rotation.new_fingerprint[:23]}...")
+        report.notes.append(f"phase generated: new certificate {rotation.new_fingerprint}")
     elif dry_run:
         report.notes.append(f"would resume the rotation from phase {rotation.phase}")
         return None

@@ -142,7 +142,7 @@ def _files_verdict(trust: TrustState, stale: list[str], anchor_fingerprint: str)
         return Status.FAILED, f"trust {trust.overall}: " + ", ".join(bad[:3]) + more
     if stale:
         return Status.FAILED, f"stale anchor files: {', '.join(stale)}"
-    return Status.OK, f"trusts {anchor_fingerprint[:23]}... ({', '.join(trust.targets)})"
+    return Status.OK, f"trusts {anchor_fingerprint} ({', '.join(trust.targets)})"
 
 
 # --------------------------------------------------------------------------- registry
@@ -175,7 +175,7 @@ def registry_status(s: Session, material: Material) -> HostResult:
     if served.error:
         problems.append(served.error)
     elif served.fingerprint != material.fingerprint:
-        problems.append(f"serves {(served.fingerprint or '')[:23]}..., expected {material.fingerprint[:23]}...")
+        problems.append(f"serves {served.fingerprint or 'no certificate'}, expected {material.fingerprint}")
     if own:
         problems.append(f"its own output: {own}")
     if problems or container is None:  # no problem means a running container

@@ -89,12 +89,26 @@ def test_summary_and_json_render_every_host(world, capsys):
     assert data["registry"]["host"] == "registry.test" and set(data["hosts"]) == {"c1", "c2", "c3"}
 
 
-def test_status_view_and_certificate_details_render(world, capsys):
+def test_status_view_and_certificate_details_render_every_fingerprint_whole(world, capsys):
+    """`inv status | cat`: the certificate's and the anchor's SHA-256 whole (32 bytes), never cut."""
     result = fleet_status(world.s, world.s.inv.clients)
     report.status_view(result)
     report.cert_details(D.show_certificate(world.s)[0], world.s.now, "certificate")
     out = capsys.readouterr().out
     assert "registry.test" in out and "ok" in out.lower()
+    material = world.s.pki.load()
+    assert len(material.anchor_fingerprint.split(":")) == 32
+    assert out.count(f"trusts {material.anchor_fingerprint} (docker)") == 3 and "..." not in out
+    assert material.fingerprint in out
+
+
+def test_a_registry_serving_another_certificate_names_both_fingerprints_whole(world, capsys):
+    served = world.s.pki.load().fingerprint
+    world.s.pki.generate(world.s.now, force=True)
+    result = fleet_status(world.s, world.s.inv.clients)
+    report.status_view(result)
+    out = capsys.readouterr().out
+    assert f"serves {served}, expected {world.s.pki.load().fingerprint}" in out
 
 
 def test_errors_and_notes_go_to_stderr_in_one_line(capsys):
