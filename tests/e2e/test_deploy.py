@@ -68,6 +68,13 @@ def test_status_matches_reality_and_reports_drift_that_deploy_repairs(fleet, use
     assert reg["facts"]["container"]["id"] == fleet.container_id()[:12]
     assert status["hosts"]["client1"]["facts"]["trust"] == "match"
     assert status["certificate"]["days_left"] in (364, 365)
+    # `inv status | cat` (stdout is a pipe here): the fingerprints openssl computes, whole and literal
+    anchor = fleet.on("client1", "openssl x509 -noout -fingerprint -sha256 "
+                                 "-in /etc/docker/certs.d/registry.lab/ca.crt").stdout.strip().split("=")[-1]
+    piped = fleet.inv("status")
+    assert piped.returncode == 0 and len(served.split(":")) == len(anchor.split(":")) == 32
+    assert served in piped.stdout and piped.stdout.count(f"trusts {anchor} (docker)") == 3, piped.stdout
+    assert "..." not in piped.stdout and "\x1b" not in piped.stdout and "\033" not in piped.stdout
 
     # a hand edit: someone replaced the trust file on client2 with another certificate
     other = fleet.on("client1", "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
