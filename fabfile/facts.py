@@ -204,8 +204,9 @@ def client_script(
         toml = q(buildkit_toml)
         lines.append(f"if [ -f {toml} ] && [ ! -r {toml} ]; then echo U {toml}; "
                      f"elif [ -f {toml} ]; then echo \"B $(base64 -w0 < {toml})\"; fi")
-    if folders:  # shell builtins only: what else sits beside our files (runtimes.foreign_files)
-        lines.append(f"for x in {' '.join(q(f) + '/*' for f in folders)}; do "
+    if folders:  # shell builtins only: what else sits beside our files (runtimes.foreign_files); docker reads
+        # dotfiles too (a '.key' breaks it), which '*' skips: '.[!.]*' lists them ('.' and '..' are not files)
+        lines.append(f"for x in {' '.join(f'{q(f)}/* {q(f)}/.[!.]*' for f in folders)}; do "
                      '[ -e "$x" ] && echo "L $x"; done')
     lines.append("true")
     return "\n".join(lines)

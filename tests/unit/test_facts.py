@@ -162,6 +162,26 @@ def test_client_probe_runs_for_real_on_local_files(bash, tmp_path):
     assert fact.clock is not None and fact.os_id != ""
 
 
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_F28_the_certs_d_listing_shows_dotfiles_docker_reads_with_shell_builtins_only(shell, tmp_path):
+    """docker reads every file of a certs.d folder, a '.key' too (it breaks every pull): the listing must show
+    it, where a bare '*' would not; '.' and '..' are not listed; no process is started for it."""
+    folder = tmp_path / "certs.d" / "reg.example"
+    folder.mkdir(parents=True)
+    empty = tmp_path / "certs.d" / "it's empty"
+    empty.mkdir()
+    for name in ("ca.crt", ".key", ".hidden.crt"):
+        (folder / name).write_text("x")
+    bin_ = tmp_path / "bin"   # nothing else on PATH: a listing that needed a command would fail to list
+    bin_.mkdir()
+    script = F.client_script((), folders=(str(folder), str(empty), str(tmp_path / "missing")))
+    listing = [line for line in script.splitlines() if '"L $x"' in line]
+    out = run([shutil.which(shell) or shell, "-c", "\n".join([*listing, "true"])], env={"PATH": str(bin_)})
+    assert out.returncode == 0, out.stderr
+    assert sorted(F.parse_client(out.stdout).listing) == sorted(
+        f"{folder}/{name}" for name in (".hidden.crt", ".key", "ca.crt"))
+
+
 def test_registry_probe_runs_for_real_without_an_engine(bash, tmp_path):
     data = tmp_path / "data dir"
     (data / ".certs-0123456789abcdef").mkdir(parents=True)
