@@ -12,7 +12,8 @@ It asks, for every trust target of the client and every name it pulls with:
               with a throwaway user. dockerd reads certs.d exactly as for a pull;
               ``401 Unauthorized`` means TLS was accepted. Nothing is stored.
               dockerd not running: certs.d is read by docker's rules (below) and
-              the folder's CAs are checked with openssl; the message says so.
+              the folder's CAs are checked with openssl; that is a warning
+              (``STOPPED_DOCKERD``), never "asked itself".
   containerd  ``ctr images pull --hosts-dir /etc/containerd/certs.d`` of a tag
               that does not exist, with the OS store emptied (SSL_CERT_FILE,
               SSL_CERT_DIR), so only hosts.toml can make it succeed (401).
@@ -53,6 +54,7 @@ DOCKER_SOCKET = "/var/run/docker.sock"
 CONTAINERD_SOCKETS = ("/run/containerd/containerd.sock", "/run/docker/containerd/containerd.sock")
 NO_OS_STORE = Raw("env SSL_CERT_FILE=/dev/null SSL_CERT_DIR=/nonexistent")  # shell, meant as shell
 TIMEOUT = 20
+STOPPED_DOCKERD = "dockerd is not running: certs.d checked by docker's rules and openssl only"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Check:
     name: str
     state: str    # ok | fail | absent | down
     detail: str   # the runtime's own words
+    asked: bool = True   # False: the runtime was not asked (a stopped dockerd: its certs.d by docker's rules + openssl)
 
     @property
     def line(self) -> str:
@@ -305,16 +308,22 @@ VERDICTS = {
     "os": _curl_verdict, "os-openssl": _openssl_verdict("openssl with the system store accepts the TLS"),
     "buildkit": _openssl_verdict("buildkitd not asked (no daemon API to test TLS without a build); "
                                  "the CAs buildkitd.toml names validate the registry (openssl)"),
-    "docker-files": _openssl_verdict("dockerd is not running: certs.d read by docker's rules, "
-                                     "its CAs validate the registry (openssl)"),
+    "docker-files": _openssl_verdict(f"{STOPPED_DOCKERD}; its CAs validate the registry"),
 }
 
 
+RULE = "by docker's rule"
+
+
 def docker_folder_error(files: list[str]) -> str | None:
-    """What docker says about a certs.d folder's files (registry's ReadCertsDirectory), or None.
+    """What docker makes of a certs.d folder's files (registry's ReadCertsDirectory), or None.
 
     Files are read in name order: ``*.crt`` are CAs, ``*.cert`` needs its ``.key``
     and ``*.key`` its ``.cert``; the first mismatch fails every pull from that name.
+    This is our reading of docker's rule, in docker 20.10's words (moby 23 and later
+    say "missing client certificate ..." and "CA certificates must use the extension
+    .crt"; containers/image words it its own way): callers say "by docker's rule"
+    (``RULE``), never that the runtime said it.
     """
     names = sorted(p.rsplit("/", 1)[-1] for p in files)
     present = set(names)
@@ -348,28 +357,37 @@ def judge(outcome: Outcome, targets: tuple[Target, ...], listing: tuple[str, ...
                 continue
             kind = keys[0][0]
             state, detail = VERDICTS[kind](*seen[keys[0]])
-            if kind == "docker-files":
+            if kind == "docker-files":   # dockerd not asked: said in every verdict, and a warning (summary)
                 error = docker_folder_error(by_folder.get(f"{CERTS_D['docker']}/{name}", []))
                 if error:
-                    state, detail = "fail", f"{error} (dockerd is not running: certs.d read by docker's rules)"
-            checks.append(Check(t.kind, name, state, detail))
+                    state, detail = "fail", f"{RULE}: {error} ({STOPPED_DOCKERD})"
+                elif state == "fail":
+                    detail = f"{detail} ({STOPPED_DOCKERD})"
+            checks.append(Check(t.kind, name, state, detail, asked=kind != "docker-files"))
     return tuple(checks)
 
 
 def summary(checks: tuple[Check, ...]) -> tuple[str, str, list[str]]:
     """(overall, message, warnings): overall 'fail' if any runtime refused, 'unchecked' if a runtime
-    is absent or down (never 'ok' then), else 'ok'."""
+    is absent or down (never 'ok' then), else 'ok'. A stopped dockerd whose certs.d passed docker's
+    rules and openssl is 'ok' with a warning (``STOPPED_DOCKERD``): its files were checked, dockerd
+    was not asked, and the message never says it was."""
     failed = [c for c in checks if c.state == "fail"]
     missing = [c for c in checks if c.state in ("absent", "down")]
     warnings = [f"{c.target}: {c.detail}: not checked, not trusted by anything here" if c.state == "absent"
                 else f"{c.target}: {c.detail}: not checked through it" for c in missing]
+    asked = all(c.asked for c in checks)
+    if not asked:
+        warnings.append(STOPPED_DOCKERD)
     if failed:
         shown = "; ".join(c.line for c in failed[:2]) + (f" (+{len(failed) - 2} more)" if len(failed) > 2 else "")
         return "fail", shown, warnings
     targets = list(dict.fromkeys(c.target for c in checks if c.state == "ok"))
+    accepted = f"TLS accepted by {', '.join(targets) or 'no runtime'}"
     if missing:
-        return "unchecked", f"TLS accepted by {', '.join(targets) or 'no runtime'}", warnings
-    return "ok", f"TLS accepted by {', '.join(targets)} ({len(checks)} check(s), each runtime asked itself)", warnings
+        return "unchecked", accepted if asked else f"{accepted} ({STOPPED_DOCKERD})", warnings
+    how = "each runtime asked itself" if asked else STOPPED_DOCKERD
+    return "ok", f"{accepted} ({len(checks)} check(s), {how})", warnings
 
 
 # --------------------------------------------------------------------------- files we did not write (pure)
@@ -383,7 +401,7 @@ class Foreign:
 
     runtime: str
     folder: str
-    error: str                 # the runtime's words
+    error: str                 # docker's rule (docker_folder_error), in docker 20.10's words
     files: tuple[str, ...]     # the files it stumbles on
 
     @property
@@ -392,7 +410,9 @@ class Foreign:
 
     @property
     def text(self) -> str:
-        return f"{self.runtime} refuses every pull from {self.folder.rsplit('/', 1)[-1]}: {self.error} ({self.cause})"
+        """What the runtime will do, when it was not asked (or did not refuse): docker's rule, marked as such."""
+        return (f"{self.runtime} refuses every pull from {self.folder.rsplit('/', 1)[-1]}, {RULE}: {self.error} "
+                f"({self.cause})")
 
 
 def foreign_files(listing: tuple[str, ...], folders: tuple[str, ...]) -> tuple[list[Foreign], list[str]]:
@@ -400,7 +420,7 @@ def foreign_files(listing: tuple[str, ...], folders: tuple[str, ...]) -> tuple[l
 
     docker and podman read every file there (``*.crt`` CAs, ``*.cert``/``*.key``
     client pairs): an unpaired key or certificate breaks every pull from that
-    name (an error, in the runtime's words); another CA only adds trust (a
+    name (an error, by docker's rule); another CA only adds trust (a
     warning). containerd reads what hosts.toml names, so other files there are
     a warning. Nothing is deleted: these files are not ours.
     """

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -290,13 +291,17 @@ class RegistryHost:
 
 @dataclass
 class ClientHost:
-    """A Docker client as the client scripts leave it: the files written and removed, dockerd up."""
+    """A Docker client as the client scripts leave it: the files written and removed, dockerd up (or not).
+
+    ``files`` is also what the certs.d listing shows (shell glob rules: ``*`` skips dotfiles); with
+    ``dockerd`` "down" the runtime script says so (RTX) and answers docker's certs.d check (openssl)."""
 
     host: FakeHost
     os_id: str = "debian"
     verify: str = "ok"                   # what every runtime says: "ok", or "fail <the runtime's words>"
     files: dict[str, bytes] = field(default_factory=dict)
     restarts: int = 0
+    dockerd: str = "up"                  # up | down
 
     def __post_init__(self) -> None:
         self.host.on(r"echo \"TIME", self._probe).on(r"base64 -d", self._apply)
@@ -312,15 +317,27 @@ class ClientHost:
             lines += [f"X {p}" for p in sorted(self.files) if p.startswith(prefix) and p.endswith(suffix)]
         for exact in re.findall(r"^for x in ([^\s*]+); do \[ -f", script, re.MULTILINE):   # one exact path
             lines += [f"X {p}" for p in [shlex.split(exact)[0]] if p in self.files]
-        lines.append(f"DSTART {int(time.time()) + 3600}")   # dockerd started after every file
+        if self.dockerd == "up":
+            lines.append(f"DSTART {int(time.time()) + 3600}")   # dockerd started after every file
+        lines += [f"L {p}" for p in self._listing(script)]
         if "base64 -w0 <" in script:
             for quoted in re.findall(r"^\[ -f (\S+) \] && echo \"C", script, re.MULTILINE):
                 path = shlex.split(quoted)[0]
                 if path in self.files:
                     lines.append(f"C {base64.b64encode(self.files[path]).decode()} {path}")
         if "DOCKERD" in script:
-            lines.append("DOCKERD up 26.1.5")
+            lines.append("DOCKERD up 26.1.5" if self.dockerd == "up" else "DOCKERD down")
         return Result("\n".join(lines) + "\n" + self._verify(script).stdout, "", 0)   # status: one round trip
+
+    def _listing(self, script: str) -> list[str]:
+        """The certs.d listing (``for x in 'folder'/* 'folder'/.[!.]*; do [ -e "$x" ] && echo "L $x"``)."""
+        found = []
+        for words_ in re.findall(r'^for x in (.*); do \[ -e "\$x" \] && echo "L \$x"; done$', script, re.MULTILINE):
+            for pattern in shlex.split(words_):
+                folder, _, glob = pattern.rpartition("/")
+                found += [p for p in sorted(self.files) if p.rpartition("/")[0] == folder and (
+                    not p.rpartition("/")[2].startswith(".") if glob == "*" else fnmatch(p.rpartition("/")[2], glob))]
+        return found
 
     def _apply(self, script: str) -> Result:
         for m in re.finditer(r"^(wb?) (\S+) ", script, re.MULTILINE):   # w PATH 'text' | wb PATH base64
@@ -349,7 +366,11 @@ class ClientHost:
             "os": (0, "") if ok else (60, f"curl: (60) {why}"),
         }
         lines = []
+        if self.dockerd != "up" and "docker/_ping" in script:
+            lines.append("RTX docker down dockerd does not answer on /var/run/docker.sock (or curl is missing)")
         for target, name in re.findall(r"printf 'RT %s %s %s %s\\n' (\S+) (\S+)", script):
+            if (target == "docker" and self.dockerd != "up") or (target == "docker-files" and self.dockerd == "up"):
+                continue   # the script's other branch
             code, out = answers.get(target, (0, "") if ok else (1, why))
             lines.append(f"RT {target} {shlex.split(name)[0]} {code} {base64.b64encode(out.encode()).decode()}")
         return Result("".join(f"{line}\n" for line in lines), "", 0)

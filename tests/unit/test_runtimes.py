@@ -99,16 +99,44 @@ def test_a_check_that_printed_nothing_fails():
     assert [(c.state, c.detail) for c in checks] == [("fail", "no answer from the check (timed out or killed)")]
 
 
-def test_stopped_dockerd_reads_certs_d_by_docker_rules():
+STOPPED = "RTX docker down dockerd does not answer on /var/run/docker.sock (or curl is missing)"
+
+
+def test_F28_stopped_dockerd_reads_certs_d_by_docker_rules_and_says_so():
     docker = (RT.Target("docker", FOLDERS),)
-    out = "\n".join(["RTX docker down dockerd does not answer on /var/run/docker.sock (or curl is missing)",
-                     rt("docker-files", "registry.lab", 0, ""), rt("docker-files", "registry.lab:443", 0, "")])
+    out = "\n".join([STOPPED, rt("docker-files", "registry.lab", 0, ""), rt("docker-files", "registry.lab:443", 0, "")])
     listing = ("/etc/docker/certs.d/registry.lab/ca.crt", "/etc/docker/certs.d/registry.lab/domain.key",
                "/etc/docker/certs.d/registry.lab:443/ca.crt")
     checks = RT.judge(RT.parse(out), docker, listing)
-    assert [(c.name, c.state) for c in checks] == [("registry.lab", "fail"), ("registry.lab:443", "ok")]
-    assert checks[0].detail.startswith("Missing client certificate domain.cert for key domain.key (dockerd is not")
-    assert checks[1].detail.startswith("dockerd is not running: certs.d read by docker's rules")
+    assert [(c.name, c.state, c.asked) for c in checks] == [("registry.lab", "fail", False),
+                                                             ("registry.lab:443", "ok", False)]
+    assert checks[0].detail == ("by docker's rule: Missing client certificate domain.cert for key domain.key "
+                                "(dockerd is not running: certs.d checked by docker's rules and openssl only)")
+    assert checks[1].detail == ("dockerd is not running: certs.d checked by docker's rules and openssl only; "
+                                "its CAs validate the registry")
+    assert RT.summary(checks)[2] == ["dockerd is not running: certs.d checked by docker's rules and openssl only"]
+
+
+def test_F28_stopped_dockerd_is_a_warning_never_each_runtime_asked_itself():
+    """Its certs.d passed docker's rules and openssl, but dockerd was not asked: a warning, one line per host
+    (not one per name), and the message says how it was checked."""
+    targets = (RT.Target("docker", FOLDERS), RT.Target("os", ("registry.lab:443",)))
+    out = "\n".join([STOPPED, rt("docker-files", "registry.lab", 0, ""), rt("docker-files", "registry.lab:443", 0, ""),
+                     rt("os", "registry.lab:443", 0, "")])
+    overall, message, warnings = RT.summary(RT.judge(RT.parse(out), targets))
+    assert "asked itself" not in message
+    assert message == ("TLS accepted by docker, os (3 check(s), dockerd is not running: certs.d checked by "
+                       "docker's rules and openssl only)")
+    assert warnings == ["dockerd is not running: certs.d checked by docker's rules and openssl only"]
+    assert overall == "ok"   # every target was checked and none refused: clients.trust still succeeds (exit 0)
+    failing = out.replace(rt("docker-files", "registry.lab", 0, ""), rt("docker-files", "registry.lab", 1, OPENSSL_FAIL))
+    checks = RT.judge(RT.parse(failing), targets)
+    assert RT.summary(checks)[:2] == ("fail", "docker registry.lab: openssl: verify error:num=18:self-signed "
+                                      "certificate (dockerd is not running: certs.d checked by docker's rules and "
+                                      "openssl only)")
+    absent = "\n".join(["RTX os absent curl is not installed", *out.splitlines()[:3]])
+    assert RT.summary(RT.judge(RT.parse(absent), targets))[:2] == (
+        "unchecked", "TLS accepted by docker (dockerd is not running: certs.d checked by docker's rules and openssl only)")
 
 
 @pytest.mark.parametrize(("files", "error"), [
@@ -125,14 +153,14 @@ def test_docker_folder_rules(files, error):
     assert RT.docker_folder_error([f"/etc/docker/certs.d/r/{f}" for f in files]) == error
 
 
-def test_foreign_files_break_or_add_trust_and_ours_are_never_foreign():
+def test_F28_foreign_files_break_or_add_trust_and_ours_are_never_foreign():
     d, c = "/etc/docker/certs.d/registry.lab", "/etc/containerd/certs.d/registry.lab"
     listing = (f"{d}/ca.crt", f"{d}/registry-tls-rotation.crt", f"{d}/domain.key", f"{d}/corp-ca.crt", f"{d}/notes.txt",
                f"{c}/ca.crt", f"{c}/hosts.toml", f"{c}/domain.key")
     errors, warnings = RT.foreign_files(listing, (d, c))
-    assert [e.text for e in errors] == [
-        ("docker refuses every pull from registry.lab: Missing client certificate domain.cert for key domain.key "
-         f"({d}/domain.key: not written by registry-tls, left in place (remove or pair it))")]
+    assert [e.text for e in errors] == [   # our reading of docker's rule, said as such: dockerd was not asked here
+        ("docker refuses every pull from registry.lab, by docker's rule: Missing client certificate domain.cert for "
+         f"key domain.key ({d}/domain.key: not written by registry-tls, left in place (remove or pair it))")]
     assert warnings == [f"{d}: another CA adds trust for this name: {d}/corp-ca.crt",
                         f"{d}: files registry-tls did not write (docker ignores them): {d}/notes.txt",
                         (f"{c}: files registry-tls did not write (containerd reads only what hosts.toml names): "
@@ -192,6 +220,7 @@ def test_stopped_dockerd_one_tls_check_per_endpoint_when_the_folders_hold_the_sa
         ("docker-files", "registry.lab", 0), ("docker-files", "registry.lab:443", 0)]
     checks = {c.name: (c.state, c.detail) for c in RT.judge(parsed, (target,))}
     assert checks["registry.lab:443"] == checks["registry.lab"] == (
-        "ok", "dockerd is not running: certs.d read by docker's rules, its CAs validate the registry (openssl)")
-    assert checks["10.0.0.1:443"] == ("fail", "openssl: verify error:num=18:self-signed certificate")
+        "ok", "dockerd is not running: certs.d checked by docker's rules and openssl only; its CAs validate the registry")
+    assert checks["10.0.0.1:443"] == ("fail", "openssl: verify error:num=18:self-signed certificate (dockerd is not "
+                                      "running: certs.d checked by docker's rules and openssl only)")
     assert not list(tmp.iterdir())   # the joined CA file went with its folder

@@ -156,3 +156,74 @@ def test_status_and_verify_look_at_each_client_once_as_root_through_the_one_prob
             (call,) = [c for c in world.fleet.calls if c.host == name]
             assert call.sudo and "echo \"TIME" in call.command and "printf 'RT %s" in call.command
     assert len(runs) == 2 * len(names) and all(kw["sudo"] is True and kw["runtimes"] for kw in runs)
+
+
+# --------------------------------------------------------------------------- F28: a runtime that refuses, files we did not write
+
+
+def docker_folder(world, host: str) -> str:
+    return next(p for p in world.clients[host].files if p.endswith("/ca.crt")).rsplit("/", 1)[0]
+
+
+STOPPED = "dockerd is not running: certs.d checked by docker's rules and openssl only"
+
+
+def test_F28_a_stopped_dockerd_is_a_one_line_warning_in_status_and_verify_never_asked_itself(world):
+    world.clients["c2"].dockerd = "down"
+    result = fleet_status(world.s, world.s.inv.clients)
+    c2 = result.report.get("c2")
+    assert (result.level, int(result.level)) == (Level.WARNING, 1) and result.reasons == [f"c2: {STOPPED}"]
+    assert c2.status == Status.OK and c2.warnings == [STOPPED]   # one line: no 'dockerd down' beside it
+    assert "asked itself" not in c2.message and c2.message.endswith(f"(1 check(s), {STOPPED})")
+    rep = V.verify_all(world.s, world.s.inv.clients)
+    c2 = rep.get("c2")
+    assert "asked itself" not in c2.message and c2.warnings == [STOPPED]
+    assert c2.facts["checks"][0]["detail"].startswith(STOPPED)
+    assert rep.get("c1").message.endswith("each runtime asked itself)")   # the others were asked
+    world.clients["c2"].verify = "fail verify error:num=18:self-signed certificate"
+    result = fleet_status(world.s, world.s.inv.clients)
+    assert result.level == Level.CRITICAL and result.reasons == [
+        f"c2: failed: {result.report.get('c2').message}"]
+    assert result.report.get("c2").message.endswith(f"verify error:num=18:self-signed certificate ({STOPPED})")
+
+
+def test_F28_a_stopped_dockerd_does_not_fail_clients_trust_it_warns(world):
+    """clients.trust's exit code is as before (0: the files are in place and pass docker's rules and openssl),
+    with the warning; bench clients run no dockerd."""
+    world.clients["c2"].dockerd = "down"
+    world.clients["c2"].files.clear()   # trust to install again: the runtimes are asked after the change
+    material = world.s.pki.load()
+    rep = D.trust_clients(world.s, material, world.s.inv.clients)
+    c2 = rep.get("c2")
+    assert rep.exit_code == 0 and c2.status == Status.CHANGED and c2.warnings == [STOPPED]
+    assert "asked itself" not in c2.message and c2.facts["verify"] == "ok"
+
+
+def test_F28_a_foreign_ca_alone_in_certs_d_is_a_warning(world):
+    folder = docker_folder(world, "c1")
+    world.clients["c1"].files[f"{folder}/corp-ca.crt"] = b"another CA\n"
+    result = fleet_status(world.s, world.s.inv.clients)
+    assert (result.level, int(result.level)) == (Level.WARNING, 1)
+    assert result.reasons == [f"c1: {folder}: another CA adds trust for this name: {folder}/corp-ca.crt"]
+    assert result.report.get("c1").status == Status.OK
+
+
+def test_F28_a_stray_domain_key_in_certs_d_is_critical(world):
+    folder = docker_folder(world, "c3")
+    world.clients["c3"].files[f"{folder}/.key"] = b"a dotfile: docker reads it too\n"
+    world.clients["c3"].verify = "fail Missing client certificate .cert for key .key"   # what dockerd says then
+    result = fleet_status(world.s, world.s.inv.clients)
+    assert (result.level, int(result.level)) == (Level.CRITICAL, 2)
+    (reason,) = result.reasons
+    assert reason.startswith("c3: failed: ") and "TLS refused: docker registry.test:" in reason
+    assert reason.endswith(f"Missing client certificate .cert for key .key ({folder}/.key: not written by "
+                           "registry-tls, left in place (remove or pair it))")
+    del world.clients["c3"].files[f"{folder}/.key"]
+    world.clients["c3"].files[f"{folder}/domain.key"] = b"the server's key, copied by a guide\n"
+    world.clients["c3"].verify = "ok"   # even if the runtime's answer were missed, the listing alone is critical
+    result = fleet_status(world.s, world.s.inv.clients)
+    assert (result.level, int(result.level)) == (Level.CRITICAL, 2)
+    assert result.reasons == [
+        f"c3: failed: docker refuses every pull from {folder.rsplit('/', 1)[-1]}, by docker's rule: Missing client "
+        f"certificate domain.cert for key domain.key ({folder}/domain.key: not written by registry-tls, left in "
+        "place (remove or pair it))"]
