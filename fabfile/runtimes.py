@@ -420,9 +420,11 @@ def foreign_files(listing: tuple[str, ...], folders: tuple[str, ...]) -> tuple[l
 
     docker and podman read every file there (``*.crt`` CAs, ``*.cert``/``*.key``
     client pairs): an unpaired key or certificate breaks every pull from that
-    name (an error, by docker's rule); another CA only adds trust (a
-    warning). containerd reads what hosts.toml names, so other files there are
-    a warning. Nothing is deleted: these files are not ours.
+    name (an error, by docker's rule); another CA only adds trust, and a
+    ``x.cert``/``x.key`` pair is a client certificate the runtime presents to the
+    registry (warnings: a pair whose halves do not match breaks it too, and only
+    the runtime can tell). containerd reads what hosts.toml names, so other files
+    there are a warning. Nothing is deleted: these files are not ours.
     """
     errors: list[Foreign] = []
     warnings: list[str] = []
@@ -442,6 +444,11 @@ def foreign_files(listing: tuple[str, ...], folders: tuple[str, ...]) -> tuple[l
         cas = [p for p in extra if p.endswith(".crt")]
         if cas:
             warnings.append(f"{folder}: another CA adds trust for this name: {', '.join(cas)}")
+        names = {p.rsplit("/", 1)[-1] for p in inside}
+        pairs = [n[:-5] for n in sorted(names) if n.endswith(".cert") and f"{n[:-5]}.key" in names]
+        if pairs:
+            warnings.append(f"{folder}: client certificate {runtime} presents to this registry: "
+                            + ", ".join(f"{stem}.cert/{stem}.key" for stem in pairs))
         other = [p for p in extra if not p.endswith((".crt", ".cert", ".key"))]
         if other:
             warnings.append(f"{folder}: files registry-tls did not write ({runtime} ignores them): {', '.join(other)}")

@@ -168,6 +168,27 @@ def test_F28_foreign_files_break_or_add_trust_and_ours_are_never_foreign():
     assert RT.foreign_files((f"{d}/ca.crt", f"{d}/registry-tls-rotation.crt"), (d,)) == ([], [])
 
 
+@pytest.mark.parametrize(("files", "errors", "warnings"), [
+    (["x.cert", "x.key"], [], ["client certificate docker presents to this registry: x.cert/x.key"]),
+    (["a.cert", "a.key", "b.cert", "b.key"], [],
+     ["client certificate docker presents to this registry: a.cert/a.key, b.cert/b.key"]),
+    ([".cert", ".key"], [], ["client certificate docker presents to this registry: .cert/.key"]),   # dotfiles count
+    (["x.cert", "x.key", "y.key"], ["Missing client certificate y.cert for key y.key"],
+     ["client certificate docker presents to this registry: x.cert/x.key"]),
+    (["corp-ca.crt"], [], ["another CA adds trust for this name: {d}/corp-ca.crt"]),
+    (["domain.key"], ["Missing client certificate domain.cert for key domain.key"], []),
+    (["client.cert"], [("missing key client.key for client certificate client.cert. "
+                        "Note that CA certificates should use the extension .crt")], []),
+], ids=["pair", "two-pairs", "dot-pair", "pair-and-stray-key", "foreign-ca", "stray-key", "orphan-cert"])
+def test_F28_foreign_files_table(files, errors, warnings):
+    """Every file registry-tls did not write in a docker certs.d folder is reported: what breaks docker is an
+    error, a client certificate pair or another CA a warning (nothing is silent)."""
+    d = "/etc/docker/certs.d/registry.lab"
+    found, said = RT.foreign_files((f"{d}/ca.crt", *(f"{d}/{f}" for f in files)), (d,))
+    assert [e.error for e in found] == errors
+    assert said == [f"{d}: {w.format(d=d)}" for w in warnings]
+
+
 @pytest.mark.parametrize(("folder", "endpoint"), [
     ("registry.lab", "registry.lab:443"), ("registry.lab:5000", "registry.lab:5000"),
     ("[::1]", "[::1]:443"), ("[::1]:5000", "[::1]:5000"), ("10.0.0.1", "10.0.0.1:443")])
