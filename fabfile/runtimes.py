@@ -16,7 +16,10 @@ It asks, for every trust target of the client and every name it pulls with:
               (``STOPPED_DOCKERD``), never "asked itself".
   containerd  ``ctr images pull --hosts-dir /etc/containerd/certs.d`` of a tag
               that does not exist, with the OS store emptied (SSL_CERT_FILE,
-              SSL_CERT_DIR), so only hosts.toml can make it succeed (401).
+              SSL_CERT_DIR), so only hosts.toml can make it succeed (401). With
+              ``--local`` where ``ctr images pull --help`` lists it (containerd
+              2.0+ pulls through the daemon's transfer service otherwise, which
+              resolves with the daemon's OS store).
   podman      containers/image (``skopeo login``, else ``podman login`` with a
               throwaway root) with a throwaway authfile, removed afterwards.
   os          curl (else openssl) with the system store only: no CA file.
@@ -151,12 +154,14 @@ def endpoint(folder: str) -> str:
 
 def _containerd(t: Target) -> list[str]:
     pulls = [_emit("containerd", n, f"{NO_OS_STORE} timeout {TIMEOUT} ctr --address \"$cs\" -n {q(PROBE_USER)} "
-                   f"images pull --hosts-dir {q(CERTS_D['containerd'])} {q(_ref(n))}") for n in t.names]
+                   f"images pull $lo --hosts-dir {q(CERTS_D['containerd'])} {q(_ref(n))}") for n in t.names]
     return [
         f"cs=; for x in {words(CONTAINERD_SOCKETS)}; do [ -S \"$x\" ] && {{ cs=$x; break; }}; done",
         "if ! command -v ctr >/dev/null 2>&1; then echo 'RTX containerd absent ctr is not installed'",
         "elif [ -z \"$cs\" ]; then echo 'RTX containerd down containerd is not running (no socket)'",
         "else",
+        # containerd 2.0+: without --local the daemon's transfer service resolves, with its own OS store
+        'case "$(ctr images pull --help 2>&1)" in *"--local "*) lo=--local;; *) lo=;; esac',
         *_parallel(pulls),
         f"ctr --address \"$cs\" namespaces rm {q(PROBE_USER)} >/dev/null 2>&1; fi",
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 
 import pytest
@@ -131,9 +132,9 @@ def test_F28_stopped_dockerd_is_a_warning_never_each_runtime_asked_itself():
     assert overall == "ok"   # every target was checked and none refused: clients.trust still succeeds (exit 0)
     failing = out.replace(rt("docker-files", "registry.lab", 0, ""), rt("docker-files", "registry.lab", 1, OPENSSL_FAIL))
     checks = RT.judge(RT.parse(failing), targets)
-    assert RT.summary(checks)[:2] == ("fail", "docker registry.lab: openssl: verify error:num=18:self-signed "
+    assert RT.summary(checks)[:2] == ("fail", ("docker registry.lab: openssl: verify error:num=18:self-signed "
                                       "certificate (dockerd is not running: certs.d checked by docker's rules and "
-                                      "openssl only)")
+                                      "openssl only)"))
     absent = "\n".join(["RTX os absent curl is not installed", *out.splitlines()[:3]])
     assert RT.summary(RT.judge(RT.parse(absent), targets))[:2] == (
         "unchecked", "TLS accepted by docker (dockerd is not running: certs.d checked by docker's rules and openssl only)")
@@ -242,6 +243,54 @@ def test_stopped_dockerd_one_tls_check_per_endpoint_when_the_folders_hold_the_sa
     checks = {c.name: (c.state, c.detail) for c in RT.judge(parsed, (target,))}
     assert checks["registry.lab:443"] == checks["registry.lab"] == (
         "ok", "dockerd is not running: certs.d checked by docker's rules and openssl only; its CAs validate the registry")
-    assert checks["10.0.0.1:443"] == ("fail", "openssl: verify error:num=18:self-signed certificate (dockerd is not "
-                                      "running: certs.d checked by docker's rules and openssl only)")
+    assert checks["10.0.0.1:443"] == ("fail", ("openssl: verify error:num=18:self-signed certificate (dockerd is not "
+                                      "running: certs.d checked by docker's rules and openssl only)"))
     assert not list(tmp.iterdir())   # the joined CA file went with its folder
+
+
+CTR_2_HELP = ("OPTIONS:\n   --skip-verify, -k   skip SSL certificate validation\n"
+              "   --local             Fetch content from local client rather than using transfer service "
+              "(default: false)\n")
+CTR_1_6_HELP = ("OPTIONS:\n   --skip-verify, -k   skip SSL certificate validation\n"
+                "   --hosts-dir value   Custom hosts configuration directory\n")
+
+
+def fake_tools(folder, tools: dict[str, str]):
+    """Executables named after ``tools`` (name -> sh body) in ``folder``: a PATH entry."""
+    folder.mkdir(exist_ok=True)
+    for name, body in tools.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize(("help_text", "local"), [(CTR_2_HELP, True), (CTR_1_6_HELP, False)],
+                         ids=["containerd-2.0", "containerd-1.6"])
+def test_ctr_pulls_with_local_where_it_has_it_so_the_daemon_transfer_service_never_resolves(
+        tmp_path, monkeypatch, help_text, local):
+    """containerd 2.0+ pulls through the daemon's transfer service (its own resolver, its OS store) unless
+    --local: the script asks `ctr images pull --help` once, in the same script, and passes --local when listed.
+    Run under sh with a fake ctr and a real unix socket where containerd's would be."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "containerd.sock"))
+    log = tmp_path / "ctr.log"
+    (tmp_path / "help").write_text(help_text)
+    bin_ = fake_tools(tmp_path / "bin", {"ctr": (
+        f'case "$*" in *--help*) cat {tmp_path / "help"}; exit 0;; esac\necho "$*" >> {log}\n'
+        'echo "ctr: failed to resolve reference: pulling from host failed with status code [manifests none]: '
+        '401 Unauthorized"; exit 1')})
+    monkeypatch.setattr(RT, "CONTAINERD_SOCKETS", (str(tmp_path / "containerd.sock"),))
+    text = RT.script((RT.Target("containerd", ("registry.lab", "registry.lab:5000")),))
+    assert text.count("images pull --help") == 1    # one cheap question, in the same script
+    try:
+        out = subprocess.run(["sh", "-c", text], capture_output=True, text=True, check=False,
+                             env={"PATH": f"{bin_}:/usr/bin:/bin"})
+    finally:
+        sock.close()
+    assert out.returncode == 0, out.stderr
+    pulls = sorted(line for line in log.read_text().splitlines() if " images pull " in line)
+    flag = "--local " if local else ""
+    assert pulls == [f"--address {tmp_path}/containerd.sock -n {RT.PROBE_USER} images pull {flag}--hosts-dir "
+                     f"/etc/containerd/certs.d registry.lab{port}/registry-tls/probe:none" for port in ("", ":5000")]
+    checks = RT.judge(RT.parse(out.stdout), (RT.Target("containerd", ("registry.lab", "registry.lab:5000")),))
+    assert [c.state for c in checks] == ["ok", "ok"]

@@ -224,6 +224,6 @@ def test_F28_a_stray_domain_key_in_certs_d_is_critical(world):
     result = fleet_status(world.s, world.s.inv.clients)
     assert (result.level, int(result.level)) == (Level.CRITICAL, 2)
     assert result.reasons == [
-        f"c3: failed: docker refuses every pull from {folder.rsplit('/', 1)[-1]}, by docker's rule: Missing client "
+        (f"c3: failed: docker refuses every pull from {folder.rsplit('/', 1)[-1]}, by docker's rule: Missing client "
         f"certificate domain.cert for key domain.key ({folder}/domain.key: not written by registry-tls, left in "
-        "place (remove or pair it))"]
+        "place (remove or pair it))")]
