@@ -47,7 +47,21 @@ def checks(report: dict, host: str) -> dict[str, set[str]]:
     return found
 
 
-def test_each_runtime_fails_before_trust_works_after_and_verify_agrees(fleet, user):
+def said(report: dict, host: str, target: str, name: str = "registry.lab") -> tuple[str, str]:
+    """(state, detail) of one runtime check in --json: what that runtime itself answered."""
+    (found,) = [(c["state"], c["detail"]) for c in report["hosts"][host]["facts"]["checks"]
+                if (c["target"], c["name"]) == (target, name)]
+    return found
+
+
+def asked_dockerd(state_detail: tuple[str, str], words: str) -> None:
+    """dockerd itself refused with ``words`` (POST /auth): not our reading of docker's rule for a stopped dockerd."""
+    state, detail = state_detail
+    assert state == "fail" and detail.startswith(words), detail
+    assert "by docker's rule" not in detail and "dockerd is not running" not in detail, detail
+
+
+def test_F28_each_runtime_fails_before_trust_works_after_and_verify_agrees(fleet, user):
     fleet.edit(lambda d: [d["clients"]["hosts"][h].__setitem__("trust", t) for h, t in TARGETS.items()])
     assert fleet.inv("registry.deploy").returncode == 0
     assert fleet.inv("clients.trust", "--hosts", "client1").returncode == 0   # to push the image to pull
@@ -66,6 +80,11 @@ def test_each_runtime_fails_before_trust_works_after_and_verify_agrees(fleet, us
             s == {"fail"} for s in checks(unverified, host).values()), row
     assert "x509: certificate signed by unknown authority" in unverified["hosts"]["client1"]["message"]  # dockerd's words
     assert "SSL certificate problem" in unverified["hosts"]["client3"]["message"]                       # curl's words
+    state, ctr = said(unverified, "client1", "containerd")          # ctr's own words, as the real pull above says
+    assert state == "fail" and ctr.startswith('failed to resolve reference "registry.lab/') and "x509: " in ctr, ctr
+    assert "x509: " in before["containerd"] and "failed to resolve reference" in before["containerd"]
+    state, skopeo = said(unverified, "client2", "podman")           # skopeo's own words
+    assert state == "fail" and "pinging container registry registry.lab" in skopeo and "x509: " in skopeo, skopeo
 
     code, trusted = fleet.json("clients.trust")
     assert code == 0, trusted
@@ -81,7 +100,7 @@ def test_each_runtime_fails_before_trust_works_after_and_verify_agrees(fleet, us
     assert code == 0 and status["status"] == "ok", status["reasons"]
 
 
-def test_stray_key_orphan_cert_and_foreign_ca_as_docker_really_treats_them(fleet, user):
+def test_F28_stray_key_orphan_cert_and_foreign_ca_as_docker_really_treats_them(fleet, user):
     assert fleet.inv("deploy").returncode == 0
     folder = "/etc/docker/certs.d/registry.lab"
     fleet.on("client1", f"cp {folder}/ca.crt {folder}/domain.key")           # a guide said: copy the key there
@@ -104,11 +123,17 @@ def test_stray_key_orphan_cert_and_foreign_ca_as_docker_really_treats_them(fleet
     code, verify = fleet.json("verify")
     assert code == 1 and verify["hosts"]["client1"]["status"] == "failed"
     assert "Missing client certificate" in verify["hosts"]["client1"]["message"]
+    for report in (status, verify):   # dockerd was asked, and these are its words (not our reading of its rule)
+        asked_dockerd(said(report, "client1", "docker"), "Missing client certificate domain.cert for key domain.key")
+        asked_dockerd(said(report, "client2", "docker"), "missing key client.key for client certificate client.cert")
+        assert said(report, "client3", "docker")[0] == "ok"
+        assert said(report, "client1", "docker", "registry.lab:443")[0] == "ok"   # only that name's folder
 
     code, deploy = fleet.json("deploy")     # a no-op for our files: still not "trust in place"
     assert code == 1
-    assert deploy["hosts"]["client1"]["message"].startswith(
-        "docker refuses every pull from registry.lab: Missing client certificate domain.cert for key domain.key")
+    assert deploy["hosts"]["client1"]["message"].startswith(   # dockerd not asked on a no-op: its rule, said so
+        "docker refuses every pull from registry.lab, by docker's rule: Missing client certificate domain.cert "
+        "for key domain.key")
     assert deploy["hosts"]["client3"]["status"] == "ok"
     for host, name in (("client1", "domain.key"), ("client2", "client.cert"), ("client3", "corp-ca.crt")):
         assert fleet.on(host, f"test -f {folder}/{name}").returncode == 0   # not ours: never deleted

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import socket
 import subprocess
 
@@ -294,3 +295,54 @@ def test_ctr_pulls_with_local_where_it_has_it_so_the_daemon_transfer_service_nev
                      f"/etc/containerd/certs.d registry.lab{port}/registry-tls/probe:none" for port in ("", ":5000")]
     checks = RT.judge(RT.parse(out.stdout), (RT.Target("containerd", ("registry.lab", "registry.lab:5000")),))
     assert [c.state for c in checks] == ["ok", "ok"]
+
+
+BASE_TOOLS = ("mktemp", "rm", "cat", "cmp", "base64", "tail", "timeout", "env")   # what the script needs besides
+SKOPEO_401 = 'echo "time=\\"x\\" level=fatal msg=\\"logging into \\\\\\"$(eval echo \\$$#)\\\\\\": invalid username/password\\""; exit 1'
+
+
+@pytest.mark.parametrize(("case", "tools", "kinds", "want"), [
+    ("no docker, no curl", {"ctr": "exit 9", "openssl": "exit 0"}, ("docker", "os"),
+     ("unchecked", ["docker: docker is not installed: not checked, not trusted by anything here"],
+      {"docker": "absent", "os": "ok"})),
+    ("no ctr", {"docker": "exit 9", "curl": "exit 9"}, ("containerd",),
+     ("unchecked", ["containerd: ctr is not installed: not checked, not trusted by anything here"],
+      {"containerd": "absent"})),
+    ("no skopeo, no podman", {"docker": "exit 9", "ctr": "exit 9"}, ("podman",),
+     ("unchecked", ["podman: neither podman nor skopeo is installed: not checked, not trusted by anything here"],
+      {"podman": "absent"})),
+    ("docker, no curl", {"docker": "exit 9", "openssl": "exit 0"}, ("docker",),
+     ("ok", ["dockerd is not running: certs.d checked by docker's rules and openssl only"], {"docker": "ok"})),
+    ("podman, no skopeo", {"podman": f'echo "$*" >> "$LOG"; {SKOPEO_401}'}, ("podman",),
+     ("ok", [], {"podman": "ok"})),
+], ids=["no-docker-no-curl", "no-ctr", "no-skopeo-no-podman", "docker-no-curl", "podman-no-skopeo"])
+def test_F16_F28_a_runtime_missing_from_path_is_absent_and_never_ok(tmp_path, monkeypatch, case, tools, kinds, want):
+    """The real script under sh with a PATH that lacks a runtime's tools (the lab hosts share /usr, so they
+    have them all): the RTX line is printed, the verdict is 'unchecked' with a warning, never 'ok'; a stopped
+    dockerd (docker without curl to ask it) is a warning; podman without skopeo logs in with a throwaway root."""
+    base = tmp_path / "base"
+    base.mkdir()
+    for tool in BASE_TOOLS:
+        (base / tool).symlink_to(shutil.which(tool))
+    bin_ = fake_tools(tmp_path / "bin", tools)
+    monkeypatch.setitem(RT.CERTS_D, "docker", str(tmp_path / "certs.d"))
+    monkeypatch.setattr(RT, "DOCKER_SOCKET", str(tmp_path / "no.sock"))
+    targets = tuple(RT.Target(k, ("registry.lab:443",) if k == "os" else ("registry.lab",)) for k in kinds)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"PATH": f"{bin_}:{base}", "TMPDIR": str(tmp), "LOG": str(tmp_path / "log")}
+    out = subprocess.run([shutil.which("sh") or "/bin/sh", "-c", RT.script(targets)], capture_output=True,
+                         text=True, check=False, env=env)
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    absent = {k for k, state in want[2].items() if state == "absent"}
+    assert {line.split()[1] for line in out.stdout.splitlines() if line.startswith("RTX")} == absent | (
+        {"docker"} if case == "docker, no curl" else set())
+    checks = RT.judge(RT.parse(out.stdout), targets)
+    overall, message, warnings = RT.summary(checks)
+    assert (overall, warnings, {c.target: c.state for c in checks}) == want, (case, message)
+    assert "asked itself" not in message or not warnings
+    if case == "podman, no skopeo":   # the fallback: podman itself, a throwaway root and authfile, all removed
+        (call,) = (tmp_path / "log").read_text().splitlines()
+        assert call.startswith(f"--root {tmp}/tmp.") and "--storage-driver vfs login --authfile" in call
+        assert call.endswith(f"-u {RT.PROBE_USER} --password-stdin registry.lab")
+    assert not list(tmp.iterdir())   # every throwaway file and folder is gone
