@@ -146,7 +146,9 @@ def test_F16_client_dockerd_stopped_when_a_restart_is_needed_is_a_precise_warnin
     c1 = report["hosts"]["client1"]
     assert c1["status"] == "changed" and not c1["restarted"]
     assert c1["warnings"] == [("dockerd is not running, so it was not restarted (the OS trust store changed): "
-                              "it loads the new trust when it starts")]
+                              "it loads the new trust when it starts"),
+                              "dockerd is not running: certs.d checked by docker's rules and openssl only"]  # F28
+    assert c1["facts"]["verify"] == "ok" and "asked itself" not in c1["message"]
 
 
 # --------------------------------------------------------------------------- F25
