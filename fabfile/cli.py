@@ -245,14 +245,15 @@ def untrust(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, fo
     """Remove what clients.trust installed (every target; others' files stay); restart dockerd by the same rule."""
     from .untrust import untrust as step
 
+    parallel, batch = integer(parallel, "parallel"), integer(batch, "batch")
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys, json=json)
     targets = D.select_clients(s, hosts=hosts, groups=groups, failed_only=failed_only)
     material = s.pki.load()
     if material is None:
         raise InputError(f"{s.pki.cert_path}: no certificate: untrust compares the clients' files with it")
     with s.state.lock():
-        rep = D.trust_clients(s, material, targets, dry_run=dry_run, force=force, parallel=int(parallel),
-                              batch=int(batch), step=step)
+        rep = D.trust_clients(s, material, targets, dry_run=dry_run, force=force, parallel=parallel,
+                              batch=batch, step=step)
     _finish(s, rep, json=json, title="clients", command="clients.untrust", dry_run=dry_run)
 
 

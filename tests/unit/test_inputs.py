@@ -86,6 +86,8 @@ CASES = [
     Case("parallel 0", ["deploy", "--parallel", "0"], 2, ["--parallel 0", "from 1"]),
     Case("parallel not a number", ["deploy", "-P", "abc"], 2, ["--parallel 'abc'", "whole number"]),
     Case("batch negative", ["clients.trust", "--batch=-1"], 2, ["--batch -1"]),
+    Case("untrust: parallel 0", ["clients.untrust", "--parallel", "0"], 2, ["--parallel 0", "from 1"]),
+    Case("untrust: batch negative", ["clients.untrust", "-b", "-3"], 2, ["--batch -3", "from 1"]),
     Case("parallel huge", ["verify", "--parallel", "100000"], 2, ["--parallel 100000"]),
     Case("if-expiring-within text", ["rotate", "--if-expiring-within", "soon"], 2, ["--if-expiring-within 'soon'"]),
     Case("until unknown", ["rotate", "--until", "later"], 2, ["--until 'later'"]),
