@@ -22,7 +22,7 @@ from . import deploy as D
 from . import logs, report
 from . import rotate as ROT
 from . import verify as V
-from .commandline import cli, exit_2_on_parse_errors, integer, task
+from .commandline import cli, command, exit_2_on_parse_errors, integer, task
 from .errors import ExitCode, InputError, RegistryTlsError
 from .inventory import pin_warning
 from .session import open_session
@@ -146,7 +146,7 @@ def _material_for_push(s):
     """The certificate the registry serves, checked before anything is asked or written."""
     if s.pki.load() is None:
         raise InputError(f"{s.pki.cert_path}: no certificate yet, so no registry to push users to; "
-                         "run `inv deploy` first, or pass --no-deploy")
+                         f"run {command('deploy')} first, or pass --no-deploy")
     material, _ = D.certificate(s)  # existing material: never writes; an unfit one is an InputError
     return material
 
@@ -230,7 +230,7 @@ def trust(c, inventory=None, hosts=None, groups=None, parallel=10, batch=1, forc
     targets = D.select_clients(s, hosts=hosts, groups=groups, failed_only=failed_only)
     material = s.pki.load()
     if material is None:
-        raise InputError(f"{s.pki.cert_path}: no certificate yet; run `inv deploy` or `inv cert.generate`")
+        raise InputError(f"{s.pki.cert_path}: no certificate yet; run {command('deploy')} or {command('cert.generate')}")
     with s.state.lock():
         rep = D.trust_clients(s, material, targets, dry_run=dry_run, force=force,
                               parallel=parallel, batch=batch)
@@ -295,7 +295,7 @@ def verify(c, inventory=None, hosts=None, groups=None, parallel=10, json=False, 
             "abort": "return to the old certificate everywhere",
             "ca": "new anchor: a new CA (after a registry name change, or to move a self-signed deployment to "
                   "ca mode); clients learn it with the overlap phases",
-            "until": "stop after this phase: 'trusted' or 'switched' (resume later with `inv rotate`)"})
+            "until": lambda: f"stop after this phase: 'trusted' or 'switched' (resume later with {command('rotate')})"})
 @cli
 def rotate(c, inventory=None, if_expiring_within=None, if_due=False, dry_run=False, force=False, abort=False,
            ca=False, until=None, parallel=10, batch=1, json=False, verbose=False, accept_new_host_keys=False):
@@ -395,7 +395,7 @@ def _export_inputs(c, inventory, group, *, kubernetes=False):
                          "(e.g. busybox:1.36.1) that every node can pull")
     material = s.pki.load()
     if material is None:
-        raise InputError(f"{s.pki.cert_path}: no certificate yet; run `deploy` or `cert.generate` first")
+        raise InputError(f"{s.pki.cert_path}: no certificate yet; run {command('deploy')} or {command('cert.generate')} first")
     anchors = s.anchors(material)
     title = (f"registry-tls: trust for {s.inv.registry.endpoint}"
              f" ({'group ' + group if group else 'client defaults'}), anchor SHA-256 {material.anchor_fingerprint}")

@@ -40,8 +40,24 @@ CORE_SHORT_FLAGS = frozenset("cdDefFhlprRTVw")
 # flags whose value is a whole number (kind int even when the default is None)
 INTEGER_FLAGS = frozenset({"parallel", "batch", "warn_days", "if_expiring_within", "clients"})
 
+# The program the user runs, as hints name it (`registry-tls deploy`, `inv deploy` in a checkout): set once per
+# run when Invoke parses the tasks (_one_line_parse_errors), before any task, message or --help is made.
+_running = {"program": "registry-tls"}
+
 assert not CORE_SHORT_FLAGS & set(SHORT_FLAGS.values())
 assert len(set(SHORT_FLAGS.values())) == len(SHORT_FLAGS)
+
+
+def command(args: str) -> str:
+    """A command to suggest in a message or a flag's help, quoted and named as this program was run:
+    "`registry-tls rotate --ca`" when installed (or ``python -m fabfile``), "`inv rotate --ca`" in a checkout."""
+    return f"`{_running['program']} {args}`"
+
+
+def _program_name(program: Program) -> str:
+    """``registry-tls``, ``inv`` or ``invoke`` as typed; else the program's first name (``python -m fabfile``)."""
+    names = program.binary_names
+    return program.called_as if program.called_as in names else names[0]
 
 
 class FlagValueError(ParseError):
@@ -82,10 +98,16 @@ class Task(invoke.Task):
         return opts
 
     def get_arguments(self, *args: Any, **kwargs: Any) -> list[Argument]:
-        arguments = super().get_arguments(*args, **kwargs)
+        texts = dict(self.help)  # Invoke pops each help text as it makes the flag: keep them for the next parse
+        try:
+            arguments = super().get_arguments(*args, **kwargs)
+        finally:
+            self.help = texts
         for argument in arguments:
             argument.__class__ = _Argument
             argument.exit_code = self.parse_exit_code  # type: ignore[attr-defined]
+            if callable(argument.help):  # a text naming a command: made now that the program is known
+                argument.help = argument.help()
         return arguments
 
 
@@ -158,6 +180,7 @@ def exit_2_on_parse_errors() -> None:
 def _one_line_parse_errors(original: Callable[[Program], None]) -> Callable[[Program], None]:
     @functools.wraps(original)
     def parse(self: Program) -> None:
+        _running["program"] = _program_name(self)
         try:
             original(self)
         except ParseError as exc:
@@ -169,9 +192,8 @@ def _one_line_parse_errors(original: Callable[[Program], None]) -> Callable[[Pro
                 except (KeyError, ValueError):
                     task_ = None
                 code = getattr(task_, "parse_exit_code", int(ExitCode.INVALID_INPUT))
-            me = getattr(self, "called_as", None) or "inv"
-            hint = (f" (see `{me} --help {name}`)" if name else "" if isinstance(exc, FlagValueError)
-                    else f" (see `{me} --list`)")
+            hint = (f" (see {command(f'--help {name}')})" if name else "" if isinstance(exc, FlagValueError)
+                    else f" (see {command('--list')})")
             raise Exit(f"error: {report.literal(_tidy(str(exc)))}{hint}", code=code) from None
 
     parse.registry_tls = True  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from . import clients as C
 from . import fleet, registry
 from .certs import CertInfo, describe
+from .commandline import command
 from .errors import InputError
 from .htpasswd import Htpasswd
 from .inventory import Client, pin_warning
@@ -175,5 +176,5 @@ def deploy_all(
 def show_certificate(s: Session) -> list[CertInfo]:
     material = s.pki.load()
     if material is None:
-        raise InputError(f"{s.pki.cert_path}: no certificate yet; run `inv cert.generate`")
+        raise InputError(f"{s.pki.cert_path}: no certificate yet; run {command('cert.generate')}")
     return [describe(c) for c in material.chain]

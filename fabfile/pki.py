@@ -26,6 +26,7 @@ from pathlib import Path
 from cryptography import x509
 
 from . import certs
+from .commandline import command
 from .errors import CertificateError, InputError
 from .inventory import Certificate
 from .localfs import atomic_write, read_optional
@@ -134,7 +135,7 @@ class Pki:
         if cert_data is None or key_data is None:
             present, missing = (self.cert_path, self.key_path) if key_data is None else (self.key_path, self.cert_path)
             raise CertificateError(f"{missing}: missing while {present.name} exists; "
-                                   "restore it or run `inv cert.generate --force`")
+                                   f"restore it or run {command('cert.generate --force')}")
         chain = tuple(certs.load_certs(cert_data, str(self.cert_path)))
         key = certs.load_key(key_data, str(self.key_path))
         if not certs.same_public_key(chain[0], key):
@@ -164,18 +165,18 @@ class Pki:
         """
         if material.mode != self.cfg.mode:
             return (f"{self.cert_path}: the files are {material.mode} while certificate.mode is {self.cfg.mode}; "
-                    "run `inv rotate --ca` to move every client to the new anchor without a window of distrust")
+                    f"run {command('rotate --ca')} to move every client to the new anchor without a window of distrust")
         if material.mode == "ca" and certs.constraint_texts(material.anchor) is not None \
                 and not certs.constraints_fit(material.anchor, self.cfg.spec.sans):
             return (f"{self.ca_cert_path}: the CA's name constraints permit only "
                     f"{', '.join(certs.constraint_texts(material.anchor) or ())}, not the names in certificate.san "
-                    "(a registry name change is a CA rotation); run `inv rotate --ca`")
+                    f"(a registry name change is a CA rotation); run {command('rotate --ca')}")
         return None
 
     def anchor_warnings(self, material: Material) -> list[str]:
         if material.mode == "ca" and certs.constraint_texts(material.anchor) is None:
             return [(f"{self.ca_cert_path} has no name constraints: its key can sign for any name; "
-                    "`inv rotate --ca` replaces it with a CA limited to the registry's names")]
+                    f"{command('rotate --ca')} replaces it with a CA limited to the registry's names")]
         return []
 
     # ------------------------------------------------------------------ writing
@@ -184,7 +185,7 @@ class Pki:
         """Make and write new material. Refuses to overwrite without ``force``."""
         if self.exists() and not force:
             raise InputError(f"{self.cert_path}: exists; pass --force to replace it "
-                             "(clients that trust the old one need `inv deploy` or `inv rotate`)")
+                             f"(clients that trust the old one need {command('deploy')} or {command('rotate')})")
         material = self.build(now, force=force, new_ca=new_ca, write_ca=True)
         self.write(material)
         return material
@@ -218,7 +219,7 @@ class Pki:
             ca_cert = certs.load_certs(cert_data, str(self.ca_cert_path))[0]
             if certs.constraint_texts(ca_cert) is not None and not certs.constraints_fit(ca_cert, self.cfg.spec.sans):
                 raise CertificateError(f"{self.ca_cert_path}: its name constraints do not permit the names in "
-                                       "certificate.san; a registry name change needs a new CA: `inv rotate --ca`")
+                                       f"certificate.san; a registry name change needs a new CA: {command('rotate --ca')}")
             passphrase = self.passphrase(self.ca_key_path, False) if certs.key_is_encrypted(key_data) else None
             return ca_cert, certs.load_key(key_data, str(self.ca_key_path), passphrase)
         ca_key = certs.generate_key(self.cfg.spec.key_type)
@@ -249,7 +250,7 @@ class Pki:
         problems = self.problems(material, now)
         if problems and not renew:
             raise InputError(f"{self.cert_path}: {problems[0]}; run with --renew to issue a new "
-                             "certificate, or `inv rotate` to switch clients without a window of distrust")
+                             f"certificate, or {command('rotate')} to switch clients without a window of distrust")
         if problems:
             certs.validity_warnings(self.cfg.spec.days)  # --renew replaces files; it does not allow >825 days
             material = self.generate(now, force=True)

@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Callable
 
 from .certs import describe, validity_warnings
+from .commandline import command
 from .deploy import deploy_registry, trust_clients
 from .errors import CertificateError, InputError
 from .inventory import Client
@@ -63,7 +64,7 @@ def _copy_material(src: Pki, dst: Pki) -> None:
 def days_left(session: Session) -> int:
     material = session.pki.load()
     if material is None:
-        raise InputError(f"{session.pki.cert_path}: no certificate to rotate; run `inv deploy` first")
+        raise InputError(f"{session.pki.cert_path}: no certificate to rotate; run {command('deploy')} first")
     return describe(material.leaf).days_left(session.now)
 
 
@@ -71,7 +72,7 @@ def start(session: Session, *, renew_ca: bool = False) -> Rotation:
     """Phase 1: make the new material in next/ and record the rotation."""
     current = session.pki.load()
     if current is None:
-        raise InputError(f"{session.pki.cert_path}: no certificate to rotate; run `inv deploy` first")
+        raise InputError(f"{session.pki.cert_path}: no certificate to rotate; run {command('deploy')} first")
     mode = session.inv.certificate.mode
     kind = "server" if mode == "ca" == current.mode and not renew_ca else "anchor"
     change = session.pki.anchor_change(current)
@@ -104,7 +105,7 @@ def promote(session: Session, rotation: Rotation) -> Material:
     _copy_material(_next(session), session.pki)
     material = session.pki.load()
     if material is None or material.fingerprint != rotation.new_fingerprint:
-        raise InputError(f"{session.pki.cert_path}: is not the certificate the rotation made; run `inv rotate --abort`")
+        raise InputError(f"{session.pki.cert_path}: is not the certificate the rotation made; run {command('rotate --abort')}")
     return material
 
 
@@ -144,7 +145,7 @@ def abort_rotation(session: Session, rotation: Rotation) -> Rotation | None:
 def _current(session: Session) -> Material:
     material = session.pki.load()
     if material is None:
-        raise InputError(f"{session.pki.cert_path}: no certificate; run `inv deploy` first")
+        raise InputError(f"{session.pki.cert_path}: no certificate; run {command('deploy')} first")
     return material
 
 
@@ -187,7 +188,7 @@ def rotate_all(
         cleanup = trust_all()
         report.merge(cleanup)
         if unreached(cleanup):
-            report.notes.append("some clients still trust the old certificate too; run `inv rotate` again")
+            report.notes.append(f"some clients still trust the old certificate too; run {command('rotate')} again")
             return report
     finish(s)
     report.notes.append("rotation complete")
@@ -232,7 +233,7 @@ def _trust_old_and_new(s: Session, rotation: Rotation, report: Report, phase2: R
     if missing and not force:
         names = ", ".join(r.host for r in missing)
         report.notes.append(f"not switching: {len(missing)} client(s) do not trust the new certificate yet "
-                            f"({names}); fix them and run `inv rotate` again, or pass --force")
+                            f"({names}); fix them and run {command('rotate')} again, or pass --force")
         return False
     rotation.phase = "trusted"
     save(s, rotation)
@@ -248,7 +249,7 @@ def _switch(s: Session, rotation: Rotation, report: Report) -> bool:
     if switch.failed:
         demote(s)
         report.notes.append("switch failed: the registry keeps the old certificate; "
-                            "fix the cause and run `inv rotate` again")
+                            f"fix the cause and run {command('rotate')} again")
         return False
     rotation.phase = "switched"
     save(s, rotation)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import fleet, inventory
 from .clients import Anchor
+from .commandline import command
 from .errors import InputError
 from .inventory import Inventory, SshTarget
 from .pki import Material, Pki
@@ -67,7 +68,7 @@ class Session:
         material = nxt.load()
         if material is None or material.fingerprint != rotation.new_fingerprint:
             raise InputError(f"{nxt.cert_path}: does not hold the certificate {self.state.rotation_path.name} "
-                             f"records ({rotation.new_fingerprint[:23]}...); run `inv rotate --abort`")
+                             f"records ({rotation.new_fingerprint[:23]}...); run {command('rotate --abort')}")
         return material.anchor_pem
 
 

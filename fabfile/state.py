@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .commandline import command
 from .errors import InputError, LockedError
 from .htpasswd import HEALTH_USER, Htpasswd
 from .inventory import Inventory
@@ -201,7 +202,7 @@ class LocalState:
         except (ValueError, TypeError) as exc:
             why = "not valid JSON" if isinstance(exc, ValueError) else "not the expected fields"
             raise InputError(f"{self.rotation_path}: not a registry-tls rotation state ({why}); restore it from a "
-                             "backup, or delete it and run `inv rotate` again (a new rotation starts from the "
+                             f"backup, or delete it and run {command('rotate')} again (a new rotation starts from the "
                              "certificate in use)") from None
         return rotation
 

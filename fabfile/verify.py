@@ -34,6 +34,7 @@ from . import certs, fleet
 from . import clients as C
 from . import facts as F
 from . import runtimes as RT
+from .commandline import command
 from .errors import InputError
 from .htpasswd import HEALTH_USER
 from .inventory import Client
@@ -226,6 +227,6 @@ def survey(s: Session, title: str, on_registry: Callable[[], HostResult],
 def verify_all(s: Session, targets: tuple[Client, ...], parallel: int = 10) -> Report:
     material = s.pki.load()
     if material is None:
-        raise InputError(f"{s.pki.cert_path}: no certificate; run `inv deploy` first")
+        raise InputError(f"{s.pki.cert_path}: no certificate; run {command('deploy')} first")
     return survey(s, "verify", lambda: verify_registry(s, material), lambda c: verify_client(c, s, material),
                   targets, parallel)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import ipaddress
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ from cryptography import x509
 from cryptography.x509 import verification
 
 from fabfile import certs, inventory
+from fabfile.commandline import command
 from fabfile.errors import CertificateError, InputError, InventoryError
 from fabfile.pki import PASSPHRASE_ENV, Pki
 
@@ -261,7 +263,8 @@ def test_files_of_another_mode_are_refused_with_the_migration_command(tmp_path):
     p = Pki(make_cert_cfg(tmp_path, spec, mode="ca"))
     material = p.load()
     assert material.mode == "self-signed" and material.anchor == material.leaf
-    with pytest.raises(InputError, match=r"the files are self-signed while certificate.mode is ca; run `inv rotate --ca`"):
+    with pytest.raises(InputError, match=r"the files are self-signed while certificate.mode is ca; run "
+                                         + re.escape(command("rotate --ca"))):
         p.ensure(NOW, renew=True)
 
 
@@ -269,9 +272,9 @@ def test_a_registry_name_change_in_ca_mode_is_a_ca_rotation(tmp_path):
     Pki(make_cert_cfg(tmp_path, make_spec(("DNS:registry.test",)), mode="ca")).generate(NOW)
     renamed = Pki(make_cert_cfg(tmp_path, make_spec(("DNS:registry.test", "DNS:new.test")), mode="ca"))
     with pytest.raises(InputError, match=r"permit only DNS:registry.test, IP:0.0.0.0/32, IP:::/128, not the names.*"
-                                         r"a registry name change is a CA rotation.*`inv rotate --ca`"):
+                                         r"a registry name change is a CA rotation.*" + re.escape(command("rotate --ca"))):
         renamed.ensure(NOW, renew=True)
-    with pytest.raises(CertificateError, match=r"needs a new CA: `inv rotate --ca`"):
+    with pytest.raises(CertificateError, match=r"needs a new CA: " + re.escape(command("rotate --ca"))):
         renamed.generate(NOW, force=True)  # signing a leaf the CA's constraints would refuse
 
 
@@ -288,7 +291,7 @@ def test_a_ca_without_constraints_from_an_older_version_is_served_with_a_warning
     outcome = p.ensure(NOW)
     assert not outcome.changed
     assert p.warnings == [(f"{tmp_path / 'ca.crt'} has no name constraints: its key can sign for any name; "
-                          "`inv rotate --ca` replaces it with a CA limited to the registry's names")]
+                          f"{command('rotate --ca')} replaces it with a CA limited to the registry's names")]
 
 
 # --------------------------------------------------------------------------- CA key passphrase

@@ -7,7 +7,9 @@ inventory's hosts are 127.0.0.1:1, and no case gets as far as a host.
 from __future__ import annotations
 
 import io
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ import pytest
 
 from fabfile import commandline
 from fabfile.cli import ns, program
+
+from _support import REPO
 
 INVENTORY = """\
 registry:
@@ -258,6 +262,26 @@ def test_dash_h_after_a_task_is_help(capsys):
         program.run(["registry-tls", "deploy", "-h"])
     assert exit_.value.code in (None, 0)
     assert "--dry-run" in capsys.readouterr().out
+
+
+def test_hints_name_the_program_that_runs(workdir, capsys, monkeypatch):
+    """Messages and flag help suggest the command as the user runs it: `registry-tls ...` installed (and
+    `python -m fabfile`), `inv ...` in a checkout; one helper (commandline.command) makes them all."""
+    prepare(workdir, Case("", [], 0, []))
+    code, _out, err = run(["clients.trust"], None, capsys, monkeypatch)
+    assert code == 2 and "no certificate yet; run `registry-tls deploy` or `registry-tls cert.generate`" in err, err
+    for _ in range(2):  # help texts survive a second parse in the same process
+        _code, out, _err = run(["--help", "rotate"], None, capsys, monkeypatch)
+        assert "(resume later with `registry-tls rotate`)" in " ".join(out.split()), out
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir)}
+    inv = Path(sys.executable).with_name("inv")
+    for argv, me in (([inv, "-r", REPO], "inv"), ([sys.executable, "-m", "fabfile"], "registry-tls")):
+        proc = subprocess.run([*map(str, argv), "clients.trust"], cwd=workdir, env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == 2 and f"run `{me} deploy` or `{me} cert.generate`" in proc.stderr, proc.stderr
+    proc = subprocess.run([str(inv), "-r", str(REPO), "--help", "rotate"], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert "(resume later with `inv rotate`)" in " ".join(proc.stdout.split()), proc.stdout
 
 
 def test_every_integer_flag_is_typed_and_range_checked():

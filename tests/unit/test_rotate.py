@@ -6,6 +6,7 @@ import pytest
 
 from fabfile import deploy as D
 from fabfile import rotate as R
+from fabfile.commandline import command
 from fabfile.errors import InputError, UnreachableError
 from fabfile.results import Status
 
@@ -106,7 +107,7 @@ def test_a_failed_switch_keeps_the_old_certificate_everywhere(world):
     world.registry.crash = True
     report = R.rotate_all(world.s, world.s.inv.clients)
     assert report.notes[-1] == ("switch failed: the registry keeps the old certificate; "
-                                "fix the cause and run `inv rotate` again")
+                                f"fix the cause and run {command('rotate')} again")
     assert world.s.pki.load().fingerprint == old.fingerprint and served(world) == old.fingerprint
     assert world.s.state.rotation().phase == "trusted"
 
