@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from invoke import Collection, Exit, Program
 
@@ -22,7 +23,7 @@ from . import deploy as D
 from . import logs, report
 from . import rotate as ROT
 from . import verify as V
-from .commandline import cli, command, exit_2_on_parse_errors, integer, task
+from .commandline import cli, command, exit_2_on_parse_errors, integer, parse_exit_code, task
 from .errors import ExitCode, InputError, RegistryTlsError
 from .inventory import pin_warning
 from .session import open_session
@@ -368,8 +369,6 @@ FORMATS = ("table", "json", "prometheus")
 
 
 def _metrics(result, registry: str, checked_at, show: bool, path) -> None:
-    from pathlib import Path
-
     from .localfs import atomic_write
     from .metrics import exposition
 
@@ -455,5 +454,27 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-program = Program(namespace=ns, version=_version(), name="registry-tls", binary="registry-tls",
-                  binary_names=["registry-tls"])
+class CliProgram(Program):
+    """Invoke's Program, reading the project config as ``inv`` does from the folder of tasks.py: here from the
+    folder it runs in (where the operator keeps inventory.yaml), ./invoke.yaml, .yml or .json. Not
+    ./invoke.py: running the command in a folder must not run code found there."""
+
+    def parse_collection(self) -> None:
+        super().parse_collection()
+        here = Path.cwd()
+        found = next((here / f"invoke.{ext}" for ext in ("yaml", "yml", "json") if (here / f"invoke.{ext}").is_file()),
+                     None)
+        if found is None:
+            return
+        self.config.set_project_location(str(here))
+        try:
+            self.config.load_project()
+        except Exception as exc:  # noqa: BLE001 - YAML/JSON errors, a file that is not a mapping: one line
+            why = "expected a mapping of settings" if isinstance(exc, AttributeError) else " ".join(str(exc).split())
+            task_ = self.core.unparsed[0] if self.core.unparsed else None  # status: 3 UNKNOWN, else 2
+            raise Exit(f"error: {found}: not a usable Invoke config file: {report.literal(why)}",
+                       code=parse_exit_code(self, task_)) from None
+
+
+program = CliProgram(namespace=ns, version=_version(), name="registry-tls", binary="registry-tls",
+                     binary_names=["registry-tls"])

@@ -177,6 +177,15 @@ def exit_2_on_parse_errors() -> None:
             setattr(Program, method, _one_line_parse_errors(original))
 
 
+def parse_exit_code(program: Program, name: str | None) -> int:
+    """The exit code of a bad command line for task ``name``: 2, or 3 for ``status`` (monitoring)."""
+    try:
+        task_ = program.collection[name] if name and program.collection is not None else None
+    except (KeyError, ValueError):
+        task_ = None
+    return getattr(task_, "parse_exit_code", int(ExitCode.INVALID_INPUT))
+
+
 def _one_line_parse_errors(original: Callable[[Program], None]) -> Callable[[Program], None]:
     @functools.wraps(original)
     def parse(self: Program) -> None:
@@ -187,11 +196,7 @@ def _one_line_parse_errors(original: Callable[[Program], None]) -> Callable[[Pro
             name = getattr(exc.context, "name", None)
             code = getattr(exc, "exit_code", None)
             if code is None:
-                try:
-                    task_ = self.collection[name] if name and self.collection is not None else None
-                except (KeyError, ValueError):
-                    task_ = None
-                code = getattr(task_, "parse_exit_code", int(ExitCode.INVALID_INPUT))
+                code = parse_exit_code(self, name)
             hint = (f" (see {command(f'--help {name}')})" if name else "" if isinstance(exc, FlagValueError)
                     else f" (see {command('--list')})")
             raise Exit(f"error: {report.literal(_tidy(str(exc)))}{hint}", code=code) from None

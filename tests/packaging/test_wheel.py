@@ -107,6 +107,14 @@ def test_the_inventory_comes_from_invokes_config_like_inv(installed, empty, tmp_
     assert list(empty.iterdir()) == []
 
 
+def test_the_invoke_yaml_of_the_current_folder_is_read_like_inv_reads_the_projects(installed, empty):
+    (empty / "site").mkdir()
+    (empty / "site/fleet.yaml").write_text(INVENTORY)
+    (empty / "invoke.yaml").write_text("inventory: site/fleet.yaml\n")
+    _run(installed / "registry-tls", "cert.generate", cwd=empty)
+    assert (empty / "site/pki/registry.crt").is_file()
+
+
 def test_bad_input_is_one_line_and_exit_2(installed, empty):
     proc = _run(installed / "registry-tls", "deploy", cwd=empty, check=False)
     assert proc.returncode == 2 and "inventory.yaml" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

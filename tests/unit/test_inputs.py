@@ -284,6 +284,29 @@ def test_hints_name_the_program_that_runs(workdir, capsys, monkeypatch):
     assert "(resume later with `inv rotate`)" in " ".join(proc.stdout.split()), proc.stdout
 
 
+def test_the_project_config_is_the_invoke_yaml_of_the_folder_it_runs_in(workdir, capsys, monkeypatch):
+    """As `inv` reads the invoke.yaml beside tasks.py, `registry-tls` reads ./invoke.yaml (.yml, .json) of the
+    folder it runs in; never ./invoke.py (no code from the folder runs); a broken one is one line, exit 2 (3)."""
+    (workdir / "site").mkdir()
+    (workdir / "site/fleet.yaml").write_text(INVENTORY, encoding="utf-8")
+    (workdir / "invoke.py").write_text("open('ran', 'w').close()\n")
+    for name, text in (("invoke.yaml", "inventory: site/fleet.yaml\n"), ("invoke.json", '{"inventory": "site/fleet.yaml"}')):
+        (workdir / name).write_text(text)
+        code, out, err = run(["cert.generate"], None, capsys, monkeypatch)
+        assert code == 0 and "site/pki/registry.crt" in out, err
+        (workdir / name).unlink()
+        for made in (workdir / "site/pki").iterdir():
+            made.unlink()
+    code, _out, err = run(["cert.generate"], None, capsys, monkeypatch)  # only invoke.py: not read
+    assert code == 2 and "inventory.yaml" in err and not (workdir / "ran").exists(), err
+    for text, words, task, expected in (("inventory: [\n", "line 2", "users.list", 2),
+                                        ("- a list\n", "expected a mapping", "status", 3)):
+        (workdir / "invoke.yaml").write_text(text)
+        code, _out, err = run([task], None, capsys, monkeypatch)
+        assert code == expected and err.count("\n") == 1 and f"{workdir / 'invoke.yaml'}: not a usable" in err, err
+        assert words in err and not (workdir / "ran").exists()
+
+
 def test_every_integer_flag_is_typed_and_range_checked():
     for name, task in _tasks(ns):
         for argument in task.get_arguments():
