@@ -338,9 +338,10 @@ def status(c, inventory=None, hosts=None, groups=None, parallel=10, warn_days=30
     from .status import Level, fleet_status
 
     fmt = "json" if json else format
-    if fmt not in FORMATS or (metrics_file is not None and not str(metrics_file).endswith(".prom")):
-        report.error(f"--format {format!r}: expected one of {', '.join(FORMATS)}" if fmt not in FORMATS else
-                     f"--metrics-file {metrics_file}: node_exporter's textfile collector reads only *.prom files")
+    problem = (f"--format {format!r}: expected one of {', '.join(FORMATS)}" if fmt not in FORMATS else
+               _metrics_file_problem(metrics_file))
+    if problem:
+        report.error(problem)
         raise Exit(code=int(Level.UNKNOWN))
     result, registry, failure = None, "", None
     try:
@@ -366,6 +367,20 @@ def status(c, inventory=None, hosts=None, groups=None, parallel=10, warn_days=30
 
 
 FORMATS = ("table", "json", "prometheus")
+
+
+def _metrics_file_problem(metrics_file: str | None) -> str | None:
+    """Why --metrics-file cannot be written, before the check runs. A missing folder is refused, not made:
+    it is node_exporter's --collector.textfile.directory, which must exist and be readable by node_exporter."""
+    if metrics_file is None:
+        return None
+    path = Path(metrics_file)
+    if not path.name.endswith(".prom"):
+        return f"--metrics-file {metrics_file}: node_exporter's textfile collector reads only *.prom files"
+    if not path.parent.is_dir():
+        return (f"--metrics-file {metrics_file}: no folder {path.parent}; create node_exporter's textfile "
+                "directory first (mode 0755)")
+    return None
 
 
 def _metrics(result, registry: str, checked_at, show: bool, path) -> None:

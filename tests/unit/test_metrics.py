@@ -153,7 +153,10 @@ def test_format_prometheus_without_a_certificate_is_unknown_with_the_registry_la
 
 
 @pytest.mark.parametrize(("args", "fragment"), [(("--format", "xml"), "--format 'xml'"),
-                                                (("--metrics-file", "x.txt"), "*.prom")])
+                                                (("--metrics-file", "x.txt"), "*.prom"),
+                                                (("--metrics-file", "textfile/r.prom"), "no folder textfile;")])
 def test_bad_format_or_metrics_file_is_one_line(tmp_path, args, fragment):
+    """A missing folder is refused, not made (a 0700 one would hide the file from node_exporter)."""
     proc = status(*args, cwd=tmp_path)
     assert proc.returncode == 3 and fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
