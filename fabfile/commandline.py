@@ -3,7 +3,8 @@
 - Short flags have one meaning across all tasks (``SHORT_FLAGS``) and never
   reuse a letter of Invoke's own core flags (``-h`` stays help).
 - Exit codes: 0 ok, 1 some hosts failed, 2 invalid input (a bad inventory,
-  file or flag value, and Invoke's own parse errors), 130 interrupted.
+  file or flag value, and Invoke's own parse errors), 130 interrupted, 141 stdout's
+  reader went away (``| head -1``: quietly, as SIGPIPE would end a shell tool).
   ``inv status`` uses monitoring codes everywhere: 3 UNKNOWN for its own bad
   input, a parse error, an interrupt or a crash.
 - Every expected failure is one line on stderr; an unexpected one too, its
@@ -13,8 +14,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
+import select
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +33,7 @@ from .errors import ExitCode, InputError, RegistryTlsError
 
 INTERRUPTED = 130
 UNKNOWN = 3  # monitoring: the check itself could not run
+READER_GONE = 128 + signal.SIGPIPE  # stdout's reader went away (`| head -1`): what a shell shows for SIGPIPE
 
 # one letter, one meaning, in every task (the rest are long flags only: --force, --abort, --renew ...)
 SHORT_FLAGS = {
@@ -125,6 +130,22 @@ def integer(value: int | None, flag: str, *, minimum: int = 1, maximum: int = 10
     return value
 
 
+def reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (a BrokenPipeError from an SSH socket is not)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
+
+
+def quiet_stdout() -> None:
+    """Send what is still buffered for stdout nowhere, so exiting prints no BrokenPipeError."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def cli(fn: Callable | None = None, *, monitoring: bool = False) -> Any:
     """Turn every failure into one line on stderr and the documented exit code; no traceback.
 
@@ -148,6 +169,9 @@ def cli(fn: Callable | None = None, *, monitoring: bool = False) -> Any:
                          "interrupted; every host is either as it was or in the new state; run again to finish")
             code = INTERRUPTED
         except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in the log file
+            if isinstance(exc, BrokenPipeError) and reader_gone():  # `| head -1`, not a socket: no error
+                quiet_stdout()
+                raise Exit(code=READER_GONE) from None
             log = logs.crash(exc)
             report.error(f"internal error: {type(exc).__name__}: {exc} "
                          + (f"(traceback in {log})" if log else "(no log file yet)"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -305,6 +306,48 @@ def test_the_project_config_is_the_invoke_yaml_of_the_folder_it_runs_in(workdir,
         code, _out, err = run([task], None, capsys, monkeypatch)
         assert code == expected and err.count("\n") == 1 and f"{workdir / 'invoke.yaml'}: not a usable" in err, err
         assert words in err and not (workdir / "ran").exists()
+
+
+@pytest.mark.parametrize("argv", [["--list"], ["--help"], ["--print-completion-script", "bash"], ["--help", "rotate"],
+                                  ["cert.show"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(argv, workdir):
+    """`registry-tls --list | head -1`: no BrokenPipeError traceback; 141 (128 + SIGPIPE) when the write failed.
+    A pipe whose reader is closed before the command writes makes the failure certain; `| head -1` is the
+    real use (there the write may also win the race: 0)."""
+    prepare(workdir, Case("", [], 0, []))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir)}
+    assert subprocess.run([sys.executable, "-m", "fabfile", "cert.generate"], cwd=workdir, env=env,
+                          capture_output=True, timeout=60, check=False).returncode == 0
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "fabfile", *argv], cwd=workdir, env=env, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (commandline.READER_GONE, ""), proc.stderr
+    command = f"{shlex.quote(sys.executable)} -m fabfile {shlex.join(argv)} | head -1; exit ${{PIPESTATUS[0]}}"
+    proc = subprocess.run(["bash", "-c", command], cwd=workdir, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode in (0, commandline.READER_GONE) and proc.stderr == "" and proc.stdout.count("\n") == 1
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_an_internal_error(workdir, capsys, monkeypatch):
+    """A BrokenPipeError from a socket is a failure to report, not a reader that went away."""
+    prepare(workdir, Case("", [], 0, []))
+
+    def broken(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("fabfile.verify.verify_all", broken)
+    code, _out, err = run(["verify"], None, capsys, monkeypatch)
+    assert code == 1 and "internal error: BrokenPipeError" in err
+    read, write = os.pipe()
+    with os.fdopen(write, "w") as pipe:
+        monkeypatch.setattr(sys, "stdout", pipe)
+        assert not commandline.reader_gone()
+        os.close(read)
+        assert commandline.reader_gone()
 
 
 def test_every_integer_flag_is_typed_and_range_checked():
