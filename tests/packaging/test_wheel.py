@@ -124,3 +124,32 @@ def _project_version() -> str:
     import tomllib
 
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_every_library_the_installed_code_imports_is_a_declared_dependency(installed, empty):
+    """The fresh venv borrows the test env's packages, so a missing entry in pyproject's dependencies would
+    go unnoticed above: every top-level module the installed fabfile/ imports (read with ast, so imports
+    inside functions count too) must come from the stdlib or a distribution the wheel's Requires-Dist names."""
+    script = r"""
+import ast, importlib.metadata as md, json, pathlib, re, sys
+import fabfile
+root = pathlib.Path(fabfile.__file__).parent
+names = set()
+for path in root.rglob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+third = sorted(n for n in names - set(sys.stdlib_module_names) - {"fabfile", "__future__"})
+dists = md.packages_distributions()
+requires = {re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0].lower().replace("_", "-")
+            for r in md.requires("registry-tls") or [] if "extra ==" not in r}
+print(json.dumps({n: [d.lower().replace("_", "-") for d in dists.get(n, [])] for n in third}))
+print(json.dumps(sorted(requires)))
+"""
+    imports_line, requires_line = _run(installed / "python", "-c", script, cwd=empty).stdout.splitlines()
+    imports, requires = json.loads(imports_line), set(json.loads(requires_line))
+    assert {"fabric", "cryptography", "rich"} <= set(imports), imports   # the check reads real imports
+    undeclared = {name: dists for name, dists in imports.items() if not set(dists) & requires}
+    assert undeclared == {}, f"imported but not in [project] dependencies: {undeclared}; declared: {sorted(requires)}"
