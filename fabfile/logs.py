@@ -16,6 +16,11 @@ from .redact import RedactingFilter
 from .report import literal
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
+# paramiko logs its errors (with tracebacks, one line a record, and the peer's raw banner) to its own logger:
+# only ever to the log file, never to the terminal; before setup() nowhere (not Python's last-resort stderr)
+PARAMIKO = logging.getLogger("paramiko")
+PARAMIKO.addHandler(logging.NullHandler())
+PARAMIKO.propagate = False
 
 
 class LiteralFormatter(logging.Formatter):
@@ -47,8 +52,22 @@ def setup(state_dir: Path, *, verbose: bool = False, command: str = "") -> Path:
     console.addFilter(RedactingFilter())
     root.addHandler(console)
     root.propagate = False
+    _paramiko_to(path)
     root.info("run: %s (pid %d)", command, os.getpid())
     return path
+
+
+def _paramiko_to(path: Path) -> None:
+    """paramiko's records (WARNING and up) to the run log only, redacted, remote text escaped."""
+    for handler in list(PARAMIKO.handlers):
+        if isinstance(handler, logging.FileHandler):
+            PARAMIKO.removeHandler(handler)
+            handler.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(LiteralFormatter(FORMAT))
+    handler.addFilter(RedactingFilter())
+    PARAMIKO.addHandler(handler)
 
 
 def crash(exc: BaseException) -> Path | None:

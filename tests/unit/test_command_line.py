@@ -1,0 +1,97 @@
+"""The real ``registry-tls`` command in a child process, as a user sees it on stderr, a pipe or a terminal.
+
+No host outside this machine is ever asked: the inventory's hosts are 127.0.0.1, on ports the tests bind
+themselves (a listener that closes at once, or sends a hostile SSH banner), or local-only tasks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from _support import REPO
+
+INVENTORY = """\
+registry:
+  host: registry.test
+  address: 127.0.0.1
+  ssh_port: {port}
+certificate:
+  subject: {{O: tests, CN: registry.test}}
+  san: [DNS:registry.test, DNS:localhost]
+  key_type: ecdsa-p256
+ssh:
+  known_hosts: known_hosts
+  config: null
+  connect_timeout: 2
+clients:
+  hosts:
+    c1: {{address: 127.0.0.1, ssh_port: {port}}}
+"""
+# what a terminal would act on: ESC, BEL, and the C1 CSI
+RAW_CONTROLS = ("\x1b", "\x07", "\x9b")
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """This environment without what would change the output (colour forcing, Invoke config)."""
+    drop = ("INVOKE_", "FORCE_COLOR", "TTY_", "NO_COLOR", "COLUMNS", "LINES", "CLICOLOR")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(drop)}, **extra}
+
+
+def registry_tls(*args: str, cwd: Path, env: dict[str, str] | None = None,
+                 stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fabfile", *args], cwd=cwd, capture_output=True, input=stdin,
+                          timeout=60, env=env or environment(PYTHONPATH=str(REPO)), check=False)
+
+
+@pytest.fixture
+def listener() -> Iterator[Callable[[bytes], int]]:
+    """``listener(banner)``: a port on 127.0.0.1 whose every connection gets ``banner`` (maybe empty), then is
+    closed."""
+    servers: list[socket.socket] = []
+
+    def serve(server: socket.socket, banner: bytes) -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:   # closed: the test is over
+                return
+            with conn:
+                if banner:
+                    conn.sendall(banner)
+
+    def start(banner: bytes) -> int:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        servers.append(server)
+        threading.Thread(target=serve, args=(server, banner), daemon=True).start()
+        return server.getsockname()[1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("banner", [b"", b"SSH-1.5\x1b[31mRED\x07\xc2\x9b2J-x\r\n"], ids=["closes-at-once", "hostile-banner"])
+def test_paramiko_errors_go_to_the_log_only_never_a_traceback_or_raw_remote_bytes(tmp_path, listener, banner):
+    (tmp_path / "inventory.yaml").write_text(INVENTORY.format(port=listener(banner)))
+    assert registry_tls("cert.generate", cwd=tmp_path).returncode == 0
+    proc = registry_tls("status", cwd=tmp_path)
+    out, err = proc.stdout.decode(), proc.stderr.decode()
+    assert proc.returncode == 2, err   # CRITICAL: both hosts unreachable
+    assert err == "", err             # paramiko's records (tracebacks, the peer's banner) never reach the terminal
+    assert not any(raw in out for raw in RAW_CONTROLS), out
+    assert out.count("unreachable") >= 2
+    if banner:   # the table names what the peer sent, escaped
+        assert "1.5\\x1b[31mRED\\x07" in out, out
+    log = (tmp_path / ".registry-tls/log/registry-tls.log").read_text()
+    assert "paramiko.transport" in log and "Traceback" in log   # they are in the run log, escaped
+    assert not any(raw in log for raw in RAW_CONTROLS)
