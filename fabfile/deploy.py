@@ -8,6 +8,7 @@ Verification is in verify.py, the rotation phases in rotate.py.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from . import clients as C
 from . import fleet, registry
@@ -46,17 +47,18 @@ def certificate(s: Session, *, renew: bool = False, dry_run: bool = False) -> tu
 
 def registry_job(s: Session, material: Material, *, dry_run: bool = False,
                  break_lock: bool = False) -> registry.DeployJob:
-    """A dry run writes nothing locally either: no health user is created for it."""
-    if dry_run and not s.state.htpasswd_path.exists():
-        credentials = ("", "")
+    """A dry run writes nothing locally either: a missing health user is made in memory only, for the plan."""
+    if dry_run and not s.state.htpasswd_path.exists():   # a real run would first adopt the host's users
+        credentials, users = ("", ""), b""
     else:
-        user, password = s.state.health_credentials()
-        credentials = (user, password.reveal())
+        with s.state.held(commit=False) if dry_run else nullcontext():
+            user, password = s.state.health_credentials()
+            credentials, users = (user, password.reveal()), s.state.htpasswd().render()
     register(material.key_pem)  # masked wherever it could ever be quoted (it only travels by SFTP)
     register(*(value for _, value in s.inv.registry.env))  # env values are often secrets (review M3): never logged
     on_disk = s.pki.load() if dry_run else material
     return registry.DeployJob(
-        registry=s.inv.registry, material=material, htpasswd=s.state.htpasswd().render(),
+        registry=s.inv.registry, material=material, htpasswd=users,
         credentials=credentials, connect=s.connect, dry_run=dry_run, break_lock=break_lock,
         provisional=on_disk is None or on_disk.fingerprint != material.fingerprint,
     )

@@ -63,7 +63,9 @@ class LocalState:
         self.pki_dir = inv.certificate.pki_dir
         self.root = inv.state_dir
         self._edit: Callable[[Htpasswd], Htpasswd] | None = None  # see htpasswd_edit()
-        self._base: Htpasswd | None = None
+        self._held = False                   # inside held(): users and health password kept in memory
+        self._base: Htpasswd | None = None   # the users saved while held
+        self._new_health: Secret | None = None  # a health password made while held
 
     # ------------------------------------------------------------------ users
 
@@ -85,44 +87,73 @@ class LocalState:
         return Htpasswd.load(data, self.htpasswd_path) if data else Htpasswd()
 
     def save_htpasswd(self, table: Htpasswd) -> None:
-        if self._edit is not None:  # inside htpasswd_edit: kept in memory until the body succeeds
+        if self._held:  # kept in memory until held() commits, if it does
             self._base = table
             return
         atomic_write(self.htpasswd_path, table.render(), 0o600)
 
     @contextmanager
+    def held(self, *, commit: bool) -> Iterator[None]:
+        """Within the block the users and the health password are changed in memory only; with ``commit``
+        they are written when the block succeeds (health password first, then htpasswd), else never
+        (a dry run). A failed or interrupted block leaves both files exactly as they were."""
+        if self._held:
+            raise RuntimeError("LocalState.held() does not nest")
+        self._held, self._base, self._new_health = True, None, None
+        try:
+            yield
+            table = self.htpasswd() if self._base is not None or self._edit else None
+            health = self._new_health
+        finally:
+            self._held, self._edit, self._base, self._new_health = False, None, None, None
+        if commit and health is not None:
+            atomic_write(self.health_path, health.reveal().encode() + b"\n", 0o600)
+        if commit and table is not None:
+            self.save_htpasswd(table)
+
+    @contextmanager
     def htpasswd_edit(self, edit: Callable[[Htpasswd], Htpasswd]) -> Iterator[None]:
-        """Within the block every reader sees the edited users; the file is written only if the block succeeds.
+        """Within the block every reader sees the edited users; the files are written only if the block succeeds.
 
         ``edit`` must be idempotent (a user set to a given hash, a user removed):
         it is applied to whatever the block reads or saves (e.g. users adopted
         from the registry host), so a failed or interrupted push leaves the
-        local htpasswd exactly as it was.
+        local htpasswd (and health password) exactly as they were.
         """
-        self._edit, self._base = edit, None
-        try:
+        with self.held(commit=True):
+            self._edit = edit
             yield
-            table = self.htpasswd()
-        finally:
-            self._edit, self._base = None, None
-        self.save_htpasswd(table)
 
     def health_credentials(self) -> tuple[str, Secret]:
         """The health-check user and its password; created (and added to htpasswd) when missing.
 
         The registry creates an admin user and logs its password when it starts
         without an htpasswd file; this user makes sure the file is never empty.
+        Inside ``held()`` a new password stays in memory with the users.
         """
         table = self.htpasswd()
-        data = read_optional(self.health_path)
-        password = Secret(self._health_password(data)) if data else None
-        if password is None or not table.verify(HEALTH_USER, password.reveal()):
+        password = self.known_health_credentials(table)
+        if password is None:
             password = Secret(secrets.token_urlsafe(32))
             register(password.reveal())
-            atomic_write(self.health_path, password.reveal().encode() + b"\n", 0o600)
+            if self._held:
+                self._new_health = password
+            else:
+                atomic_write(self.health_path, password.reveal().encode() + b"\n", 0o600)
             self.save_htpasswd(table.with_user(HEALTH_USER, password.reveal(), self.inv.registry.bcrypt_cost))
-        register(password.reveal())
         return HEALTH_USER, password
+
+    def known_health_credentials(self, table: Htpasswd | None = None) -> Secret | None:
+        """The health password when one exists and matches the users' hash of it (read only), else None."""
+        if self._new_health is not None:
+            return self._new_health
+        data = read_optional(self.health_path)
+        password = Secret(self._health_password(data)) if data else None
+        if password is None:
+            return None
+        register(password.reveal())
+        table = table if table is not None else self.htpasswd()
+        return password if table.verify(HEALTH_USER, password.reveal()) else None
 
     def _health_password(self, data: bytes) -> str:
         text = data.decode("ascii", "replace").removesuffix("\n")

@@ -178,10 +178,14 @@ def wait_healthy(
 def verify_registry(s: Session, material: Material) -> HostResult:
     """From this machine: chain, fingerprint, SAN coverage, days left, TLS version, /v2/ 401 and 200."""
     reg = s.inv.registry
-    user, password = s.state.health_credentials()
-    found = probe(reg.ssh.address, reg.port, reg.host, material.anchor_pem, credentials=(user, password.reveal()))
+    password = s.state.known_health_credentials()   # read only: verify writes nothing
+    found = probe(reg.ssh.address, reg.port, reg.host, material.anchor_pem,
+                  credentials=None if password is None else (HEALTH_USER, password.reveal()))
     names = tuple(dict.fromkeys((reg.host, *(n for c in s.inv.clients for n in c.registry_names))))
     problems = found.problems(material.fingerprint, names)
+    if password is None and not found.error:
+        problems.append(f"cannot log in as {HEALTH_USER}: {s.state.health_path} is missing or does not match "
+                        f"{s.state.htpasswd_path}; `inv registry.deploy` makes a new one")
     result = HostResult(host=reg.host, role="registry")
     result.facts = {"fingerprint": found.fingerprint, "tls": found.tls_version,
                     "days_left": (found.not_after - s.now).days if found.not_after else None,

@@ -368,7 +368,6 @@ def test_users_change_the_local_htpasswd_only_with_a_successful_push(workdir, ca
 
     prepare(workdir, Case("", [], 0, [], files=HTPASSWD))
     assert run(["cert.generate"], None, capsys, monkeypatch)[0] == 0
-    htpasswd = workdir / "pki/htpasswd"
     pushed: list[tuple[str, ...]] = []
 
     def push(outcome):
@@ -382,17 +381,19 @@ def test_users_change_the_local_htpasswd_only_with_a_successful_push(workdir, ca
             return rep
         monkeypatch.setattr("fabfile.deploy.deploy_registry", deploy_registry)
 
-    before = htpasswd.read_bytes()
+    before = snapshot(workdir / "pki")   # htpasswd, and no health.password yet
+    assert "health.password" not in before
     for outcome, code in ((Status.FAILED, 1), ("interrupt", 130)):
         push(outcome)
         got, _out, err = run(["users.add", "bob"], b"secret-one\n", capsys, monkeypatch)
         assert got == code, err
         assert pushed[-1] == ("alice", "bob", "registry-tls-health")  # the push carried the new user ...
-        assert htpasswd.read_bytes() == before  # ... the local file did not change
+        assert snapshot(workdir / "pki") == before  # ... the local files did not change (nor a health password)
         got, _out, err = run(["users.remove", "alice"], None, capsys, monkeypatch)
-        assert got == code and pushed[-1] == ("registry-tls-health",) and htpasswd.read_bytes() == before
+        assert got == code and pushed[-1] == ("registry-tls-health",) and snapshot(workdir / "pki") == before
     push(Status.CHANGED)
     assert run(["users.add", "bob"], b"secret-one\n", capsys, monkeypatch)[0] == 0
+    assert (workdir / "pki/health.password").exists()   # written with the users, once the push worked
     assert run(["users.list"], None, capsys, monkeypatch)[1].split() == ["alice", "bob", "registry-tls-health"]
     assert run(["users.remove", "alice"], None, capsys, monkeypatch)[0] == 0
     assert run(["users.list"], None, capsys, monkeypatch)[1].split() == ["bob", "registry-tls-health"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from fabfile import deploy as D
 from fabfile import facts as F
 from fabfile import logs, report
@@ -74,6 +76,34 @@ def test_verify_checks_the_registry_from_here_and_each_client_from_itself(world)
     c3 = rep.results[("client", "c3")]
     assert c3.status == Status.FAILED and rep.exit_code == 1
     assert c3.message.endswith("x509: certificate signed by unknown authority")   # dockerd's own words
+
+
+def _local_files(world) -> dict[str, bytes]:
+    """Every file of the pki and state folders (the run log and the lock file left out)."""
+    roots = (world.s.pki.root, world.s.inv.state_dir)
+    return {str(p): p.read_bytes() for root in roots for p in sorted(root.rglob("*"))
+            if p.is_file() and "log" not in p.relative_to(root).parts and p.name != "lock"}
+
+
+@pytest.mark.parametrize("lost", ["health.password", "htpasswd"])
+def test_verify_and_a_dry_run_write_nothing_locally_even_without_a_health_password(world, lost):
+    """A lost health password (or an htpasswd without its user) is made again only by a real deploy."""
+    if lost == "htpasswd":   # the users file replaced by one without the health user
+        world.s.state.save_htpasswd(world.s.state.htpasswd().without("registry-tls-health"))
+    else:
+        (world.s.pki.root / lost).unlink()
+    before = _local_files(world)
+    rep = V.verify_all(world.s, world.s.inv.clients)
+    registry_row = rep.results[("registry", "registry.test")]
+    assert registry_row.status == Status.FAILED
+    assert "cannot log in as registry-tls-health" in registry_row.message and "registry.deploy" in registry_row.message
+    assert _local_files(world) == before
+    rep = D.deploy_all(world.s, world.s.inv.clients, dry_run=True)
+    assert rep.exit_code == 0 and world.mutating() == []
+    assert _local_files(world) == before
+    assert D.deploy_all(world.s, world.s.inv.clients).exit_code == 0   # the real deploy makes a new one ...
+    assert V.verify_all(world.s, world.s.inv.clients).exit_code == 0    # ... and verify logs in with it
+    assert _local_files(world) != before
 
 
 # --------------------------------------------------------------------------- rendering
