@@ -55,6 +55,7 @@ def _session(c, inventory, *, verbose=False, accept_new_host_keys=False, json=Fa
     )
     logs.setup(session.inv.state_dir, verbose=verbose, command=command or " ".join(sys.argv))
     ROT.load(session)  # a corrupt rotation state stops every task here, before any host is asked
+    session.state.former_registry_hosts()  # so does a corrupt list of the registry's names (status: UNKNOWN)
     return session
 
 

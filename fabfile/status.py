@@ -97,14 +97,15 @@ def _fp(pem: bytes) -> str:
         return "not a certificate"
 
 
-def client_status(client: Client, s: Session, material: Material) -> HostResult:
+def client_status(client: Client, s: Session, material: Material, former_hosts: tuple[str, ...] = ()) -> HostResult:
+    """``former_hosts``: the registry's earlier names (``state.former_registry_hosts``, read once per run)."""
     reg = s.inv.registry
     anchors = s.anchors(material)
     paths = C.probe_paths(client, reg, anchors)
     folders = C.trust_folders(client, reg)
     targets = C.check_targets(client, reg, anchors)
     with s.connect(client.ssh) as remote:   # one round trip, as root: files, folders, every runtime asked
-        found = F.gather_client(remote, paths, C.extra_globs(client, reg, s.state.former_registry_hosts()),
+        found = F.gather_client(remote, paths, C.extra_globs(client, reg, former_hosts),
                                 buildkit_toml=C.BUILDKIT_TOML if "buildkit" in client.trust else None,
                                 contents=True, docker=True, folders=folders, runtimes=targets, sudo=True)
     checks = RT.judge(found.runtimes, targets, found.listing)
@@ -193,10 +194,11 @@ def fleet_status(s: Session, targets: tuple[Client, ...], *, warn_days: int = 30
     material = s.pki.load()
     if material is None:
         return FleetStatus(Level.UNKNOWN, {}, Report(), [f"{s.pki.cert_path}: no local certificate"])
+    former = s.state.former_registry_hosts()   # once, before any host is asked: a corrupt file is UNKNOWN
     info = describe(material.leaf)
     days = info.days_left(s.now)
-    report = survey(s, "status", lambda: registry_status(s, material), lambda c: client_status(c, s, material),
-                    targets, parallel)
+    report = survey(s, "status", lambda: registry_status(s, material),
+                    lambda c: client_status(c, s, material, former), targets, parallel)
     reasons, level = [], Level.OK
     if days < 0:
         level, reasons = Level.CRITICAL, [f"certificate expired {-days} days ago"]

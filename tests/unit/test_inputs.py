@@ -120,6 +120,11 @@ CASES = [
          files={".registry-tls/rotation.json": b'{"kind": "x"}'}),
     Case("status: rotation state corrupt is UNKNOWN", ["status"], 3, ["rotation.json"],
          files={".registry-tls/rotation.json": b"\x00\x01"}),
+    Case("registry names corrupt", ["deploy"], 2, [".registry-tls/registry-hosts", "'../etc' is not a host name"],
+         files={".registry-tls/registry-hosts": b"registry.test\n../etc\n"}),
+    Case("status: registry names corrupt is UNKNOWN, before any host", ["status"], 3,
+         [".registry-tls/registry-hosts", "'../etc'"], certificate=True,
+         files={".registry-tls/registry-hosts": b"../etc\n"}),
     Case("htpasswd not UTF-8", ["users.list"], 2, ["pki/htpasswd", "not UTF-8"], files={"pki/htpasswd": b"\xff:\xfe\n"}),
     Case("htpasswd foreign", ["users.list"], 2, ["pki/htpasswd:1", "'user:hash'", "delete it"],
          files={"pki/htpasswd": b"-----BEGIN CERTIFICATE-----\nMIIB\n"}),
@@ -171,8 +176,11 @@ def run(argv: list[str], stdin: bytes | None, capsys, monkeypatch) -> tuple[int,
     return code, out, err
 
 
-def prepare(root: Path, case: Case) -> None:
+def prepare(root: Path, case: Case, certificate: Callable[[], object] = lambda: None) -> None:
+    """The case's inventory, then its ``certificate`` (made by the caller), then its files."""
     (root / "inventory.yaml").write_text(case.inventory(INVENTORY), encoding="utf-8")
+    if case.certificate:
+        certificate()
     for rel, content in case.files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,9 +192,7 @@ def prepare(root: Path, case: Case) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_line_with_its_exit_code_and_writes_nothing(case, workdir, capsys, monkeypatch):
-    prepare(workdir, case)
-    if case.certificate:
-        assert run(["cert.generate"], None, capsys, monkeypatch)[0] == 0
+    prepare(workdir, case, lambda: run(["cert.generate"], None, capsys, monkeypatch)[0] == 0 or pytest.fail())
     before = snapshot(workdir)
     code, out, err = run(case.argv, case.stdin, capsys, monkeypatch)
     lines = err.strip().splitlines()
