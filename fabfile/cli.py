@@ -23,7 +23,7 @@ from . import deploy as D
 from . import logs, report
 from . import rotate as ROT
 from . import verify as V
-from .commandline import cli, command, exit_2_on_parse_errors, integer, parse_exit_code, task
+from .commandline import Config, cli, command, exit_2_on_parse_errors, integer, parse_exit_code, task
 from .errors import ExitCode, InputError, RegistryTlsError
 from .inventory import pin_warning
 from .session import open_session
@@ -49,6 +49,9 @@ FLEET = {
 
 def _session(c, inventory, *, verbose=False, accept_new_host_keys=False, json=False, command=""):
     path = inventory or c.config.get("inventory") or "inventory.yaml"
+    for key, value in (("inventory", path), ("sudo.password", c.config.sudo.password)):
+        if value is not None and not isinstance(value, str):   # from a configuration file Invoke loaded as is
+            raise InputError(f"Invoke configuration {key}: expected text, not {value!r}")
     session = open_session(
         path, sudo_password=c.config.sudo.password, accept_new_host_keys=accept_new_host_keys,
         progress=lambda title, total: report.LiveProgress(title, total, enabled=not json),
@@ -486,11 +489,13 @@ class CliProgram(Program):
         try:
             self.config.load_project()
         except Exception as exc:  # noqa: BLE001 - YAML/JSON errors, a file that is not a mapping: one line
-            why = "expected a mapping of settings" if isinstance(exc, AttributeError) else " ".join(str(exc).split())
             task_ = self.core.unparsed[0] if self.core.unparsed else None  # status: 3 UNKNOWN, else 2
+            if isinstance(exc, RegistryTlsError):   # commandline.Config names the file, the line or the key
+                raise Exit(f"error: {report.literal(exc)}", code=parse_exit_code(self, task_)) from None
+            why = "expected a mapping of settings" if isinstance(exc, AttributeError) else " ".join(str(exc).split())
             raise Exit(f"error: {found}: not a usable Invoke config file: {report.literal(why)}",
                        code=parse_exit_code(self, task_)) from None
 
 
 program = CliProgram(namespace=ns, version=_version(), name="registry-tls", binary="registry-tls",
-                     binary_names=["registry-tls"])
+                     binary_names=["registry-tls"], config_class=Config)

@@ -20,6 +20,7 @@ import select
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import invoke
@@ -187,18 +188,150 @@ def _tidy(message: str) -> str:
 
 
 def exit_2_on_parse_errors() -> None:
-    """Invoke's own parse errors (unknown task or flag, missing or bad value) exit 2 (3 for status), in one line.
+    """Invoke's own parse and configuration errors exit 2 (3 for status), in one line.
 
-    Invoke prints them and exits 1, which docs/FAULTS.md reserves for host
-    failures. This wraps ``Program.parse_tasks`` and ``parse_cleanup`` (``--help
-    TASK``) once; fabfile/cli.py calls it on import, which happens before task
-    flags are parsed (``inv`` loads tasks.py first; ``registry-tls`` is that
-    module), so it applies to both.
+    Invoke prints parse errors (unknown task or flag, missing or bad value) and
+    exits 1, which docs/FAULTS.md reserves for host failures, and a broken
+    configuration file (``~/.invoke.yaml``, ``-f FILE``) is a traceback. This
+    wraps ``Program.parse_tasks`` and ``parse_cleanup`` (``--help TASK``),
+    ``create_config`` and ``update_config`` once; fabfile/cli.py calls it on
+    import, which happens before task flags are parsed (``inv`` loads tasks.py
+    first; ``registry-tls`` is that module), so it applies to both, except
+    that ``inv`` reads the system and user files before tasks.py is loaded.
     """
-    for method in ("parse_tasks", "parse_cleanup"):
+    wrappers = {"parse_tasks": _one_line_parse_errors, "parse_cleanup": _one_line_parse_errors,
+                "create_config": _held_config_errors, "update_config": _one_line_config_errors}
+    for method, wrap in wrappers.items():
         original = getattr(Program, method)
         if not getattr(original, "registry_tls", False):
-            setattr(Program, method, _one_line_parse_errors(original))
+            setattr(Program, method, wrap(original))
+
+
+# --------------------------------------------------------------------------- Invoke's configuration
+
+
+class Config(invoke.Config):
+    """Invoke's configuration, each file checked as it loads: one that is not valid YAML/JSON/Python, not a
+    mapping, or has a value where Invoke expects a section (or the reverse), is an InputError naming it."""
+
+    @staticmethod
+    def global_defaults() -> dict[str, Any]:
+        return {**invoke.Config.global_defaults(), "inventory": None}
+
+    def _load_yaml(self, path: Any) -> Any:
+        return self._checked(path, super()._load_yaml)
+
+    def _load_yml(self, path: Any) -> Any:
+        return self._checked(path, super()._load_yml)
+
+    def _load_json(self, path: Any) -> Any:
+        return self._checked(path, super()._load_json)
+
+    def _load_py(self, path: Any) -> Any:
+        return self._checked(path, super()._load_py)
+
+    def _checked(self, path: Any, load: Callable[[Any], Any]) -> Any:
+        try:
+            data = load(path)
+        except FileNotFoundError:   # Invoke tries each suffix: a missing one is skipped
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the parser raised: one line naming the file
+            raise InputError(f"{path}: not a valid Invoke configuration file: {config_problem(exc)}") from None
+        problem = config_shape(data, self._defaults)
+        if problem:
+            raise InputError(f"{path}: {problem}")
+        return data
+
+
+def config_problem(exc: BaseException) -> str:
+    """What a configuration parser said, in one line: YAML and JSON with line:col."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:   # PyYAML
+        return f"line {mark.line + 1}:{mark.column + 1}: {getattr(exc, 'problem', None) or exc}"
+    if hasattr(exc, "lineno") and hasattr(exc, "colno"):   # json
+        return f"line {exc.lineno}:{exc.colno}: {exc.msg}"  # type: ignore[attr-defined]
+    if isinstance(exc, SyntaxError):
+        return f"line {exc.lineno}: {exc.msg}"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def config_shape(data: Any, defaults: dict[str, Any], prefix: str = "") -> str | None:
+    """Why ``data`` cannot be merged over ``defaults`` (Invoke's merge refuses a section replaced by a value
+    and the reverse), or a value of ours has the wrong type; None when it can."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        return f"{prefix.rstrip('.') + ': ' if prefix else ''}expected a mapping of settings, not {data!r:.60}"
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if name in ("inventory", "sudo.password") and value is not None and not isinstance(value, str):
+            return f"{name}: expected text, not {value!r}"
+        if key not in defaults:
+            continue
+        if isinstance(defaults[key], dict) != isinstance(value, dict):
+            return (f"{name}: expected a section of settings, not {value!r}" if isinstance(defaults[key], dict)
+                    else f"{name}: expected a value, not a section")
+        if isinstance(value, dict):
+            problem = config_shape(value, defaults[key], f"{name}.")
+            if problem:
+                return problem
+    return None
+
+
+def _exit_code_of_tasks(program: Program) -> int:
+    """3 when a monitoring task (status) is asked for, else 2."""
+    return max((parse_exit_code(program, context.name) for context in getattr(program, "tasks", None) or ()),
+               default=int(ExitCode.INVALID_INPUT))
+
+
+def _held_config_errors(original: Callable[[Program], None]) -> Callable[[Program], None]:
+    """A system or user file that cannot be loaded: remembered, and Invoke's defaults used until the task is
+    known (``update_config`` then stops with the task's exit code); ``--help`` and ``--list`` still work."""
+    @functools.wraps(original)
+    def create_config(self: Program) -> None:
+        self.registry_tls_config_error = None  # type: ignore[attr-defined]
+        try:
+            original(self)
+        except Exception as exc:  # noqa: BLE001 - any loader failure: one line, later
+            self.registry_tls_config_error = (str(exc) if isinstance(exc, RegistryTlsError)  # type: ignore[attr-defined]
+                                              else f"Invoke configuration: {config_problem(exc)}")
+            self.config = self.config_class(lazy=True)
+
+    create_config.registry_tls = True  # type: ignore[attr-defined]
+    return create_config
+
+
+def _one_line_config_errors(original: Callable[[Program], None]) -> Callable[[Program], None]:
+    @functools.wraps(original)
+    def update_config(self: Program, *args: Any, **kwargs: Any) -> None:
+        code = _exit_code_of_tasks(self)
+        held = getattr(self, "registry_tls_config_error", None)
+        if held:
+            raise Exit(f"error: {report.literal(held)}", code=code)
+        runtime = self.args.config.value or os.environ.get("INVOKE_RUNTIME_CONFIG")
+        if runtime and not Path(runtime).is_file():   # Invoke would skip a missing one silently
+            why = "is not a file" if Path(runtime).exists() else "no such file"
+            raise Exit(f"error: {report.literal(runtime)}: {why} (the Invoke configuration file given by -f / "
+                       "INVOKE_RUNTIME_CONFIG)", code=code)
+        try:
+            original(self, *args, **kwargs)
+        except (Exit, ParseError):
+            raise
+        except RegistryTlsError as exc:
+            raise Exit(f"error: {report.literal(exc)}", code=code) from None
+        except EOFError:   # --prompt-for-sudo-password, then Ctrl-D
+            raise Exit("error: no sudo password given", code=code) from None
+        except KeyboardInterrupt:
+            raise Exit("error: interrupted", code=UNKNOWN if code == UNKNOWN else INTERRUPTED) from None
+        except Exception as exc:  # noqa: BLE001 - Invoke's plain Config (inv): name the file if there is one
+            where = f"{runtime}: " if runtime else ""
+            raise Exit(f"error: {report.literal(where)}not a valid Invoke configuration: "
+                       f"{report.literal(config_problem(exc))}", code=code) from None
+
+    update_config.registry_tls = True  # type: ignore[attr-defined]
+    return update_config
 
 
 def parse_exit_code(program: Program, name: str | None) -> int:

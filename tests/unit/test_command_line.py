@@ -95,3 +95,23 @@ def test_paramiko_errors_go_to_the_log_only_never_a_traceback_or_raw_remote_byte
     log = (tmp_path / ".registry-tls/log/registry-tls.log").read_text()
     assert "paramiko.transport" in log and "Traceback" in log   # they are in the run log, escaped
     assert not any(raw in log for raw in RAW_CONTROLS)
+
+
+# --------------------------------------------------------------------------- Invoke's configuration, through inv
+
+
+@pytest.mark.parametrize(("config", "task", "code", "words"), [
+    ("inventory: 5\n", "cert.show", 2, "error: Invoke configuration inventory: expected text, not 5"),
+    ("sudo: {password: 5}\n", "cert.show", 2, "error: Invoke configuration sudo.password: expected text, not 5"),
+    ("a: [\n", "cert.show", 2, "cfg.yaml: not a valid Invoke configuration: line 2:1:"),
+    ("a: [\n", "status", 3, "cfg.yaml: not a valid Invoke configuration: line 2:1:"),
+], ids=["inventory-not-text", "sudo-password-not-text", "not-yaml", "status-not-yaml"])
+def test_inv_with_a_bad_runtime_config_is_one_line(tmp_path, config, task, code, words):
+    """`inv -f FILE` loads FILE with Invoke's own Config, after tasks.py: still one line, exit 2 (status 3)."""
+    (tmp_path / "inventory.yaml").write_text(INVENTORY.format(port=1))
+    (tmp_path / "cfg.yaml").write_text(config)
+    proc = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "-f", str(tmp_path / "cfg.yaml"), task],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, env=environment(HOME=str(tmp_path)),
+                          check=False)
+    assert proc.returncode == code, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and words in proc.stderr, proc.stderr

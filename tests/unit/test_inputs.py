@@ -106,6 +106,25 @@ CASES = [
     Case("status: bad warn-days is UNKNOWN", ["status", "--warn-days", "x"], 3, ["--warn-days 'x'"]),
     Case("status: parallel 0 is UNKNOWN", ["status", "--parallel", "0"], 3, ["--parallel 0"]),
     Case("status: unknown flag is UNKNOWN", ["status", "--bogus"], 3, ["--bogus"]),
+    # ------------------------------------------------------------------ Invoke's configuration (HOME is the workdir)
+    Case("user config not YAML", ["cert.show"], 2, [".invoke.yaml: not a valid Invoke configuration file", "line 2:1"],
+         files={".invoke.yaml": b"a: [\n"}),
+    Case("user config a list", ["cert.show"], 2, [".invoke.yaml: expected a mapping of settings"],
+         files={".invoke.yaml": b"- a\n"}),
+    Case("user config: a value for a section", ["cert.show"], 2, [".invoke.yaml: run: expected a section"],
+         files={".invoke.yaml": b"run: 5\n"}),
+    Case("user config: inventory not text", ["cert.show"], 2, [".invoke.yaml: inventory: expected text, not 5"],
+         files={".invoke.yaml": b"inventory: 5\n"}),
+    Case("user config: sudo password not text", ["users.list"], 2, ["sudo.password: expected text"],
+         files={".invoke.yaml": b"sudo: {password: [1]}\n"}),
+    Case("-f file not YAML", ["-f", "bad.yaml", "cert.show"], 2, ["bad.yaml: not a valid Invoke configuration"],
+         files={"bad.yaml": b"a: [\n"}),
+    Case("-f file not JSON", ["-f", "bad.json", "cert.show"], 2, ["bad.json", "line 1:2"], files={"bad.json": b"{"}),
+    Case("-f file missing", ["-f", "nope.yaml", "cert.show"], 2, ["nope.yaml: no such file", "-f"]),
+    Case("status: user config not YAML is UNKNOWN", ["status"], 3, [".invoke.yaml", "line 2:1"],
+         files={".invoke.yaml": b"a: [\n"}),
+    Case("status: -f file not YAML is UNKNOWN", ["-f", "bad.yaml", "status"], 3, ["bad.yaml"],
+         files={"bad.yaml": b"x: \"\n"}),
     # ------------------------------------------------------------------ local state
     Case("state_dir is a file", ["users.list"], 2, ["state", "not a folder"],
          _sub("ssh:\n", "state_dir: state\nssh:\n"), files={"state": b"x"}),
@@ -150,7 +169,9 @@ CASES = [
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("INVOKE_INVENTORY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))   # ~/.invoke.yaml: the case's, not the user's
+    for name in ("INVOKE_INVENTORY", "INVOKE_RUNTIME_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
     handler = signal.getsignal(signal.SIGTERM)
     yield tmp_path
     signal.signal(signal.SIGTERM, handler)
@@ -206,7 +227,7 @@ def test_bad_input_is_one_line_with_its_exit_code_and_writes_nothing(case, workd
 
 def test_the_table_covers_each_kind_and_both_exit_code_schemes():
     assert {c.code for c in CASES} == {2, 3}
-    assert all(c.code == 3 for c in CASES if c.argv[0] == "status")
+    assert all(c.code == 3 for c in CASES if "status" in c.argv)
 
 
 def test_a_crash_is_one_line_and_its_traceback_goes_only_to_the_log(workdir, capsys, monkeypatch):
