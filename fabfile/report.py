@@ -5,7 +5,9 @@ through ``literal``: control characters are escaped (``\\x1b``), nothing is
 interpreted. Rich draws tables on a terminal with markup and emoji codes off,
 so ``[bold]``, ``[/`` and a fingerprint's ``:CD:`` print as they are.
 
-Not a terminal (a pipe, cron, a log): no colour, no wrapping, no live
+Whether a stream is a terminal is its own ``isatty()``, whatever the
+environment says (FORCE_COLOR and the like); colour only there, and not with
+NO_COLOR. Not a terminal (a pipe, cron, a log): no colour, no wrapping, no live
 progress; one record per line, fields separated by a tab, so ``grep`` and log
 readers see whole values. ``--json`` (``print_json``) is the machine interface.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import sys
 import threading
@@ -37,9 +40,21 @@ LEVEL_STYLE = {0: "green", 1: "yellow", 2: "bold red", 3: "magenta"}
 
 
 def _console(stderr: bool = False) -> Console:
+    """A console that is a terminal only when its stream is one: FORCE_COLOR, TTY_COMPATIBLE or TTY_INTERACTIVE
+    (common in CI) never turn a pipe into a terminal; colour only on a terminal, and not with NO_COLOR."""
     from rich.console import Console
 
-    return Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True)
+    terminal = is_terminal(sys.stderr if stderr else sys.stdout)
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True,
+                   force_terminal=terminal, force_interactive=terminal,
+                   no_color=not terminal or os.environ.get("NO_COLOR", "") != "")
+
+
+def is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):   # no isatty, or closed
+        return False
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ themselves (a listener that closes at once, or sends a hostile SSH banner), or l
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -115,3 +116,84 @@ def test_inv_with_a_bad_runtime_config_is_one_line(tmp_path, config, task, code,
                           check=False)
     assert proc.returncode == code, proc.stderr
     assert len(proc.stderr.splitlines()) == 1 and words in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------- a pipe and a terminal, for real
+
+HOSTILE_SUBJECT = "[bold]x[/] a [/ b :CD: :smile:"
+FORCING = {"FORCE_COLOR": "1", "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "CLICOLOR_FORCE": "1"}
+
+
+@pytest.fixture
+def hostile_inventory(tmp_path) -> Path:
+    """An inventory whose subject is full of markup and emoji codes (accepted: they are printable), with a
+    certificate made from it; its hosts are 127.0.0.1:1 (refused at once)."""
+    text = INVENTORY.format(port=1).replace("{O: tests,", f"{{O: '{HOSTILE_SUBJECT}',")
+    (tmp_path / "inventory.yaml").write_text(text)
+    proc = registry_tls("cert.generate", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return tmp_path
+
+
+def test_an_accepted_value_with_markup_and_emoji_codes_is_read_back_literally_on_a_pipe(hostile_inventory):
+    proc = registry_tls("cert.show", cwd=hostile_inventory)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, proc.stderr
+    assert f"subject\tO={HOSTILE_SUBJECT}, CN=registry.test\n" in out.replace("\\,", ","), out
+    assert "\U0001f4bf" not in out and "\x1b" not in out   # no emoji, no colour
+
+
+def test_a_pipe_stays_a_pipe_whatever_the_environment_forces(hostile_inventory):
+    """FORCE_COLOR / TTY_COMPATIBLE (CI): still one record per line, tab-separated, no box, no colour."""
+    env = environment(PYTHONPATH=str(REPO), COLUMNS="40", **FORCING)
+    for args in (("cert.show",), ("registry.deploy", "--dry-run")):
+        proc = registry_tls(*args, cwd=hostile_inventory, env=env)
+        out = proc.stdout.decode()
+        assert "\x1b" not in out + proc.stderr.decode(), out
+        assert not any(box in out for box in "┏━│┃└"), out
+        assert "\t" in out and all(len(line) > 40 for line in out.splitlines() if line.startswith("SHA-256"))
+    assert "host\trole\tstatus\tchanges\tmessage\n" in out
+
+
+def on_a_pty(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run the command with stdout and stderr on a pseudo-terminal (120 columns); its exit code and output."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "fabfile", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:   # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(chunks).decode()
+
+
+def test_on_a_terminal_tables_are_boxed_and_coloured_and_values_still_literal(hostile_inventory):
+    env = environment(PYTHONPATH=str(REPO), TERM="xterm-256color")
+    code, text = on_a_pty("cert.show", cwd=hostile_inventory, env=env)
+    assert code == 0, text
+    assert colours(text)                                # colour: a terminal
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    assert "\t" not in plain and f"O={HOSTILE_SUBJECT}" in plain.replace("\\,", ",")
+    code, text = on_a_pty("registry.deploy", "--dry-run", cwd=hostile_inventory, env=env)
+    assert any(box in text for box in "┏━│┃"), text   # a table drawn for a terminal
+    code, text = on_a_pty("cert.show", cwd=hostile_inventory, env={**env, "NO_COLOR": "1"})
+    assert code == 0 and "\x1b[1m" in text and not colours(text), text   # a terminal (bold), but NO_COLOR
+
+
+def colours(text: str) -> set[str]:
+    """The foreground colours (SGR 30-38, 90-97) the text sets."""
+    params = {p for m in re.findall(r"\x1b\[([0-9;]*)m", text) for p in m.split(";")}
+    return {p for p in params if p.isdigit() and (30 <= int(p) <= 38 or 90 <= int(p) <= 97)}
