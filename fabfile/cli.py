@@ -129,9 +129,13 @@ PASSWORD_MAX = 72  # bcrypt uses the first 72 bytes; check_password says so
 def _read_password(name: str) -> str:
     """From a prompt (twice), or exactly one line of stdin: more lines, or a CR, are errors."""
     if sys.stdin.isatty():
-        first = getpass.getpass(f"password for {name}: ")
-        if getpass.getpass("again: ") != first:
-            raise InputError("the two passwords differ")
+        try:
+            first = getpass.getpass(f"password for {name}: ")
+            if getpass.getpass("again: ") != first:
+                raise InputError("the two passwords differ")
+        except EOFError:   # Ctrl-D: end the prompt's line, then one line of error
+            sys.stderr.write("\n")
+            raise InputError(f"no password given for {name}") from None
         return first
     data = sys.stdin.buffer.read(4 * PASSWORD_MAX + 2)
     try:

@@ -441,9 +441,11 @@ def load(path: str | Path) -> Inventory:
     """Read, validate and resolve an inventory file. Raises InventoryError."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_BYTES:
+        with path.open("rb") as fh:   # at most one byte more than allowed: /dev/zero or a FIFO never ends
+            data = fh.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
             raise InventoryError(f"{path}: larger than {MAX_BYTES // 1024} KiB; is this an inventory file?")
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise InventoryError(f"{path}: no such inventory file (give --inventory PATH or set INVOKE_INVENTORY)") from None
     except (OSError, UnicodeDecodeError) as exc:

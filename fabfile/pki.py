@@ -44,9 +44,13 @@ def ask_passphrase(source: Path, new: bool) -> bytes:
         if not sys.stdin.isatty():
             raise InputError(f"{source}: {'a new CA key is to be encrypted' if new else 'the CA key is encrypted'}; "
                              f"set {PASSPHRASE_ENV} or run on a terminal to be asked")
-        value = getpass.getpass(f"{'new ' if new else ''}passphrase for {source}: ")
-        if new and getpass.getpass("the same passphrase again: ") != value:
-            raise InputError(f"{source}: the two passphrases differ")
+        try:
+            value = getpass.getpass(f"{'new ' if new else ''}passphrase for {source}: ")
+            if new and getpass.getpass("the same passphrase again: ") != value:
+                raise InputError(f"{source}: the two passphrases differ")
+        except EOFError:   # Ctrl-D: end the prompt's line, then one line of error
+            sys.stderr.write("\n")
+            raise InputError(f"{source}: no passphrase given") from None
     if new and len(value) < MIN_PASSPHRASE:
         raise InputError(f"{source}: the passphrase has {len(value)} characters; at least {MIN_PASSPHRASE} are required")
     register(value)

@@ -340,3 +340,20 @@ def test_the_passphrase_comes_from_the_environment_never_a_flag(tmp_path, monkey
         P.ask_passphrase(tmp_path / "ca.key", False)
     from fabfile.redact import redact
     assert redact("x from-the-environment y") == "x *** y"
+
+
+def test_ctrl_d_at_the_passphrase_prompt_is_an_input_error(tmp_path, monkeypatch):
+    from fabfile import pki as P
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def ctrl_d(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    monkeypatch.setattr("sys.stdin", Terminal())
+    monkeypatch.setattr(P.getpass, "getpass", ctrl_d)
+    with pytest.raises(InputError, match=r"ca\.key: no passphrase given"):
+        P.ask_passphrase(tmp_path / "ca.key", True)

@@ -38,6 +38,7 @@ clients:
 """
 # what a terminal would act on: ESC, BEL, and the C1 CSI
 RAW_CONTROLS = ("\x1b", "\x07", "\x9b")
+SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -155,8 +156,11 @@ def test_a_pipe_stays_a_pipe_whatever_the_environment_forces(hostile_inventory):
     assert "host\trole\tstatus\tchanges\tmessage\n" in out
 
 
-def on_a_pty(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-    """Run the command with stdout and stderr on a pseudo-terminal (120 columns); its exit code and output."""
+def on_a_pty(*args: str, cwd: Path, env: dict[str, str], replies: tuple[tuple[bytes, bytes], ...] = (),
+             stdin: bool = False) -> tuple[int, str]:
+    """Run the command with stdout and stderr (and with ``stdin``, stdin) on a pseudo-terminal of 120 columns
+    that is its controlling terminal (/dev/tty: getpass's prompts); each ``(prompt, keys)`` of ``replies``
+    types ``keys`` once ``prompt`` has been shown. Its exit code and everything it showed."""
     import fcntl
     import pty
     import struct
@@ -164,10 +168,12 @@ def on_a_pty(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "fabfile", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=slave, stderr=slave, close_fds=True)
+    proc = subprocess.Popen([sys.executable, "-m", "fabfile", *args], cwd=cwd, env=env,
+                            stdin=slave if stdin else subprocess.DEVNULL, stdout=slave, stderr=slave,
+                            start_new_session=True, close_fds=True,
+                            preexec_fn=lambda: fcntl.ioctl(1, termios.TIOCSCTTY, 0))  # noqa: PLW1509 - one ioctl
     os.close(slave)
-    chunks = []
+    shown, answered, pending = b"", 0, list(replies)   # answered: where the next prompt is looked for
     while True:
         try:
             chunk = os.read(master, 65536)
@@ -175,9 +181,12 @@ def on_a_pty(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
             break
         if not chunk:
             break
-        chunks.append(chunk)
+        shown += chunk
+        while pending and pending[0][0] in shown[answered:]:
+            answered = shown.index(pending[0][0], answered) + len(pending[0][0])
+            os.write(master, pending.pop(0)[1])
     os.close(master)
-    return proc.wait(timeout=60), b"".join(chunks).decode()
+    return proc.wait(timeout=60), shown.decode()
 
 
 def test_on_a_terminal_tables_are_boxed_and_coloured_and_values_still_literal(hostile_inventory):
@@ -185,7 +194,7 @@ def test_on_a_terminal_tables_are_boxed_and_coloured_and_values_still_literal(ho
     code, text = on_a_pty("cert.show", cwd=hostile_inventory, env=env)
     assert code == 0, text
     assert colours(text)                                # colour: a terminal
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    plain = SGR.sub("", text)
     assert "\t" not in plain and f"O={HOSTILE_SUBJECT}" in plain.replace("\\,", ",")
     code, text = on_a_pty("registry.deploy", "--dry-run", cwd=hostile_inventory, env=env)
     assert any(box in text for box in "┏━│┃"), text   # a table drawn for a terminal
@@ -195,5 +204,33 @@ def test_on_a_terminal_tables_are_boxed_and_coloured_and_values_still_literal(ho
 
 def colours(text: str) -> set[str]:
     """The foreground colours (SGR 30-38, 90-97) the text sets."""
-    params = {p for m in re.findall(r"\x1b\[([0-9;]*)m", text) for p in m.split(";")}
+    params = {p for m in SGR.finditer(text) for p in m[0][2:-1].split(";")}
     return {p for p in params if p.isdigit() and (30 <= int(p) <= 38 or 90 <= int(p) <= 97)}
+
+
+# --------------------------------------------------------------------------- prompts and endless input
+
+
+def test_ctrl_d_at_the_password_prompt_is_one_line_exit_2(hostile_inventory):
+    env = environment(PYTHONPATH=str(REPO), TERM="xterm-256color", NO_COLOR="1")
+    code, shown = on_a_pty("users.add", "bob", "--no-deploy", cwd=hostile_inventory, env=env, stdin=True,
+                           replies=((b"password for bob: ", b"\x04"),))
+    lines = [line for line in SGR.sub("", shown.replace("\r", "")).splitlines() if line.strip()]
+    assert code == 2, shown
+    assert lines == ["password for bob: ", "error: no password given for bob"], lines
+    assert not (hostile_inventory / "pki/htpasswd").exists()
+
+
+def test_an_endless_inventory_is_read_only_up_to_its_limit(tmp_path):
+    """`-i /dev/zero` never ends: at most the limit + 1 bytes are read, then one line (under a 1 GiB address
+    space limit, so a regression fails here instead of exhausting the machine)."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    proc = subprocess.run([sys.executable, "-m", "fabfile", "users.list", "-i", "/dev/zero"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env=environment(PYTHONPATH=str(REPO)),
+                          preexec_fn=limited, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "error: /dev/zero: larger than 1024 KiB; is this an inventory file?\n"
