@@ -35,7 +35,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from . import certs
 from .errors import CertificateError, InventoryError
-from .report import CONTROL, literal
+from .report import hidden_character, literal
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 TrustTarget = Literal["docker", "containerd", "podman", "os", "buildkit"]
@@ -490,8 +490,11 @@ def _check_events(text: str, path: Path) -> None:
             documents += 1
             if documents > 1:
                 raise fail(event, "more than one YAML document ('---'); an inventory is one document")
-            if event.version or event.tags:
-                raise fail(event, "YAML directives (%YAML, %TAG) are not allowed")
+            directive = _directive(text[:event.start_mark.index])
+            if directive or event.version or event.tags:
+                line, name = directive or (event.start_mark.line, "%YAML/%TAG")
+                raise InventoryError(f"{path}:{line + 1}:1: directive {literal(name)}: YAML directives "
+                                     "(%YAML, %TAG, any %...) are not allowed")
             continue
         if isinstance(event, events.AliasEvent):
             raise fail(event, f"alias *{event.anchor}: anchors and aliases are not allowed; write the value out")
@@ -520,6 +523,18 @@ def _check_events(text: str, path: Path) -> None:
             done_value()
 
 
+def _directive(prefix: str) -> tuple[int, str] | None:
+    """The first directive line (``%NAME ...``) before the document's ``---``, as (line index, %NAME), or None.
+
+    The parser drops directives it does not know (``%FOO``), so they are looked for in the text itself:
+    before the one document starts there can only be comments, blank lines and directives.
+    """
+    for number, line in enumerate(prefix.removeprefix("\ufeff").splitlines()):   # a BOM may come first
+        if line.startswith("%"):
+            return number, line.split()[0][:40]
+    return None
+
+
 def _node_problem(event: events.ScalarEvent | events.CollectionStartEvent) -> str | None:
     """What is wrong with a scalar or collection's anchor or tag, if anything."""
     if event.anchor is not None:
@@ -536,9 +551,9 @@ def _scalar_problem(value: str, *, in_key: bool, plain: bool) -> str | None:
         return "merge keys (<<) are not allowed; write the keys out"
     if len(value) > MAX_VALUE:
         return f"a {what} longer than {MAX_VALUE} characters"
-    bad = CONTROL.search(value)
+    bad = hidden_character(value)
     if bad:
-        return f"control character {literal(bad[0])} in {what} '{literal(value[:60])}': not allowed"
+        return f"control character {literal(bad)} in {what} '{literal(value[:60])}': not allowed"
     return None
 
 

@@ -1,9 +1,10 @@
 """Rendering only: the one way anything reaches the screen.
 
 Every value (from the inventory, a file, a remote host, an exception) goes
-through ``literal``: control characters are escaped (``\\x1b``), nothing is
-interpreted. Rich draws tables on a terminal with markup and emoji codes off,
-so ``[bold]``, ``[/`` and a fingerprint's ``:CD:`` print as they are.
+through ``literal``: control and invisible characters are escaped (``\\x1b``,
+``\\u200b``), nothing is interpreted. Rich draws tables on a terminal with
+markup and emoji codes off, so ``[bold]``, ``[/`` and a fingerprint's ``:CD:``
+print as they are.
 
 Whether a stream is a terminal is its own ``isatty()``, whatever the
 environment says (FORCE_COLOR and the like); colour only there, and not with
@@ -20,6 +21,7 @@ import os
 import re
 import sys
 import threading
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -74,15 +76,35 @@ def _err() -> Console:
     console = globals().get("err")
     return console if console is not None else __getattr__("err")
 
-# C0/C1 controls, DEL, line/paragraph separators and bidi overrides: never sent to a terminal raw
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Never sent to a terminal raw: C0/C1 controls and DEL (Cc), every invisible format character (Cf: bidi
+# controls, zero-width spaces and joiners, the BOM, ...), line/paragraph separators (Zl, Zp), lone surrogates (Cs)
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_MAYBE_HIDDEN = re.compile("[^\x20-\x7e]")   # printable ASCII never needs a look
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+def is_hidden(char: str) -> bool:
+    """A character that does not show as itself (a control, an invisible format character, ...)."""
+    return unicodedata.category(char) in HIDDEN_CATEGORIES
+
+
+def hidden_character(text: str) -> str | None:
+    """The first character of ``text`` that does not show as itself, or None."""
+    return next((m[0] for m in _MAYBE_HIDDEN.finditer(text) if is_hidden(m[0])), None)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    if not is_hidden(char):
+        return char
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+                                else f"\\U{code:08x}")
+
+
 def literal(value: object) -> str:
-    """``value`` as text that shows exactly what it is: control characters escaped, nothing interpreted."""
-    return CONTROL.sub(lambda m: _NAMED.get(m[0]) or (f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100
-                                                       else f"\\u{ord(m[0]):04x}"), str(value))
+    """``value`` as text that shows exactly what it is: hidden characters escaped, nothing interpreted."""
+    return _MAYBE_HIDDEN.sub(_escape, str(value))
 
 
 def _lines(cell: str | Sequence[str] | Text) -> list[str]:

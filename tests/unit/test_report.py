@@ -25,7 +25,9 @@ HOSTILE = [
     "C:\\path\\[x]", "x" * 300,
 ]
 CONTROL = {"\x1b[2J": "\\x1b[2J", "bell\x07": "bell\\x07", "tab\there": "tab\\there", "cr\rx": "cr\\rx",
-           "rtl\u202eevil": "rtl\\u202eevil", "nl\nx": "nl\\nx", "c1\x9bx": "c1\\x9bx"}
+           "rtl\u202eevil": "rtl\\u202eevil", "nl\nx": "nl\\nx", "c1\x9bx": "c1\\x9bx",
+           "zw\u200bsp": "zw\\u200bsp", "rlm\u200fx": "rlm\\u200fx", "bom\ufeffx": "bom\\ufeffx",
+           "alm\u061cx": "alm\\u061cx", "tag\U000e0041x": "tag\\U000e0041x", "sep\u2028x": "sep\\u2028x"}
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
