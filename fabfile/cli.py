@@ -169,10 +169,10 @@ def add(c, name, inventory=None, update=False, no_deploy=False, verbose=False, a
 
     The local htpasswd changes only together with a successful push to the registry (or with --no-deploy).
     """
-    from .htpasswd import check_user, hash_password
+    from .htpasswd import check_operator_user, hash_password
 
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys)
-    check_user(name)
+    check_operator_user(name)
     table = s.state.htpasswd()
     if name in table and not update:
         raise InputError(f"user {name!r} exists in {s.state.htpasswd_path}; pass --update to change its password")
@@ -187,7 +187,10 @@ def add(c, name, inventory=None, update=False, no_deploy=False, verbose=False, a
 @cli
 def remove(c, name, inventory=None, no_deploy=False, verbose=False, accept_new_host_keys=False):
     """Remove a registry user (locally only together with a successful push, or with --no-deploy)."""
+    from .htpasswd import refuse_reserved
+
     s = _session(c, inventory, verbose=verbose, accept_new_host_keys=accept_new_host_keys)
+    refuse_reserved(name)
     table = s.state.htpasswd()
     if name not in table:
         raise InputError(f"no user {name!r} in {s.state.htpasswd_path}")

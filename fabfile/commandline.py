@@ -50,6 +50,9 @@ INTEGER_FLAGS = frozenset({"parallel", "batch", "warn_days", "if_expiring_within
 # run when Invoke parses the tasks (_one_line_parse_errors), before any task, message or --help is made.
 _running = {"program": "registry-tls"}
 
+# what an integer flag accepts: ASCII digits, maybe a minus (range checks name it: ``integer``)
+WHOLE_NUMBER = re.compile(r"-?[0-9]{1,9}")
+
 assert not CORE_SHORT_FLAGS & set(SHORT_FLAGS.values())
 assert len(set(SHORT_FLAGS.values())) == len(SHORT_FLAGS)
 
@@ -81,6 +84,8 @@ class _Argument(Argument):
 
     def set_value(self, value: Any, cast: bool = True) -> None:
         try:
+            if cast and self.kind is int and isinstance(value, str) and not WHOLE_NUMBER.fullmatch(value):
+                raise ValueError(value)   # int() would also take ' 3', '+3', '1_0' and non-ASCII digits
             super().set_value(value, cast)
         except ValueError:
             raise FlagValueError(f"--{self.names[0]} {value!r}: expected a whole number", self.exit_code) from None
@@ -147,6 +152,14 @@ def quiet_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def no_empty_values(values: dict[str, Any]) -> None:
+    """``--group=``, ``-i ''``: an empty value is an error, never the flag's default (every text flag defaults to
+    None or a word, so an empty one came from the command line)."""
+    for name, value in values.items():
+        if isinstance(value, str) and not value.strip():
+            raise InputError(f"--{name.rstrip('_').replace('_', '-')} {value!r}: expected a value")
+
+
 def cli(fn: Callable | None = None, *, monitoring: bool = False) -> Any:
     """Turn every failure into one line on stderr and the documented exit code; no traceback.
 
@@ -159,6 +172,7 @@ def cli(fn: Callable | None = None, *, monitoring: bool = False) -> Any:
     def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C (FAULTS F24)
         try:
+            no_empty_values(kwargs)
             return fn(c, *args, **kwargs)
         except Exit:
             raise

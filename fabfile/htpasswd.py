@@ -26,6 +26,19 @@ def check_user(name: str) -> str:
     return name
 
 
+def check_operator_user(name: str) -> str:
+    """A user name an operator may add (users.add): not the tool's own health user."""
+    refuse_reserved(check_user(name))
+    return name
+
+
+def refuse_reserved(name: str) -> None:
+    """users.add/remove: the health user is the tool's own (a deploy would add it back)."""
+    if name == HEALTH_USER:
+        raise InputError(f"user name {name!r} is reserved: registry-tls logs in with it to check the registry "
+                         "(its password is pki/health.password; a deploy keeps it)")
+
+
 def check_password(password: str) -> str:
     size = len(password.encode("utf-8"))
     if size == 0:

@@ -403,6 +403,9 @@ class Inventory:
     def select(self, hosts: str | None = None, groups: str | None = None) -> tuple[Client, ...]:
         """Clients filtered by comma-separated host names and/or groups; unknown names are errors."""
         chosen = self.clients
+        for flag, value in (("--hosts", hosts), ("--groups", groups)):
+            if value is not None and not _split(value):   # ',' or '': never 'all' by accident
+                raise InventoryError(f"{flag} {value!r}: no names given (comma-separated)")
         if hosts:
             wanted = _split(hosts)
             known = {c.name for c in self.clients}
