@@ -7,9 +7,11 @@ an ``InputError`` naming the path (exit 2), never a traceback.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InputError
+from .shield import uninterrupted
 
 
 def _refused(path: Path, action: str, exc: OSError) -> InputError:
@@ -55,6 +57,41 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     is never readable by others, not even for a moment; a crash leaves either
     the old file or the new one, never a truncated one.
     """
+    atomic_write_all([(path, data, mode)])
+
+
+def atomic_write_all(files: Sequence[tuple[Path, bytes, int]]) -> None:
+    """Write files that belong together (a certificate and its key) as one change.
+
+    Each goes to a temp file beside it first (mode set before any byte lands,
+    fsynced); only then are they renamed into place, with SIGINT/SIGTERM held
+    (shield.uninterrupted), so an interrupt leaves the old files or the new
+    ones, never a new key beside the old certificate. A failure before the
+    renames removes the temp files and changes nothing.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data, mode in files:
+            staged.append((_stage(path, data, mode), path))
+        with uninterrupted("this machine"):
+            for tmp, path in staged:
+                try:
+                    os.replace(tmp, path)
+                except OSError as exc:
+                    raise _refused(path, "write", exc) from None
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    for folder in dict.fromkeys(path.parent for _, path in staged):
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _stage(path: Path, data: bytes, mode: int) -> Path:
+    """``data`` in a temp file beside ``path``, created with ``mode``, fsynced; its path."""
     ensure_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -67,18 +104,13 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)  # umask may have narrowed it; never widened
-        os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _refused(path, "write", exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    return tmp
 
 
 def read_optional(path: Path) -> bytes | None:

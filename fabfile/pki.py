@@ -18,7 +18,7 @@ import datetime as dt
 import getpass
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,12 +29,13 @@ from . import certs
 from .commandline import command
 from .errors import CertificateError, InputError
 from .inventory import Certificate
-from .localfs import atomic_write, read_optional
+from .localfs import atomic_write_all, read_optional
 from .redact import register
 
 PASSPHRASE_ENV = "REGISTRY_TLS_CA_PASSPHRASE"
 MIN_PASSPHRASE = 12
 Passphrase = Callable[[Path, bool], bytes]
+File = tuple[Path, bytes, int]   # path, content, mode: written together by Pki.write
 
 
 def ask_passphrase(source: Path, new: bool) -> bytes:
@@ -190,34 +191,42 @@ class Pki:
         if self.exists() and not force:
             raise InputError(f"{self.cert_path}: exists; pass --force to replace it "
                              f"(clients that trust the old one need {command('deploy')} or {command('rotate')})")
-        material = self.build(now, force=force, new_ca=new_ca, write_ca=True)
-        self.write(material)
+        material, ca_files = self._build(now, force=force, new_ca=new_ca, write_ca=True)
+        self.write(material, ca_files)
         return material
 
-    def build(self, now: dt.datetime, *, force: bool = False, new_ca: bool = False,
-              write_ca: bool = False) -> Material:
+    def build(self, now: dt.datetime, *, force: bool = False, new_ca: bool = False) -> Material:
         """New material in memory (a dry run plans with it; ``generate`` writes it)."""
+        return self._build(now, force=force, new_ca=new_ca, write_ca=False)[0]
+
+    def _build(self, now: dt.datetime, *, force: bool, new_ca: bool, write_ca: bool) -> tuple[Material, list[File]]:
+        """New material, and the files of a new CA to write with it (``write_ca``: asks its passphrase)."""
         self.warnings = certs.validity_warnings(self.cfg.spec.days, force=force)
         spec = self.cfg.spec
         key = certs.generate_key(spec.key_type)
+        ca_files: list[File] = []
         if self.cfg.mode == "self-signed":
             leaf = certs.build_self_signed(spec, key, now)
             material = Material(chain=(leaf,), key=key, anchor=leaf, mode="self-signed")
         else:
-            ca_cert, ca_key = self._ca(now, new=new_ca, write=write_ca)
+            ca_cert, ca_key, ca_files = self._ca(now, new=new_ca, write=write_ca)
             leaf = certs.build_leaf(spec, key, ca_cert, ca_key, now)
             material = Material(chain=(leaf, ca_cert), key=key, anchor=ca_cert)
         problems = certs.lint(leaf, now, key=key, max_days=None if force else certs.APPLE_MAX_DAYS)
         if problems:  # cannot happen for our own builder; a guard against regressions
             raise CertificateError(f"generated certificate is unusable: {problems[0]}")
-        return material
+        return material, ca_files
 
-    def write(self, material: Material) -> None:
-        """Key first, then the certificate: a crash in between leaves a detectable mismatch."""
-        atomic_write(self.key_path, material.key_pem, 0o600)
-        atomic_write(self.cert_path, material.cert_pem, 0o644)
+    def write(self, material: Material, ca_files: Sequence[File] = ()) -> None:
+        """The key, the certificate (and a new CA's files) switch together: each is written to a temp file
+        first, then all are renamed with SIGINT/SIGTERM held, so an interrupt leaves the old set or the new
+        one, never a new key beside the old certificate (a crash in between is a mismatch ``load`` names)."""
+        atomic_write_all([*ca_files, (self.key_path, material.key_pem, 0o600),
+                          (self.cert_path, material.cert_pem, 0o644)])
 
-    def _ca(self, now: dt.datetime, *, new: bool, write: bool) -> tuple[x509.Certificate, certs.PrivateKey]:
+    def _ca(self, now: dt.datetime, *, new: bool,
+            write: bool) -> tuple[x509.Certificate, certs.PrivateKey, list[File]]:
+        """The CA to sign with: the one on disk, else a new one (with its files to write, when ``write``)."""
         cert_data, key_data = read_optional(self.ca_cert_path), read_optional(self.ca_key_path)
         if cert_data and key_data and not new:
             ca_cert = certs.load_certs(cert_data, str(self.ca_cert_path))[0]
@@ -225,15 +234,14 @@ class Pki:
                 raise CertificateError(f"{self.ca_cert_path}: its name constraints do not permit the names in "
                                        f"certificate.san; a registry name change needs a new CA: {command('rotate --ca')}")
             passphrase = self.passphrase(self.ca_key_path, False) if certs.key_is_encrypted(key_data) else None
-            return ca_cert, certs.load_key(key_data, str(self.ca_key_path), passphrase)
+            return ca_cert, certs.load_key(key_data, str(self.ca_key_path), passphrase), []
         ca_key = certs.generate_key(self.cfg.spec.key_type)
         ca_cert = certs.build_ca(ca_subject(self.cfg.spec), ca_key, now, self.cfg.ca_days, self.cfg.spec.sans)
         if not write:
-            return ca_cert, ca_key
+            return ca_cert, ca_key, []
         passphrase = self.passphrase(self.ca_key_path, True) if self.cfg.encrypt_ca_key else None
-        atomic_write(self.ca_key_path, certs.private_key_pem(ca_key, passphrase), 0o600)
-        atomic_write(self.ca_cert_path, certs.cert_pem(ca_cert), 0o644)
-        return ca_cert, ca_key
+        return ca_cert, ca_key, [(self.ca_key_path, certs.private_key_pem(ca_key, passphrase), 0o600),
+                                 (self.ca_cert_path, certs.cert_pem(ca_cert), 0o644)]
 
     # ------------------------------------------------------------------ deciding
 

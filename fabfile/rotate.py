@@ -25,7 +25,7 @@ from .commandline import command
 from .deploy import deploy_registry, trust_clients
 from .errors import CertificateError, InputError
 from .inventory import Client
-from .localfs import atomic_write, read_optional
+from .localfs import atomic_write_all, read_optional
 from .pki import Material, Pki
 from .results import HostResult, Report, Status
 from .session import Session
@@ -51,11 +51,12 @@ def _previous(session: Session) -> Pki:
 
 
 def _copy_material(src: Pki, dst: Pki) -> None:
-    """Copy key, cert and (ca mode) CA files from one pki folder to another, atomically per file."""
-    for name, mode in (("registry.key", 0o600), ("ca.key", 0o600), ("registry.crt", 0o644), ("ca.crt", 0o644)):
-        data = read_optional(src.root / name)
-        if data is not None:
-            atomic_write(dst.root / name, data, mode)
+    """Copy key, cert and (ca mode) CA files from one pki folder to another, as one change (an interrupt
+    leaves the old set or the new one: localfs.atomic_write_all)."""
+    files = [(dst.root / name, data, mode)
+             for name, mode in (("registry.key", 0o600), ("ca.key", 0o600), ("registry.crt", 0o644), ("ca.crt", 0o644))
+             if (data := read_optional(src.root / name)) is not None]
+    atomic_write_all(files)
 
 
 # --------------------------------------------------------------------------- steps

@@ -34,16 +34,11 @@ import errno
 import functools
 import logging
 import secrets as _random
-import signal
 import socket
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
 import paramiko
@@ -62,6 +57,7 @@ from .errors import (
 from .inventory import SshTarget, parse_gateway
 from .redact import redact
 from .sh import cmd
+from .shield import uninterrupted
 
 log = logging.getLogger("registry_tls.remote")
 
@@ -540,36 +536,6 @@ class Remote:
         finally:
             with contextlib.suppress(RemoteError):
                 self.run(cmd("rm -rf {}", tmpdir), check=False)
-
-
-@contextmanager
-def uninterrupted(host: str) -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while one remote step runs, then act on it: never a half-run script.
-
-    Without this, Fabric drops the channel on Ctrl-C and the remote script dies
-    wherever it is (e.g. between stopping the old registry container and
-    starting the new one). A second signal stops at once. Signals only reach
-    the main thread; steps on worker threads need no shield.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        if caught:
-            raise KeyboardInterrupt
-        caught.append(signum)
-        sys.stderr.write(f"\ninterrupted: finishing the current step on {host} (again to stop at once)\n")
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        if caught:
-            raise KeyboardInterrupt
 
 
 def _raise_for_sudo(host: str, result: Result) -> None:

@@ -484,3 +484,59 @@ def test_rotate_if_due_waits_for_renew_before_days_then_rotates(workdir, capsys,
     assert re.fullmatch(r"would rotate the certificate \((89|90) days left\): new server certificate from the same CA, "
                         r"registry only\n", out), out
     assert not (workdir / ".registry-tls/rotation.json").exists()
+
+
+# --------------------------------------------------------------------------- an interrupted certificate switch
+
+
+def _pair(root: Path) -> tuple[bytes, bytes]:
+    return (root / "pki/registry.key").read_bytes(), (root / "pki/registry.crt").read_bytes()
+
+
+def test_an_interrupt_between_the_key_and_the_certificate_switches_both(workdir, capsys, monkeypatch):
+    """`cert.generate --force`: SIGINT right after the key's rename is held until the certificate's rename is
+    done too (shield.uninterrupted), then the run stops with 130; the pair on disk is the new one, and matches."""
+    import os
+
+    from fabfile import localfs
+    from fabfile.session import open_session
+
+    prepare(workdir, Case("", [], 0, []))
+    assert run(["cert.generate"], None, capsys, monkeypatch)[0] == 0
+    old = _pair(workdir)
+    real = os.replace
+
+    def replace_then_interrupt(src, dst):
+        real(src, dst)
+        if str(dst).endswith("registry.key"):
+            os.kill(os.getpid(), signal.SIGINT)   # between the key's rename and the certificate's
+
+    monkeypatch.setattr(localfs.os, "replace", replace_then_interrupt)
+    code, _out, err = run(["cert.generate", "--force"], None, capsys, monkeypatch)
+    monkeypatch.setattr(localfs.os, "replace", real)
+    assert code == 130, err
+    new = _pair(workdir)
+    assert new[0] != old[0] and new[1] != old[1]
+    assert open_session(workdir / "inventory.yaml").pki.load() is not None   # the key matches the certificate
+    assert sorted(p.name for p in (workdir / "pki").iterdir()) == ["ca.crt", "ca.key", "registry.crt", "registry.key"]
+
+
+def test_an_interrupt_before_the_switch_leaves_the_old_pair_and_no_temp_file(workdir, capsys, monkeypatch):
+    from fabfile import localfs
+
+    prepare(workdir, Case("", [], 0, []))
+    assert run(["cert.generate"], None, capsys, monkeypatch)[0] == 0
+    old = _pair(workdir)
+    real, staged = localfs._stage, []
+
+    def stage_then_interrupt(path, data, mode):
+        if staged:
+            raise KeyboardInterrupt   # the key is staged, the certificate not yet: nothing renamed
+        staged.append(real(path, data, mode))
+        return staged[-1]
+
+    monkeypatch.setattr(localfs, "_stage", stage_then_interrupt)
+    assert run(["cert.generate", "--force"], None, capsys, monkeypatch)[0] == 130
+    assert _pair(workdir) == old
+    assert not any(p.exists() for p in staged)
+    assert sorted(p.name for p in (workdir / "pki").iterdir()) == ["ca.crt", "ca.key", "registry.crt", "registry.key"]
