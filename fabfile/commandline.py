@@ -250,10 +250,10 @@ class Config(invoke.Config):
         except FileNotFoundError:   # Invoke tries each suffix: a missing one is skipped
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the parser raised: one line naming the file
-            raise InputError(f"{path}: not a valid Invoke configuration file: {config_problem(exc)}") from None
+            raise InputError(f"{path}: not a usable Invoke config file: {config_problem(exc)}") from None
         problem = config_shape(data, self._defaults)
         if problem:
-            raise InputError(f"{path}: {problem}")
+            raise InputError(f"{path}: not a usable Invoke config file: {problem}")
         return data
 
 
@@ -310,7 +310,7 @@ def _held_config_errors(original: Callable[[Program], None]) -> Callable[[Progra
             original(self)
         except Exception as exc:  # noqa: BLE001 - any loader failure: one line, later
             self.registry_tls_config_error = (str(exc) if isinstance(exc, RegistryTlsError)  # type: ignore[attr-defined]
-                                              else f"Invoke configuration: {config_problem(exc)}")
+                                              else f"Invoke config: {config_problem(exc)}")
             self.config = self.config_class(lazy=True)
 
     create_config.registry_tls = True  # type: ignore[attr-defined]
@@ -341,7 +341,7 @@ def _one_line_config_errors(original: Callable[[Program], None]) -> Callable[[Pr
             raise Exit("error: interrupted", code=UNKNOWN if code == UNKNOWN else INTERRUPTED) from None
         except Exception as exc:  # noqa: BLE001 - Invoke's plain Config (inv): name the file if there is one
             where = f"{runtime}: " if runtime else ""
-            raise Exit(f"error: {report.literal(where)}not a valid Invoke configuration: "
+            raise Exit(f"error: {report.literal(where)}not a usable Invoke config file: "
                        f"{report.literal(config_problem(exc))}", code=code) from None
 
     update_config.registry_tls = True  # type: ignore[attr-defined]

@@ -105,8 +105,8 @@ def test_paramiko_errors_go_to_the_log_only_never_a_traceback_or_raw_remote_byte
 @pytest.mark.parametrize(("config", "task", "code", "words"), [
     ("inventory: 5\n", "cert.show", 2, "error: Invoke configuration inventory: expected text, not 5"),
     ("sudo: {password: 5}\n", "cert.show", 2, "error: Invoke configuration sudo.password: expected text, not 5"),
-    ("a: [\n", "cert.show", 2, "cfg.yaml: not a valid Invoke configuration: line 2:1:"),
-    ("a: [\n", "status", 3, "cfg.yaml: not a valid Invoke configuration: line 2:1:"),
+    ("a: [\n", "cert.show", 2, "cfg.yaml: not a usable Invoke config file: line 2:1:"),
+    ("a: [\n", "status", 3, "cfg.yaml: not a usable Invoke config file: line 2:1:"),
 ], ids=["inventory-not-text", "sudo-password-not-text", "not-yaml", "status-not-yaml"])
 def test_inv_with_a_bad_runtime_config_is_one_line(tmp_path, config, task, code, words):
     """`inv -f FILE` loads FILE with Invoke's own Config, after tasks.py: still one line, exit 2 (status 3)."""
