@@ -35,7 +35,8 @@ class Fleet:
 
     def inv(self, *args: str, input: str | None = None, env: dict | None = None, timeout: float = 300):
         """Run `inv ARGS` in the repo; returns CompletedProcess (text)."""
-        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, input=input,
+        # the venv's own `inv` script, as an operator types it (hints name the program: `inv rotate --ca`)
+        return subprocess.run([str(Path(sys.executable).with_name("inv")), *args], cwd=REPO, input=input,
                               capture_output=True, text=True, env={**self.env, **(env or {})}, timeout=timeout, check=False)
 
     def json(self, *args: str, **kwargs) -> tuple[int, dict]:
