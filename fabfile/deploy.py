@@ -16,7 +16,7 @@ from .certs import CertInfo, describe
 from .commandline import command
 from .errors import InputError
 from .htpasswd import Htpasswd
-from .inventory import Client, pin_warning
+from .inventory import Client, env_secrets, pin_warning
 from .pki import Material
 from .redact import register
 from .results import HostResult, Report, Status
@@ -55,7 +55,9 @@ def registry_job(s: Session, material: Material, *, dry_run: bool = False,
             user, password = s.state.health_credentials()
             credentials, users = (user, password.reveal()), s.state.htpasswd().render()
     register(material.key_pem)  # masked wherever it could ever be quoted (it only travels by SFTP)
-    register(*(value for _, value in s.inv.registry.env))  # env values are often secrets (review M3): never logged
+    # env values of secret keys (review M3) are masked everywhere; the others stay readable in the registry's own
+    # error line (`StorageDriver not registered: bogus-driver`). No plan shows any env value.
+    register(*env_secrets(s.inv.registry.env))
     on_disk = s.pki.load() if dry_run else material
     return registry.DeployJob(
         registry=s.inv.registry, material=material, htpasswd=users,

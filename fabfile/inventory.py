@@ -79,8 +79,28 @@ _REALM = re.compile(r'[ !#-\[\]-~]{1,128}')                                   # 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # environment keys registry-tls sets itself (review L9): registry.env may not override them
 MANAGED_ENV = re.compile(r"REGISTRY_(AUTH.*|HTTP_ADDR|HTTP_TLS_.*)")
+# registry.env keys whose values are secrets (review M3): a key naming one of these words, in any case
+# (REGISTRY_HTTP_SECRET, REGISTRY_STORAGE_S3_ACCESSKEY/SECRETKEY, REGISTRY_STORAGE_AZURE_ACCOUNTKEY,
+# REGISTRY_STORAGE_GCS_KEYFILE, REGISTRY_PROXY_PASSWORD, REGISTRY_REDIS_PASSWORD, ..._SESSIONTOKEN, ..._TRUSTID).
+# Other values stay readable, so the registry's own error line can name the value that is wrong
+# (`panic: StorageDriver not registered: bogus-driver`). CERT is not a word here: a certificate is public,
+# and its path is what the registry names when it cannot read it.
+SECRET_ENV_WORDS = ("PASS", "PWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "AUTH", "PRIVATE", "SESSION", "TRUST",
+                    "COOKIE")
+_URL_PASSWORD = re.compile(r"://[^/@\s:]*:(?P<password>[^/@\s]+)@")   # scheme://user:password@host
 SYSTEM_DIRS = {"/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/run", "/sbin",
                "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/tmp", "/usr/local"}
+
+
+def env_secrets(env: Iterable[tuple[str, str]]) -> list[str]:
+    """The registry.env values masked everywhere (log, message, --json): the value of every key that names a
+    secret (SECRET_ENV_WORDS), and the password of a URL in any value (``scheme://user:password@host``)."""
+    found = []
+    for key, value in env:
+        if any(word in key.upper() for word in SECRET_ENV_WORDS):
+            found.append(value)
+        found += [m["password"] for m in _URL_PASSWORD.finditer(value)]
+    return found
 
 
 def check_user(value: str | None) -> str | None:

@@ -4,6 +4,7 @@ order, to which host, and what each host's result says. No SSH, no root, no netw
 from __future__ import annotations
 
 import base64
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -261,6 +262,41 @@ def test_the_run_log_gets_the_failed_containers_whole_output_with_secrets_masked
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "provisioning with default user" in logged and "password=*** user=docker" in logged
     assert "iElxXLKa" not in logged + result.message
+
+
+SECRET_ENV = (("REGISTRY_HTTP_SECRET", "http-secret-c0ffee"), ("REGISTRY_PROXY_PASSWORD", "proxy-pa55word"),
+              ("REGISTRY_STORAGE_S3_ACCESSKEY", "AKIAIOSFODNN7EXAMPLE"),
+              ("REGISTRY_STORAGE_S3_SECRETKEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"))
+
+
+@pytest.mark.parametrize(("output", "reason"), [
+    (("level=info msg=\"s3: access key AKIAIOSFODNN7EXAMPLE, secret key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"\n"
+      "level=info msg=\"proxy: proxy-pa55word, http secret http-secret-c0ffee\"\n"
+      "panic: StorageDriver not registered: bogus-driver\n\ngoroutine 1 [running]:\n\tmain.go:22"),
+     "panic: StorageDriver not registered: bogus-driver"),   # the registry's own line names the wrong value
+    ('level=fatal msg="s3: InvalidAccessKeyId: AKIAIOSFODNN7EXAMPLE (secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY)"',
+     "fatal: s3: InvalidAccessKeyId: *** (secret ***)"),      # a secret in that line is masked
+], ids=["harmless-value-shown", "secret-in-the-reason-masked"])
+def test_env_values_of_secret_keys_are_masked_in_the_log_message_and_json_the_others_are_shown(world, caplog, output,
+                                                                                                reason):
+    """Review M3 against issue 18: only the values of keys naming a secret are masked, so the registry's own
+    line can say which value is wrong (REGISTRY_STORAGE: bogus-driver)."""
+    old, _ = D.certificate(world.s)
+    D.deploy_registry(world.s, old)
+    env = (("REGISTRY_STORAGE", "bogus-driver"), *SECRET_ENV)
+    world.s.inv = replace(world.s.inv, registry=replace(world.s.inv.registry, env=env))
+    world.registry.crash, world.registry.output = True, output
+    with caplog.at_level("INFO", logger="registry_tls.registry"):
+        report = D.deploy_registry(world.s, old)
+    (result,) = report.results.values()
+    assert result.message.startswith(f"new registry container did not start: {reason} (kept"), result.message
+    assert result.facts["failure"]["reason"] == reason
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    shown = report.to_json()
+    assert "output of the registry container that failed" in logged and reason in json.dumps(shown)
+    for _, secret in SECRET_ENV:
+        for where, text in (("log", logged), ("message", result.message), ("--json", json.dumps(shown))):
+            assert secret not in text, f"{secret} in the {where}"
 
 
 def test_registry_locked_by_a_live_run_elsewhere_fails_without_touching_it(world):

@@ -214,16 +214,45 @@ def test_M2_the_pending_anchor_comes_from_pki_next_never_from_rotation_json(tmp_
         s.anchors(current)
 
 
-def test_M3_registry_env_values_are_masked_in_every_log_line(tmp_path):
+def test_M3_registry_env_values_of_secret_keys_are_masked_in_every_log_line_the_others_stay_readable(tmp_path):
     from fabfile import deploy as D
     from fabfile.redact import redact
     from fabfile.session import open_session
 
-    s = open_session(write(tmp_path, ", env: {REGISTRY_HTTP_SECRET: s3cr3t-http-secret-value}"))
-    line = "docker run -e REGISTRY_HTTP_SECRET=s3cr3t-http-secret-value registry:2"
+    s = open_session(write(tmp_path, ", env: {REGISTRY_HTTP_SECRET: s3cr3t-http-secret-value, "
+                                     "REGISTRY_STORAGE: m3-bogus-driver}"))
+    line = "docker run -e REGISTRY_HTTP_SECRET=s3cr3t-http-secret-value -e REGISTRY_STORAGE=m3-bogus-driver registry:2"
     assert redact(line) == line  # not yet known
     D.registry_job(s, s.pki.build(s.now), dry_run=True)
-    assert redact(line) == "docker run -e REGISTRY_HTTP_SECRET=*** registry:2"
+    assert redact(line) == "docker run -e REGISTRY_HTTP_SECRET=*** -e REGISTRY_STORAGE=m3-bogus-driver registry:2"
+
+
+@pytest.mark.parametrize(("key", "value", "masked"), [
+    ("REGISTRY_HTTP_SECRET", "http-secret-1", ["http-secret-1"]),
+    ("REGISTRY_STORAGE_S3_SECRETKEY", "wJalrXUtnFEMI/K7MDENG", ["wJalrXUtnFEMI/K7MDENG"]),
+    ("REGISTRY_STORAGE_S3_ACCESSKEY", "AKIAIOSFODNN7EXAMPLE", ["AKIAIOSFODNN7EXAMPLE"]),
+    ("REGISTRY_STORAGE_S3_SESSIONTOKEN", "session-token-1", ["session-token-1"]),
+    ("REGISTRY_PROXY_PASSWORD", "proxy-password", ["proxy-password"]),
+    ("REGISTRY_REDIS_PASSWORD", "redis-password", ["redis-password"]),
+    ("REGISTRY_STORAGE_AZURE_ACCOUNTKEY", "azure-account-key", ["azure-account-key"]),
+    ("REGISTRY_STORAGE_GCS_KEYFILE", "/etc/gcs/key.json", ["/etc/gcs/key.json"]),
+    ("REGISTRY_STORAGE_SWIFT_TRUSTID", "swift-trust-id", ["swift-trust-id"]),
+    ("REGISTRY_STORAGE_OSS_ACCESSKEYSECRET", "oss-secret-1", ["oss-secret-1"]),
+    ("REGISTRY_REPORTING_BUGSNAG_APIKEY", "bugsnag-api-key", ["bugsnag-api-key"]),
+    ("registry_proxy_passwd", "lower-case-key", ["lower-case-key"]),   # any case
+    ("REGISTRY_NOTIFICATIONS_HEADER_AUTHORIZATION", "Bearer abcdefgh", ["Bearer abcdefgh"]),
+    ("REGISTRY_PROXY_REMOTEURL", "https://bob:pa55-word-xyz@hub.example", ["pa55-word-xyz"]),  # a URL's password
+    ("REGISTRY_REDIS_ADDR", "redis://:redis-url-pass@redis:6379", ["redis-url-pass"]),
+    ("REGISTRY_STORAGE", "bogus-driver", []),
+    ("REGISTRY_STORAGE_S3_BUCKET", "images-bucket", []),
+    ("REGISTRY_STORAGE_S3_REGIONENDPOINT", "https://s3.example:9000", []),
+    ("REGISTRY_LOG_LEVEL", "loud", []),
+    ("REGISTRY_HTTP_NET", "bogus", []),
+    ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io", []),
+])
+def test_M3_env_values_masked_are_those_of_keys_naming_a_secret_and_passwords_in_urls(key, value, masked):
+    from fabfile.inventory import env_secrets
+    assert env_secrets([(key, value)]) == masked
 
 
 
