@@ -190,6 +190,7 @@ def test_san_change_dry_run_shows_both_fingerprints_and_a_registry_that_cannot_c
     assert code == 1 and "did not start: panic: StorageDriver not registered: bogus-driver" in message  # no secret
     assert "rolled back, but the previous registry does not come back (" in message and "serves again" not in message
     assert message.endswith("its own output: fatal: open /data/certs/registry_auth.crt: no such file or directory")
+    assert 4 <= out["registry"]["facts"]["rollback"]["seconds"] < 4 + 20   # the wait is registry.health_timeout
     code, status = fleet.json("status")
     assert code == 2
     assert "its own output: fatal: open /data/certs/registry_auth.crt: no such file or directory" in \
