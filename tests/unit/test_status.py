@@ -52,6 +52,21 @@ def test_a_registry_serving_another_certificate_is_critical(world):
     assert result.reasons[0].startswith("registry.test (registry): failed: serves ") and ", expected " in result.reasons[0]
 
 
+def test_a_registry_that_is_down_is_critical_with_its_own_reason(world):
+    """Issue 18: `status` names why a stopped registry is down in its own words, as the deploy's rollback does."""
+    world.registry.container["State"]["Running"] = False
+    world.registry.tls.serve(None, None)
+    world.registry.output = ("panic: StorageDriver not registered: bogus-driver\n\ngoroutine 1 [running]:\n"
+                             "main.main()\n\t/go/src/github.com/docker/distribution/cmd/registry/main.go:24 +0x25")
+    result = fleet_status(world.s, world.s.inv.clients)
+    row = result.report.results[("registry", "registry.test")]
+    assert result.level == Level.CRITICAL and row.status == Status.FAILED
+    assert row.message.startswith("container registry is not running; ")
+    assert row.message.endswith("; its own output: panic: StorageDriver not registered: bogus-driver")
+    assert [c.command for c in world.fleet.sent(r" logs --tail 500 ", "registry.test")] == [
+        "docker logs --tail 500 registry 2>&1"]
+
+
 def test_expiry_within_warn_days_is_a_warning(world):
     result = fleet_status(world.s, world.s.inv.clients, warn_days=400)
     assert result.level == Level.WARNING and result.reasons[0].startswith("certificate expires in ")
