@@ -192,6 +192,9 @@ def _roll_back(remote: Transport, job: DeployJob, want: Desired, todo: Plan, app
     why: str | None
     if isinstance(exc, _NotUp):
         what, why = ("did not start", None) if exc.exited else ("could not be run", reason(mask(exc.output)))
+        if not exc.exited:   # the engine's own words: the container it refused has no logs to read later
+            log.info("%s: output of %s, which could not run the registry container:\n%s", reg.host, reg.engine,
+                     mask(exc.output).strip())
     else:
         what, why = "is not healthy", exc.problem if isinstance(exc, _Unhealthy) else exc.reason
     kept = None

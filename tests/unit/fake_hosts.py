@@ -12,6 +12,7 @@ Knobs for failure tables: ``crash`` (the new container exits: recreate exit 8;
 ``output`` is what it printed), ``serve_stale`` (the new container runs but
 serves the old certificate: the health check fails), ``previous_broken`` (the
 container put back by a rollback does not serve either: it prints ``output``),
+``refuse`` (the engine cannot run the new container: what it prints on stderr, exit 125; no container is made),
 ``locked_by`` (another run's lock owner line), ``unsafe`` (what the lock script's path check says of
 data_dir: ``<path> <why>``, then nothing is written). ``failed`` is the container a
 failure kept aside (``<name>-failed-<time>``).
@@ -155,6 +156,7 @@ class RegistryHost:
     crash: bool = False
     serve_stale: bool = False
     previous_broken: bool = False
+    refuse: str | None = None
     output: str = 'time="2026-12-02T00:35:54Z" level=fatal msg="open /data/certs/missing.crt: no such file or directory"'
     failed: dict | None = None
     clock: int | None = None            # the host's clock; None: this machine's
@@ -233,6 +235,10 @@ class RegistryHost:
         argv = shlex.split(run.removesuffix(" >/dev/null"))
         if self.container:
             self.previous = self.container
+        if self.refuse is not None:
+            self.container = None
+            self.log.append("refused")
+            return Result("", self.refuse + "\n", 125)
         self._ids += 1
         self.container = _inspect(argv, f"{self._ids:064x}", self.image_id, self.host.files)
         self.log.append("recreate")

@@ -301,6 +301,26 @@ def test_env_values_of_secret_keys_are_masked_in_the_log_message_and_json_the_ot
             assert secret not in text, f"{secret} in the {where}"
 
 
+def test_the_run_log_gets_the_engines_whole_output_when_it_cannot_run_the_container_with_secrets_masked(world, caplog):
+    """The engine refused the container (no container, no `docker logs` later): its own output goes to the run log."""
+    old, _ = D.certificate(world.s)
+    D.deploy_registry(world.s, old)
+    world.s.inv = replace(world.s.inv, registry=replace(world.s.inv.registry, env=SECRET_ENV))
+    world.registry.refuse = ("docker: Error response from daemon: failed to create task for container: "
+                             "REGISTRY_PROXY_PASSWORD=proxy-pa55word rejected.\nRun 'docker run --help' for more "
+                             "information")
+    with caplog.at_level("INFO", logger="registry_tls.registry"):
+        (result,) = D.deploy_registry(world.s, old).results.values()
+    assert result.message.startswith("new registry container could not be run: Error response from daemon: failed "
+                                     "to create task for container: REGISTRY_PROXY_PASSWORD=*** rejected.; rolled "
+                                     "back; the previous registry serves again (after "), result.message
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert ("registry.test: output of docker, which could not run the registry container:\ndocker: Error response "
+            "from daemon: failed to create task for container: REGISTRY_PROXY_PASSWORD=*** rejected.\nRun 'docker "
+            "run --help' for more information") in logged
+    assert "proxy-pa55word" not in logged + result.message
+
+
 def test_registry_locked_by_a_live_run_elsewhere_fails_without_touching_it(world):
     material, _ = D.certificate(world.s)
     world.registry.locked_by = f"other-host pid 4242 run ab12 m-other {int(time.time())}"
