@@ -164,7 +164,7 @@ def test_F21_container_that_cannot_start_is_kept_and_rolled_back_with_the_regist
     assert code == 0, status["reasons"]
 
 
-def test_san_change_dry_run_shows_both_fingerprints_and_a_registry_that_cannot_come_back_is_reported_down(fleet):
+def test_F21_san_change_dry_run_shows_both_fingerprints_and_a_registry_that_cannot_come_back_is_reported_down(fleet):
     """The dry run after a SAN change names the served and the new fingerprint; then a failing switch whose
     previous registry cannot restart (its certificate file is gone) is reported down with its own reason,
     after health_timeout, and `status` agrees."""

@@ -203,7 +203,7 @@ def test_registry_first_deploy_runs_the_plan_in_order_then_a_rerun_changes_nothi
     ("ca", "crash", ("new registry container did not start: fatal: open /data/certs/missing.crt: no such file or "
                     "directory")),
 ])
-def test_registry_failure_after_the_switch_rolls_back_to_the_serving_container(world, mode, knob, reason):
+def test_F21_registry_failure_after_the_switch_rolls_back_to_the_serving_container(world, mode, knob, reason):
     """The failed container is kept aside, the previous one put back and checked like a deploy: it must serve
     the OLD certificate (real TLS) before the message may say so."""
     cfg = replace(world.s.inv.certificate, mode=mode)
@@ -226,7 +226,7 @@ def test_registry_failure_after_the_switch_rolls_back_to_the_serving_container(w
     assert result.facts["plan"]["certificate"]["old"] == old.fingerprint
 
 
-def test_a_previous_registry_that_does_not_come_back_is_reported_down_with_its_own_reason(world):
+def test_F21_a_previous_registry_that_does_not_come_back_is_reported_down_with_its_own_reason(world):
     world.s.inv = replace(world.s.inv, registry=replace(world.s.inv.registry, health_timeout=2))
     old, _ = D.certificate(world.s)
     D.deploy_registry(world.s, old)
@@ -301,7 +301,7 @@ def test_env_values_of_secret_keys_are_masked_in_the_log_message_and_json_the_ot
             assert secret not in text, f"{secret} in the {where}"
 
 
-def test_the_run_log_gets_the_engines_whole_output_when_it_cannot_run_the_container_with_secrets_masked(world, caplog):
+def test_F21_the_engines_output_goes_to_the_run_log_masked_when_it_cannot_run_the_container(world, caplog):
     """The engine refused the container (no container, no `docker logs` later): its own output goes to the run log."""
     old, _ = D.certificate(world.s)
     D.deploy_registry(world.s, old)

@@ -30,7 +30,7 @@ OUTPUTS = CASES / "registry_output"
                              "connect: network is unreachable")),
     ("serving_with_requests", "error: response completed with error"),
 ])
-def test_reason_is_the_registrys_own_line(case, expected):
+def test_F21_reason_is_the_registrys_own_line(case, expected):
     assert reason((OUTPUTS / f"{case}.txt").read_text()) == expected
 
 

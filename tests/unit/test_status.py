@@ -52,7 +52,7 @@ def test_a_registry_serving_another_certificate_is_critical(world):
     assert result.reasons[0].startswith("registry.test (registry): failed: serves ") and ", expected " in result.reasons[0]
 
 
-def test_a_registry_that_is_down_is_critical_with_its_own_reason(world):
+def test_F21_a_registry_that_is_down_is_critical_with_its_own_reason(world):
     """Issue 18: `status` names why a stopped registry is down in its own words, as the deploy's rollback does."""
     world.registry.container["State"]["Running"] = False
     world.registry.tls.serve(None, None)
