@@ -11,7 +11,9 @@ own output (``docker run``), the one line that states the error, by rank:
 6. else the last line that is not a Go stack frame or usage text.
 
 A healthy registry logs ``level=error`` for requests it refuses, so errors
-rank below fatal ones. ``mask`` hides what the registry itself prints that
+rank below fatal ones. ``podman logs`` (4.3, k8s-file) can drop the newline
+between the configuration error and the usage text printed after it
+(``... debug]Usage:``): the usage text is put back on its own line first. ``mask`` hides what the registry itself prints that
 must not reach a log file (the password of a user it provisions when no
 htpasswd exists), on top of every registered secret.
 """
@@ -29,6 +31,7 @@ _LEVEL = re.compile(r'(?:^|\s)level=(?P<level>\w+)\b')
 _MSG = re.compile(r'(?:^|\s)msg=(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>\S+))')
 _ENGINE = re.compile(r'\b(Error response from daemon: .*|Error: .*)')
 _PASSWORD = re.compile(r'(\bpassword=)(?:"(?:[^"\\]|\\.)*"|\S+)|("password"\s*:\s*)"(?:[^"\\]|\\.)*"')
+_GLUED_USAGE = re.compile(r"(?<=\S)(?=Usage:)")
 _NOISE = re.compile(r"^(\s|goroutine \d+ |Usage:|Flags:|Run '\w+ \w+ --help'|Unable to find image )")
 
 
@@ -41,7 +44,7 @@ def reason(output: str) -> str | None:
             ranked[rank] = text
 
     fallback = None
-    for raw in output.splitlines():
+    for raw in _GLUED_USAGE.sub("\n", output).splitlines():
         line = raw.strip()
         if not line:
             continue

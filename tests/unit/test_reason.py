@@ -1,5 +1,6 @@
 """The registry's own reason, picked from real output of the lab's registry binary (docker-registry
-2.8.2, as registry:2) and of dockerd 20.10, captured with `docker logs` / `docker run` on the lab."""
+2.8.2, as registry:2) and of dockerd 20.10, captured with `docker logs` / `docker run` on the lab
+(``*_podman_*``: with `podman logs` on the host-kinds lab)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ OUTPUTS = CASES / "registry_output"
     ("minimumtls_invalid_json", "fatal: unknown minimum TLS level 'tls9.9' specified for http.tls.minimumtls"),
     ("loglevel_config_error", ("configuration error: error parsing /etc/docker/registry/config.yml: "
                               "invalid loglevel loud Must be one of [error, warn, info, debug]")),
+    # podman 4.3.1 on the host-kinds lab: `podman logs` lost a newline, once after the error (seen in one lab run of
+    # two, the message ended '... debug]Usage:'), always after 'Usage:'
+    ("loglevel_config_error_podman_glued", ("configuration error: error parsing /etc/docker/registry/config.yml: "
+                                           "invalid loglevel loud Must be one of [error, warn, info, debug]")),
+    ("loglevel_config_error_podman_usage_glued", ("configuration error: error parsing /etc/docker/registry/"
+                                                 "config.yml: invalid loglevel loud Must be one of "
+                                                 "[error, warn, info, debug]")),
     ("http_addr_invalid", "fatal: listen tcp: address nonsense: missing port in address"),
     ("tls_key_is_a_certificate", "fatal: tls: found a certificate rather than a key in the PEM for the private key"),
     ("engine_port_in_use", ("Error response from daemon: driver failed programming external connectivity on "
