@@ -31,6 +31,7 @@ from .apply import DeployJob, container_reason, deploy, gather, read_htpasswd
 from .lock import machine_id
 from .plan import Plan, plan
 from .scripts import (
+    Kept,
     cleanup_script,
     failed_name,
     keep_failed_script,
@@ -59,7 +60,7 @@ from .spec import (
 
 __all__ = [
     "CERT_NAME", "HTPASSWD_NAME", "KEY_NAME", "LOCK_STALE_SECONDS", "SPEC_LABEL", "STORAGE_MOUNT",
-    "ContainerSpec", "DeployJob", "Desired", "Plan",
+    "ContainerSpec", "DeployJob", "Desired", "Kept", "Plan",
     "cleanup_script", "container_reason", "deploy", "desired", "failed_name", "gather", "keep_failed_script",
     "lock_script", "machine_id", "parse_kept", "plan", "prepare_script", "read_htpasswd", "recreate_script",
     "restore_container_script", "restore_file_script", "restore_link_script", "rollback_script",

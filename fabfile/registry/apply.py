@@ -20,7 +20,7 @@ from ..results import HostResult, Status
 from ..sh import Exit, cmd
 from ..steps import Kind, Step, find
 from ..transport import Result, Transport
-from .failure import Failure, Rollback, message
+from .failure import Failure, Rollback, message, restart_warning
 from .failure import facts as failure_facts
 from .lock import machine_id, remote_lock
 from .plan import Plan, plan
@@ -202,12 +202,13 @@ def _roll_back(remote: Transport, job: DeployJob, want: Desired, todo: Plan, app
     if recreated:
         run = remote.run(keep_failed_script(reg.engine, reg.container, failed_name(reg.container, time.time())),
                          sudo=True, check=False)
-        kept, state, output = parse_kept(run.stdout)
-        output = mask(output)
+        found = parse_kept(run.stdout)
+        kept, output = found.name, mask(found.output)
         log.info("%s: output of the registry container that failed (%s, %s):\n%s",
-                 reg.host, kept or reg.container, state or "gone", output)
+                 reg.host, kept or reg.container, found.state or "gone", output)
         if why is None:
-            why = reason(output) or f"{state or 'exited'}, and printed nothing that says why"
+            why = reason(output) or f"{found.state or 'exited'}, and printed nothing that says why"
+        result.warnings += [w for w in [restart_warning(reg.engine, kept, found.policy, found.refused)] if w]
     failure = Failure(what=what, reason=why or exc.reason, kept=kept)
     remote.run(rollback_script(applied), sudo=True, check=False)
     rollback = _check_rollback(remote, job, want, todo, recreated, started)

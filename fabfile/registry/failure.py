@@ -40,6 +40,16 @@ class Rollback:
         return f"rolled back, but the previous registry does not come back ({self.seconds:.0f} s): {self.problem}{own}"
 
 
+def restart_warning(engine: str, kept: str | None, policy: str, refused: str) -> str | None:
+    """When the kept container still has a restart policy (the engine refused ``update --restart=no``: podman
+    before 5.1 has no such option), a restart of the engine or of the host could start it again."""
+    if kept is None or policy in ("", "no"):
+        return None
+    said = f" ({engine} update: {refused})" if refused else ""
+    return (f"{kept} keeps restart policy {policy!r}{said}: a restart of {engine} or of the host may start it; "
+            f"`{engine} rm {kept}` once read")
+
+
 def message(failure: Failure, rollback: Rollback, engine: str = "docker") -> str:
     return f"{failure.describe(engine)}; {rollback.describe()}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from ..sh import Exit, q
 from ..steps import Kind, Step, undo_script
@@ -117,39 +118,53 @@ def failed_name(container: str, when: float) -> str:
 
 def keep_failed_script(engine: str, name: str, kept: str) -> str:
     """Keep the container that failed as ``kept`` (only the latest one), stopped and never restarted; print
-    ``KEPT <name>``, ``STATE <status> <exit code>``, ``OUTPUT`` and then its output. Nothing when it does not exist."""
+    ``KEPT <name>``, ``STATE <status> <exit code>``, ``POLICY <its restart policy>`` (``REFUSED <why>`` before them
+    when the engine would not set it to ``no``), ``OUTPUT`` and then its output. Nothing when it does not exist."""
     e = q(engine)
     return "\n".join([
         f"{e} inspect --type container {q(name)} >/dev/null 2>&1 || exit 0",
         # a daemon restart must not revive it; a container caught between restarts refuses `update`, so the
-        # policy is set again once it is stopped
+        # policy is set again once it is stopped, and a refusal then is reported (podman before 5.1 has no
+        # `update --restart`)
         f"{e} update --restart=no {q(name)} >/dev/null 2>&1 || true",
         f"{e} stop -t 5 {q(name)} >/dev/null 2>&1 || true",
-        f"{e} update --restart=no {q(name)} >/dev/null 2>&1 || true",
+        (f"u=$({e} update --restart=no {q(name)} 2>&1 >/dev/null) || "
+         "echo \"REFUSED (exit $?) $(printf '%s\\n' \"$u\" | head -n 1)\""),
         (f"for c in $({e} ps -a --format '{{{{.Names}}}}'); do case \"$c\" in {q(name + FAILED_INFIX)}*) "
          f"{e} rm -f \"$c\" >/dev/null;; esac; done"),
         f"k={q(name)}",
         f"{e} rename {q(name)} {q(kept)} && k={q(kept)} && echo \"KEPT $k\"",
         f"echo \"STATE $({e} inspect --format '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$k\")\"",
+        f"echo \"POLICY $({e} inspect --format '{{{{.HostConfig.RestartPolicy.Name}}}}' \"$k\")\"",
         "echo OUTPUT",
         f"{e} logs --tail {LOG_LINES} \"$k\" 2>&1",
         "true",
     ])
 
 
-def parse_kept(stdout: str) -> tuple[str | None, str, str]:
-    """(kept name or None, 'status exit-code', output) from keep_failed_script."""
-    kept, state = None, ""
+@dataclass(frozen=True)
+class Kept:
+    """What keep_failed_script printed."""
+
+    name: str | None = None   # the kept container's name; None: the engine made no container
+    state: str = ""           # 'status exit-code'
+    policy: str = ""          # its restart policy once stopped: 'no' unless the engine refused to change it
+    refused: str = ""         # the engine's words when it refused (`podman update` before 5.1 has no --restart)
+    output: str = ""          # its last LOG_LINES lines of output
+
+
+def parse_kept(stdout: str) -> Kept:
+    """``Kept`` from keep_failed_script's output."""
+    found: dict[str, str] = {}
     lines = stdout.splitlines()
     for i, line in enumerate(lines):
         tag, _, rest = line.partition(" ")
-        if tag == "KEPT":
-            kept = rest.strip()
-        elif tag == "STATE":
-            state = rest.strip()
+        if tag in ("KEPT", "STATE", "POLICY", "REFUSED"):
+            found[tag.lower()] = rest.strip()
         elif line == "OUTPUT":
-            return kept, state, "\n".join(lines[i + 1:])
-    return kept, state, ""
+            found["output"] = "\n".join(lines[i + 1:])
+            break
+    return Kept(name=found.pop("kept", None), **found)
 
 
 def restore_link_script(data_dir: str, old: str | None, *, legacy: bool) -> str | None:

@@ -266,7 +266,7 @@ class RegistryHost:
         self.container = None
         self.tls.serve(None, None)
         self.log.append(f"kept {kept}")
-        return Result(f"KEPT {kept}\nSTATE exited 1\nOUTPUT\n{self.output}\n", "", 0)
+        return Result(f"KEPT {kept}\nSTATE exited 1\nPOLICY no\nOUTPUT\n{self.output}\n", "", 0)
 
     def _logs(self, script: str) -> Result:
         return Result(self.output + "\n", "", 0)

@@ -24,6 +24,7 @@ from fabfile import runtimes as RT
 from fabfile.errors import RemoteError
 from fabfile.pki import Material
 from fabfile.registry import steps as RP
+from fabfile.registry.failure import restart_warning
 from fabfile.sh import Exit
 from fabfile.steps import Kind
 
@@ -874,13 +875,14 @@ def test_L12_cleanup_keeps_only_the_current_cert_folder_no_previous_key_no_seed_
 
 def test_F21_keep_failed_keeps_only_the_latest_stopped_and_never_restarted_then_prints_its_output(fakebin):
     fake(fakebin, "docker", 'case "$1" in ps) printf "registry\\nregistry-previous\\nregistry-failed-20260101T000000Z'
-                            '\\nregistry-failed-x\\nother-failed-1\\n";; inspect) echo "exited 2";; '
+                            '\\nregistry-failed-x\\nother-failed-1\\n";; '
+                            'inspect) case "$*" in *RestartPolicy*) echo no;; *) echo "exited 2";; esac;; '
                             'logs) echo "panic: StorageDriver not registered: bogus-driver"; echo "goroutine 1";; '
                             'esac; exit 0')
     out = sh(R.keep_failed_script("docker", "registry", "registry-failed-20261202T003605Z"), fakebin)
     assert out.returncode == 0, out.stderr
-    assert R.parse_kept(out.stdout) == ("registry-failed-20261202T003605Z", "exited 2",
-                                        "panic: StorageDriver not registered: bogus-driver\ngoroutine 1")
+    assert R.parse_kept(out.stdout) == R.Kept("registry-failed-20261202T003605Z", "exited 2", "no", "",
+                                              "panic: StorageDriver not registered: bogus-driver\ngoroutine 1")
     verbs = [c for c in calls(fakebin) if not c.startswith(("docker inspect", "docker ps"))]
     # the policy again once stopped: a container caught between restarts refuses the first update (seen in CI)
     assert verbs == ["docker update --restart=no registry", "docker stop -t 5 registry",
@@ -890,10 +892,29 @@ def test_F21_keep_failed_keeps_only_the_latest_stopped_and_never_restarted_then_
                      "docker logs --tail 500 registry-failed-20261202T003605Z"]
 
 
+def test_F21_keep_failed_reports_an_engine_that_will_not_drop_the_restart_policy(fakebin):
+    """podman before 5.1 has no `update --restart`: the refusal and the policy the container keeps are reported
+    (a warning of the run), not hidden behind `|| true`."""
+    fake(fakebin, "podman", 'case "$1" in update) echo "Error: unknown flag: --restart" >&2; '
+                            'echo "See \'podman update --help\'" >&2; exit 125;; '
+                            'inspect) case "$*" in *RestartPolicy*) echo always;; *) echo "exited 1";; esac;; '
+                            'logs) echo "panic: StorageDriver not registered: bogus-driver";; esac; exit 0')
+    out = sh(R.keep_failed_script("podman", "registry", "registry-failed-20261202T003605Z"), fakebin)
+    kept = R.parse_kept(out.stdout)
+    assert (kept.name, kept.state, kept.policy) == ("registry-failed-20261202T003605Z", "exited 1", "always")
+    assert kept.refused == "(exit 125) Error: unknown flag: --restart"
+    assert kept.output == "panic: StorageDriver not registered: bogus-driver"
+    assert restart_warning("podman", kept.name, kept.policy, kept.refused) == (
+        "registry-failed-20261202T003605Z keeps restart policy 'always' (podman update: (exit 125) Error: unknown "
+        "flag: --restart): a restart of podman or of the host may start it; "
+        "`podman rm registry-failed-20261202T003605Z` once read")
+    assert restart_warning("docker", "registry-failed-1", "no", "") is None
+
+
 def test_keep_failed_does_nothing_when_the_engine_made_no_container(fakebin):
     fake(fakebin, "docker", 'case "$1" in inspect) exit 1;; esac; exit 0')
     out = sh(R.keep_failed_script("docker", "registry", "registry-failed-1"), fakebin)
-    assert (out.returncode, out.stdout, R.parse_kept(out.stdout)) == (0, "", (None, "", ""))
+    assert (out.returncode, out.stdout, R.parse_kept(out.stdout)) == (0, "", R.Kept())
     assert calls(fakebin) == ["docker inspect --type container registry"]
 
 
