@@ -313,6 +313,7 @@ def status_view(result: FleetStatus) -> None:
     if cert:
         line(f"certificate {cert['subject']}  SANs {', '.join(cert['sans'])}")
         line(f"  not after {cert['not_after']}  ({cert['days_left']} days left)  SHA-256 {cert['sha256']}")
+        line(f"  clients trust {cert['anchor']}  SHA-256 {cert['anchor_sha256']}")
 
     def what(r: HostResult) -> str:
         return str(r.facts.get("trust") or ("running" if (r.facts.get("container") or {}).get("running") else "-"))

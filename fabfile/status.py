@@ -113,7 +113,7 @@ def client_status(client: Client, s: Session, material: Material, former_hosts: 
     want = C.desired_files(client, reg, anchors, found.os_family)
     trust = TrustState.compare(want, found)
     stale = [p for p in found.extra if p not in {f.path for f in want}]
-    status, message = _files_verdict(trust, stale, material.anchor_fingerprint)
+    status, message = _files_verdict(trust, stale)
     result = HostResult(host=client.name, status=status, message=message, facts={
         "trust": trust.overall, "targets": trust.targets, "files": trust.files,
         "fingerprints": trust.fingerprints, "stale": stale, "dockerd": found.dockerd,
@@ -136,7 +136,7 @@ def client_status(client: Client, s: Session, material: Material, former_hosts: 
     return result
 
 
-def _files_verdict(trust: TrustState, stale: list[str], anchor_fingerprint: str) -> tuple[Status, str]:
+def _files_verdict(trust: TrustState, stale: list[str]) -> tuple[Status, str]:
     """What the trust files say: drift or missing trust first, then stale anchors of ours, else what is trusted."""
     if trust.overall != "match":
         bad = [f"{p} {state}" for p, state in trust.files.items() if state != "match"]
@@ -144,7 +144,7 @@ def _files_verdict(trust: TrustState, stale: list[str], anchor_fingerprint: str)
         return Status.FAILED, f"trust {trust.overall}: " + ", ".join(bad[:3]) + more
     if stale:
         return Status.FAILED, f"stale anchor files: {', '.join(stale)}"
-    return Status.OK, f"trusts {anchor_fingerprint} ({', '.join(trust.targets)})"
+    return Status.OK, f"trusts the anchor ({', '.join(trust.targets)})"   # its fingerprint: the header
 
 
 # --------------------------------------------------------------------------- registry
@@ -215,4 +215,6 @@ def fleet_status(s: Session, targets: tuple[Client, ...], *, warn_days: int = 30
         elif r.warnings and level < Level.WARNING:
             level = Level.WARNING
             reasons.append(f"{who}: {r.warnings[0]}")
-    return FleetStatus(level, {**info.as_dict(s.now), "path": str(s.pki.cert_path)}, report, reasons)
+    anchor = {"anchor_sha256": material.anchor_fingerprint,
+              "anchor": "the certificate itself" if material.anchor_fingerprint == material.fingerprint else "its CA"}
+    return FleetStatus(level, {**info.as_dict(s.now), "path": str(s.pki.cert_path), **anchor}, report, reasons)

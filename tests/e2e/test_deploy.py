@@ -73,7 +73,8 @@ def test_status_matches_reality_and_reports_drift_that_deploy_repairs(fleet, use
                                  "-in /etc/docker/certs.d/registry.lab/ca.crt").stdout.strip().split("=")[-1]
     piped = fleet.inv("status")
     assert piped.returncode == 0 and len(served.split(":")) == len(anchor.split(":")) == 32
-    assert served in piped.stdout and piped.stdout.count(f"trusts {anchor} (docker)") == 3, piped.stdout
+    assert served in piped.stdout and f"  clients trust its CA  SHA-256 {anchor}\n" in piped.stdout, piped.stdout
+    assert piped.stdout.count("trusts the anchor (docker)") == 3 and status["certificate"]["anchor_sha256"] == anchor
     assert "..." not in piped.stdout and "\x1b" not in piped.stdout and "\033" not in piped.stdout
 
     # a hand edit: someone replaced the trust file on client2 with another certificate

@@ -113,7 +113,8 @@ def test_cert_details_never_folds(screen):
 def test_status_view(screen, monkeypatch):
     if screen.terminal:
         monkeypatch.setattr(report.out, "width", 2000)
-    cert = {"subject": "CN=:CD:[b]", "sans": ["DNS:[/]"], "not_after": "2027", "days_left": 3, "sha256": FINGERPRINT}
+    cert = {"subject": "CN=:CD:[b]", "sans": ["DNS:[/]"], "not_after": "2027", "days_left": 3, "sha256": FINGERPRINT,
+            "anchor_sha256": FINGERPRINT, "anchor": "its CA"}
     report.status_view(FleetStatus(Level.CRITICAL, cert, _report(), reasons=[f"r:{v}" for v, _ in values()]))
     text = screen()
     assert any(FINGERPRINT in line for line in text.splitlines())

@@ -143,8 +143,11 @@ def test_status_view_and_certificate_details_render_every_fingerprint_whole(worl
     assert "registry.test" in out and "ok" in out.lower()
     material = world.s.pki.load()
     assert len(material.anchor_fingerprint.split(":")) == 32
-    assert out.count(f"trusts {material.anchor_fingerprint} (docker)") == 3 and "..." not in out
+    which = "the certificate itself" if world.s.inv.certificate.mode == "self-signed" else "its CA"
+    assert f"  clients trust {which}  SHA-256 {material.anchor_fingerprint}\n" in out   # once, never folded
+    assert out.count("trusts the anchor (docker)") == 3 and "..." not in out
     assert material.fingerprint in out
+    assert result.to_json()["certificate"]["anchor_sha256"] == material.anchor_fingerprint
 
 
 def test_a_registry_serving_another_certificate_names_both_fingerprints_whole(world, capsys):
