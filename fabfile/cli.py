@@ -137,7 +137,11 @@ def _read_password(name: str) -> str:
             sys.stderr.write("\n")
             raise InputError(f"no password given for {name}") from None
         return first
-    data = sys.stdin.buffer.read(4 * PASSWORD_MAX + 2)
+    bound = 4 * PASSWORD_MAX + 2   # 72 characters of 4 bytes and a newline, with room to tell "more"
+    data = sys.stdin.buffer.read(bound + 1)
+    if len(data) > bound:
+        raise InputError(f"password on stdin: longer than {bound} bytes; bcrypt uses only the first "
+                         f"{PASSWORD_MAX}, give {PASSWORD_MAX} bytes or fewer")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
