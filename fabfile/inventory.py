@@ -567,11 +567,20 @@ def _node_problem(event: events.ScalarEvent | events.CollectionStartEvent) -> st
     return None
 
 
+# A plain key YAML 1.2 reads as something other than text (null, a boolean, a number): the schema would
+# name it by what it became ('registry.1', 'registry.None'), so it is refused here by what was written.
+_NOT_TEXT_KEY = re.compile(r"~|null|Null|NULL|true|True|TRUE|false|False|FALSE|[-+]?(\d[\d_]*|0o[0-7]+|0x[0-9a-fA-F]+)"
+                           r"|[-+]?(\.\d+|\d[\d_]*(\.\d*)?)([eE][-+]?\d+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+
+
 def _scalar_problem(value: str, *, in_key: bool, plain: bool) -> str | None:
-    """What is wrong with a key or value's text, if anything: merge keys, length, control characters."""
+    """What is wrong with a key or value's text, if anything: merge keys, keys that are not text, length,
+    control characters."""
     what = "key" if in_key else "value"
     if in_key and value == "<<" and plain:
         return "merge keys (<<) are not allowed; write the keys out"
+    if in_key and plain and (value == "" or _NOT_TEXT_KEY.fullmatch(value)):
+        return f"key '{literal(value)}' is not text to YAML (null, a boolean or a number); quote it or fix the name"
     if len(value) > MAX_VALUE:
         return f"a {what} longer than {MAX_VALUE} characters"
     bad = hidden_character(value)
