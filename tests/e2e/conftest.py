@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -44,8 +45,8 @@ class Fleet:
         assert proc.stdout.strip(), f"no JSON from inv {' '.join(args)}: {proc.stderr}"
         return proc.returncode, json.loads(proc.stdout)
 
-    def on(self, host: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return self.lab.run(host, command, timeout=timeout)
+    def on(self, host: str, command: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
+        return self.lab.run(host, command, timeout=timeout, input=input)
 
     def edit(self, change) -> None:
         """Apply ``change(dict)`` to the inventory copy."""
@@ -57,7 +58,9 @@ class Fleet:
 
     # -- what users check --------------------------------------------------------------------
     def login(self, host: str, user: str, password: str, ref: str = "registry.lab") -> subprocess.CompletedProcess:
-        return self.on(host, f"printf %s '{password}' | docker login -u {user} --password-stdin {ref}")
+        # the password on stdin, never in an argv: the lab hosts share the machine's PID namespace, and F13
+        # samples every argv while it runs (another suite's login on the same machine would be seen)
+        return self.on(host, f"docker login -u {user} --password-stdin {ref}", input=password)
 
     @property
     def engine(self) -> str:
@@ -96,7 +99,7 @@ def kinds(kinds_lab, tmp_path) -> Fleet:
 @pytest.fixture
 def user(fleet) -> tuple[str, str]:
     """A registry user added the way users add one (password on stdin), pushed by the next deploy."""
-    password = "correct horse battery"
+    password = f"correct horse battery {secrets.token_hex(4)}"   # this run's own: F13 looks for it machine-wide
     proc = fleet.inv("users.add", "alice", "--no-deploy", input=password + "\n")
     assert proc.returncode == 0, proc.stderr
     return "alice", password

@@ -5,6 +5,7 @@ certificate keeps the images, a container that fails is rolled back, rotation, t
 by hand with podman."""
 from __future__ import annotations
 
+import secrets
 import shlex
 
 import pytest
@@ -37,7 +38,7 @@ def pulls(fleet, user: str, password: str) -> dict[str, str]:
 
 @pytest.fixture
 def alice(kinds) -> tuple[str, str]:
-    password = "correct horse battery"
+    password = f"correct horse battery {secrets.token_hex(4)}"   # this run's own: F13 looks for it machine-wide
     assert kinds.inv("users.add", "alice", "--no-deploy", input=password + "\n").returncode == 0
     return "alice", password
 
@@ -79,7 +80,8 @@ def test_podman_engine_deploy_rerun_pulls_new_certificate_rollback_rotation(kind
     assert "registry" in names and "registry-previous" not in names   # (the failed one is kept, named -failed-)
 
     fleet.edit(lambda d: d["registry"].pop("env"))
-    assert fleet.inv("deploy").returncode == 0   # the certificate made above, deployed
+    deployed = fleet.inv("deploy")                # the certificate made above
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     code, rotated = fleet.json("rotate")         # then a rotation: trust old+new, switch, drop the old
     assert code == 0 and rotated["notes"][-1] == "rotation complete", rotated
     code, status = fleet.json("status")
