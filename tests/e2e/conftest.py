@@ -72,6 +72,17 @@ class Fleet:
     def dockerd_pid(self, host: str) -> str:
         return self.on(host, "cat /run/docker.pid").stdout.strip()
 
+    @property
+    def clients(self) -> tuple[str, ...]:
+        """The lab's clients (session lab: client1..3; host-kinds lab: client1, podman1, containerd1)."""
+        return tuple(h.name for h in self.lab._state().hosts if h.role == "client")
+
+    def docker_clients(self, n: int) -> list[str]:
+        """``n`` Docker clients to push, pull or log in from: distinct ones while the lab has them, then the
+        first again (the host-kinds lab has one, client1)."""
+        hosts = [h.name for h in self.lab._state().hosts if h.role == "client" and h.kind == "docker"]
+        return [hosts[i % len(hosts)] for i in range(n)]
+
 
 def private_fleet(lab, tmp_path) -> Fleet:
     reset_hosts(lab)
@@ -96,10 +107,26 @@ def kinds(kinds_lab, tmp_path) -> Fleet:
     return private_fleet(kinds_lab, tmp_path)
 
 
-@pytest.fixture
-def user(fleet) -> tuple[str, str]:
+# The registry engines a test runs on: the session lab's (docker) and the host-kinds lab's (podman).
+ENGINES = ("docker", "podman")
+
+
+def fleet_on(request, lab_kind: str) -> Fleet:
+    """The wiped lab whose registry host runs ``lab_kind``: the session lab (docker) or the host-kinds lab
+    (podman); for tests parametrized over ``lab_kind`` in ENGINES."""
+    fleet = request.getfixturevalue("fleet" if lab_kind == "docker" else "kinds")
+    assert fleet.engine == lab_kind
+    return fleet
+
+
+def user_on(fleet: Fleet) -> tuple[str, str]:
     """A registry user added the way users add one (password on stdin), pushed by the next deploy."""
     password = f"correct horse battery {secrets.token_hex(4)}"   # this run's own: F13 looks for it machine-wide
     proc = fleet.inv("users.add", "alice", "--no-deploy", input=password + "\n")
     assert proc.returncode == 0, proc.stderr
     return "alice", password
+
+
+@pytest.fixture
+def user(fleet) -> tuple[str, str]:
+    return user_on(fleet)

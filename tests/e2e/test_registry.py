@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from tests.e2e.conftest import ENGINES, fleet_on, user_on
 from tests.e2e.seed import seed_run, upload_seed_files
 from tests.e2e.test_deploy import pull, push
 
@@ -16,7 +17,11 @@ def registry_files(fleet) -> str:
     return fleet.on("registry", "cd /var/lib/docker-registry && find . -printf '%p %m %u\\n' | sort").stdout
 
 
-def test_F22_F26_bare_host_then_rerun_changes_nothing_container_id_stays(fleet, user):
+@pytest.mark.parametrize("lab_kind", ENGINES)
+def test_F22_F26_bare_host_then_rerun_changes_nothing_container_id_stays(request, lab_kind):
+    fleet = fleet_on(request, lab_kind)
+    engine = fleet.engine
+    user_on(fleet)
     result = fleet.inv("registry.deploy")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "re-create container registry: no container yet" in result.stdout
@@ -25,7 +30,7 @@ def test_F22_F26_bare_host_then_rerun_changes_nothing_container_id_stays(fleet, 
     key_line = next(line for line in files.splitlines() if line.endswith("registry_auth.key 600 root"))
     assert key_line.startswith("./.certs-")
     assert "./auth/registry.password 600 root" in files
-    inspect = json.loads(fleet.on("registry", "docker inspect registry").stdout)[0]
+    inspect = json.loads(fleet.on("registry", f"{engine} inspect registry").stdout)[0]
     env = dict(e.split("=", 1) for e in inspect["Config"]["Env"])
     assert env["REGISTRY_AUTH"] == "htpasswd" and env["REGISTRY_AUTH_HTPASSWD_REALM"] == "Registry Realm"
     assert env["REGISTRY_HTTP_TLS_KEY"] == "/data/certs/registry_auth.key"
@@ -33,7 +38,7 @@ def test_F22_F26_bare_host_then_rerun_changes_nothing_container_id_stays(fleet, 
     mounts = {m["Destination"]: (m["Type"], m["Source"]) for m in inspect["Mounts"]}
     assert mounts["/var/lib/registry"] == ("bind", "/var/lib/docker-registry/storage")  # no anonymous volume
     assert all(kind == "bind" for kind, _ in mounts.values())
-    logs = fleet.on("registry", "docker logs registry 2>&1").stdout
+    logs = fleet.on("registry", f"{engine} logs registry 2>&1").stdout
     assert "provisioning with default user" not in logs  # F22: htpasswd existed before the start
     assert "BEGIN" not in json.dumps(inspect)  # no key material in the container config
     container = fleet.container_id()
@@ -50,7 +55,7 @@ def test_F22_F26_bare_host_then_rerun_changes_nothing_container_id_stays(fleet, 
     assert changed.returncode == 0, changed.stdout + changed.stderr
     assert "env REGISTRY_HTTP_SECRET" in changed.stdout and secret not in changed.stdout + changed.stderr
     assert "./registry.env 600 root" in registry_files(fleet)
-    inspect = json.loads(fleet.on("registry", "docker inspect registry").stdout)[0]
+    inspect = json.loads(fleet.on("registry", f"{engine} inspect registry").stdout)[0]
     assert f"REGISTRY_HTTP_SECRET={secret}" in inspect["Config"]["Env"]   # the container gets it
     run_log = (fleet.tmp / "state" / "log" / "registry-tls.log").read_text()
     runs = [line for line in run_log.splitlines() if " run -d " in line]
@@ -61,15 +66,19 @@ def test_F22_F26_bare_host_then_rerun_changes_nothing_container_id_stays(fleet, 
     assert "registry.env" not in registry_files(fleet)   # emptied: no secret left on the host
 
 
-def test_rotated_certificate_keeps_pushed_images(fleet, user):
+@pytest.mark.parametrize("lab_kind", ENGINES)
+def test_rotated_certificate_keeps_pushed_images(request, lab_kind):
+    fleet = fleet_on(request, lab_kind)
+    user = user_on(fleet)
+    pusher, puller = fleet.docker_clients(2)   # the host-kinds lab: client1 both (the tag removed, then pulled)
     assert fleet.inv("deploy").returncode == 0
-    assert push(fleet, "client1", *user).returncode == 0
+    assert push(fleet, pusher, *user).returncode == 0
     before = fleet.container_id()
     assert fleet.inv("cert.generate", "--force").returncode == 0
     result = fleet.inv("deploy")
     assert result.returncode == 0, result.stdout
     assert fleet.container_id() != before
-    pulled = pull(fleet, "client2", *user)
+    pulled = pull(fleet, puller, *user)
     assert pulled.returncode == 0, pulled.stderr
 
 
@@ -119,20 +128,12 @@ def served_fingerprint(fleet, host: str = "client1") -> str:
     return out.split("=")[-1]
 
 
-def add_user(fleet) -> tuple[str, str]:
-    """A registry user added the way users add one (password on stdin), pushed by the next deploy."""
-    password = "correct horse battery"
-    proc = fleet.inv("users.add", "alice", "--no-deploy", input=password + "\n")
-    assert proc.returncode == 0, proc.stderr
-    return "alice", password
-
-
 def update_sets_restart(fleet) -> bool:
     """Whether the registry host's engine can change a container's restart policy (podman: from 5.1 on)."""
     return fleet.on("registry", f"{fleet.engine} update --help 2>&1 | grep -q -e --restart").returncode == 0
 
 
-@pytest.mark.parametrize("lab_kind", ["docker", "podman"])
+@pytest.mark.parametrize("lab_kind", ENGINES)
 def test_F21_container_that_cannot_start_is_kept_and_rolled_back_with_the_registrys_own_reason(request, lab_kind):
     """F21, three ways in a row, on each engine (the session lab's Docker, the host-kinds lab's podman): the
     message carries the registry's own line, the previous registry serves again (checked by openssl), the failed
@@ -140,10 +141,9 @@ def test_F21_container_that_cannot_start_is_kept_and_rolled_back_with_the_regist
     also switches certificates: the rollback expects the old one.
 
     Exit 1, not the brief's 2 (docs/FAULTS.md F21): the input was valid and a host was changed and restored."""
-    fleet = request.getfixturevalue("fleet" if lab_kind == "docker" else "kinds")
+    fleet = fleet_on(request, lab_kind)
     engine = fleet.engine
-    assert engine == lab_kind
-    user = add_user(fleet)
+    user = user_on(fleet)
     assert fleet.inv("deploy").returncode == 0
     assert push(fleet, "client1", *user).returncode == 0
     before, served_before = fleet.container_id(), served_fingerprint(fleet)
@@ -186,7 +186,7 @@ def test_F21_container_that_cannot_start_is_kept_and_rolled_back_with_the_regist
     assert run_log.count("output of the registry container that failed") == 3
     assert "registry/handlers/app.go" in run_log  # the whole output, stack included, is in the run log
     fleet.edit(lambda d: d["registry"].pop("env"))
-    pulled = pull(fleet, "client2" if lab_kind == "docker" else "client1", *user)
+    pulled = pull(fleet, fleet.docker_clients(2)[1], *user)
     assert pulled.returncode == 0, pulled.stderr
     code, status = fleet.json("status")
     assert code == 0, status["reasons"]
@@ -225,8 +225,11 @@ def test_F21_san_change_dry_run_shows_both_fingerprints_and_a_registry_that_cann
         status["registry"]["message"]
 
 
-def test_F08_mismatched_key_is_refused_before_any_upload(fleet, user):
+@pytest.mark.parametrize("lab_kind", ENGINES)
+def test_F08_mismatched_key_is_refused_before_any_upload(request, lab_kind):
     """F08: the local public-key comparison fails -> exit 2, the registry host is not touched."""
+    fleet = fleet_on(request, lab_kind)
+    user_on(fleet)
     assert fleet.inv("deploy").returncode == 0
     before, files = fleet.container_id(), registry_files(fleet)
     from fabfile import certs
@@ -238,32 +241,39 @@ def test_F08_mismatched_key_is_refused_before_any_upload(fleet, user):
     assert fleet.container_id() == before and registry_files(fleet) == files
 
 
-def test_F27_users_add_update_remove_without_restarting_the_registry(fleet, user):
+@pytest.mark.parametrize("lab_kind", ENGINES)
+def test_F27_users_add_update_remove_without_restarting_the_registry(request, lab_kind):
     """F27: /auth is a mounted directory; htpasswd is replaced by rename and the registry reloads it on its
     mtime: a login with the new password works with the same container (no restart, no recreate)."""
+    fleet = fleet_on(request, lab_kind)
+    user = user_on(fleet)
+    c1, c2, c3 = fleet.docker_clients(3)   # the host-kinds lab: client1 each time (docker login always asks)
     assert fleet.inv("deploy").returncode == 0
     container = fleet.container_id()
-    assert fleet.login("client1", *user).returncode == 0
+    assert fleet.login(c1, *user).returncode == 0
 
     dup = fleet.inv("users.add", "alice", input="x\n")
     assert dup.returncode == 2 and "--update" in dup.stderr
     assert fleet.inv("users.add", "alice", "--update", input="new-password\n").returncode == 0
-    assert fleet.login("client1", "alice", user[1]).returncode != 0
-    assert fleet.login("client1", "alice", "new-password").returncode == 0
+    assert fleet.login(c1, "alice", user[1]).returncode != 0
+    assert fleet.login(c1, "alice", "new-password").returncode == 0
 
     assert fleet.inv("users.add", "bob", input="bob-password\n").returncode == 0
-    assert fleet.login("client2", "bob", "bob-password").returncode == 0
+    assert fleet.login(c2, "bob", "bob-password").returncode == 0
     listed = fleet.json("users.list")[1]
     assert {"alice", "bob"} <= set(listed["users"]) and listed["not_bcrypt"] == []
     assert fleet.inv("users.remove", "bob").returncode == 0
-    assert fleet.login("client3", "bob", "bob-password").returncode != 0
+    assert fleet.login(c3, "bob", "bob-password").returncode != 0
     assert fleet.container_id() == container  # F27: htpasswd replaced by rename, reloaded, no restart
     log = (fleet.tmp / "state" / "log" / "registry-tls.log").read_text()
     assert "new-password" not in log and "bob-password" not in log
 
 
-def test_L2_a_data_dir_under_a_folder_others_can_write_is_refused_and_nothing_is_written(fleet):
+@pytest.mark.parametrize("lab_kind", ENGINES)
+def test_L2_a_data_dir_under_a_folder_others_can_write_is_refused_and_nothing_is_written(request, lab_kind):
     """The lock script checks data_dir's path with the registry host's own stat before its first write."""
+    fleet = fleet_on(request, lab_kind)
+    engine = fleet.engine
     open_dir = "/var/lib/rtls-open"
     fleet.on("registry", f"rm -rf {open_dir} && mkdir -m 0757 {open_dir}")
     fleet.edit(lambda data: data["registry"].__setitem__("data_dir", f"{open_dir}/registry"))
@@ -275,9 +285,9 @@ def test_L2_a_data_dir_under_a_folder_others_can_write_is_refused_and_nothing_is
                                    "(owner root, mode 757); data_dir and each of its parents must be owned by root "
                                    "and not writable by group or other")
         assert fleet.on("registry", f"ls -A {open_dir}").stdout == ""          # no mkdir, no lock
-        assert fleet.on("registry", "docker ps -aq").stdout.strip() == ""       # no container
+        assert fleet.on("registry", f"{engine} ps -aq").stdout.strip() == ""    # no container
         fleet.on("registry", f"chmod o-w {open_dir}")
         assert fleet.inv("registry.deploy").returncode == 0                  # the same path, now root's only
         assert "auth" in fleet.on("registry", f"ls -A {open_dir}/registry").stdout.split()
     finally:
-        fleet.on("registry", f"docker rm -f registry >/dev/null 2>&1; rm -rf {open_dir}")
+        fleet.on("registry", f"{engine} rm -f registry >/dev/null 2>&1; rm -rf {open_dir}")
