@@ -3,6 +3,13 @@ docker down (F16), interrupts and locks (F24), restart failures (F25), and secre
 
 Every failure must be one line naming the host, with the documented exit code and no traceback.
 SSH-specific rows (F11, F12, F15) live in test_ssh.py.
+
+The registry host's faults run on both registry engines (``lab_kind``: the session lab's docker, the host-kinds
+lab's podman): F10 black-holed registry host, F16 engine missing, F24 interrupts during a registry step and the
+registry host's lock, F13 secrets. Not on podman: the client faults (F10/F14/F16/F25 on a client: the clients do
+not depend on the registry's engine), the interrupt before any remote step and the one while writing client
+trust files (no registry command involved), the local lock (this machine's), and a stopped daemon (F16: podman
+has none; each podman command is the engine).
 """
 from __future__ import annotations
 
@@ -20,12 +27,15 @@ import pytest
 
 from fabfile import registry as R
 from tests.conftest import REPO
+from tests.e2e.conftest import ENGINES, fleet_on, user_on
 
 pytestmark = pytest.mark.lab
 
 CLIENTS = ("client1", "client2", "client3")
 DATA = "/var/lib/docker-registry"
 STOP_DOCKERD = "p=$(cat /run/docker.pid) && kill $p && while [ -e /proc/$p ]; do sleep 0.1; done"
+# where the tool writes client trust, for every runtime of either lab
+TRUST_DIRS = "/etc/docker/certs.d /etc/containers/certs.d /etc/containerd/certs.d"
 
 
 def statuses(report: dict) -> dict[str, str]:
@@ -59,7 +69,9 @@ def test_F10_black_holed_client_is_unreachable_after_connect_timeout_others_fini
               f"whole run {wall:.2f}s")
 
 
-def test_F10_black_holed_registry_host_aborts_the_run_and_skips_every_client(fleet, capsys):
+@pytest.mark.parametrize("lab_kind", ENGINES)
+def test_F10_black_holed_registry_host_aborts_the_run_and_skips_every_client(request, lab_kind, capsys):
+    fleet = fleet_on(request, lab_kind)
     fleet.edit(lambda d: d["ssh"].__setitem__("connect_timeout", 1))
     fleet.on("registry", "iptables -I INPUT -p tcp --dport 22 -j DROP")
     start = time.monotonic()
@@ -73,13 +85,13 @@ def test_F10_black_holed_registry_host_aborts_the_run_and_skips_every_client(fle
     reg = report["registry"]
     assert reg["status"] == "unreachable"
     assert reg["message"] == f"connection timed out after 1s to {fleet.lab.address('registry')}:22"
-    assert {h: report["hosts"][h]["message"] for h in CLIENTS} == dict.fromkeys(
-        CLIENTS, "not attempted: the registry host failed")
+    assert {h: r["message"] for h, r in report["hosts"].items()} == dict.fromkeys(
+        fleet.clients, "not attempted: the registry host failed")
     assert "registry.lab" in proc.stdout and "unreachable" in proc.stdout  # the summary says which
-    for host in CLIENTS:
-        assert fleet.on(host, "test -e /etc/docker/certs.d").returncode != 0
+    for host in fleet.clients:
+        assert fleet.on(host, f"for d in {TRUST_DIRS}; do test ! -e $d || exit 1; done").returncode == 0, host
     with capsys.disabled():
-        print(f"\n[F10] black-holed registry: run aborted after {reg['seconds']:.2f}s (connect_timeout 1s); "
+        print(f"\n[F10] black-holed {lab_kind} registry: run aborted after {reg['seconds']:.2f}s (connect_timeout 1s); "
               f"two runs {wall:.2f}s")
 
 
@@ -110,18 +122,25 @@ def test_F14_requiretty_is_a_clear_per_host_error_and_sudo_runs_with_LC_ALL_C(fl
 # --------------------------------------------------------------------------- F16
 
 
-def test_F16_registry_docker_missing_or_stopped_aborts_the_run_precisely(fleet):
-    hide = "for p in $(which -a docker); do mount --bind /dev/null $p; done"
-    unhide = "for p in /usr/local/bin/docker /usr/bin/docker; do umount $p 2>/dev/null; done; true"
-    fleet.on("registry", hide)
+@pytest.mark.parametrize("lab_kind", ENGINES)
+def test_F16_registry_engine_missing_or_docker_stopped_aborts_the_run_precisely(request, lab_kind):
+    fleet = fleet_on(request, lab_kind)
+    engine = fleet.engine
+    paths = fleet.on("registry", f"which -a {engine}").stdout.split()
+    assert paths
+    fleet.on("registry", " && ".join(f"mount --bind /dev/null {p}" for p in paths))
     try:
         code, missing = fleet.json("deploy")
     finally:
-        fleet.on("registry", unhide)
+        fleet.on("registry", f"for p in {' '.join(paths)}; do while umount $p 2>/dev/null; do :; done; done")
     assert code == 1
-    assert missing["registry"]["message"] == "docker: not found on the registry host; install it first"
-    assert {missing["hosts"][h]["status"] for h in CLIENTS} == {"skipped"}
+    assert missing["registry"]["message"] == f"{engine}: not found on the registry host; install it first"
+    assert {h: r["status"] for h, r in missing["hosts"].items()} == dict.fromkeys(fleet.clients, "skipped")
+    assert fleet.on("registry", f"{engine} ps -aq").stdout.strip() == ""   # nothing run
 
+    if engine == "podman":   # no daemon to stop: each podman command is the engine (the fault is docker's)
+        assert fleet.inv("deploy").returncode == 0
+        return
     fleet.on("registry", STOP_DOCKERD)
     try:
         proc = fleet.inv("deploy")
@@ -131,7 +150,7 @@ def test_F16_registry_docker_missing_or_stopped_aborts_the_run_precisely(fleet):
     assert proc.returncode == code == 1 and "Traceback" not in proc.stderr
     reg = stopped["registry"]
     assert reg["status"] == "failed" and reg["message"].startswith("docker daemon is not running")
-    assert {stopped["hosts"][h]["status"] for h in CLIENTS} == {"skipped"}
+    assert {h: r["status"] for h, r in stopped["hosts"].items()} == dict.fromkeys(fleet.clients, "skipped")
     assert fleet.inv("deploy").returncode == 0  # back up: nothing half-done to repair
 
 
@@ -207,7 +226,7 @@ for i in $(seq 50); do fp=$(openssl s_client -connect 127.0.0.1:443 </dev/null 2
   | openssl x509 -noout -fingerprint -sha256 2>/dev/null) && [ -n "$fp" ] && break; sleep 0.2; done
 echo "served ${{fp#*=}}"
 echo "link $(readlink certs)"
-m=$(docker inspect -f '{{{{range .Mounts}}}}{{{{if eq .Destination "/data/certs"}}}}{{{{.Source}}}}{{{{end}}}}{{{{end}}}}' registry)
+m=$({fleet.engine} inspect -f '{{{{range .Mounts}}}}{{{{if eq .Destination "/data/certs"}}}}{{{{.Source}}}}{{{{end}}}}{{{{end}}}}' registry)
 echo "mounted $m"
 for d in certs "$m"; do
   c=$(openssl x509 -noout -pubkey -in $d/registry_auth.crt | sha256sum | cut -c1-16)
@@ -215,7 +234,9 @@ for d in certs "$m"; do
   echo "pair $d $c $k $(openssl x509 -noout -fingerprint -sha256 -in $d/registry_auth.crt | cut -d= -f2)"
 done
 echo "temp $(find {DATA} /tmp -name '*.registry-tls.tmp' -o -name 'certs.tmp' -o -name 'registry-tls.*' | wc -l)"
-echo "containers $(docker ps -a --format '{{{{.Names}}}}:{{{{.State}}}}' | sort | tr '\\n' ' ')"
+# each container's status as the engine states it (podman's `ps` .State is 'Up 3 seconds ago')
+echo "containers $(for n in $({fleet.engine} ps -a --format '{{{{.Names}}}}'); do
+  echo "$n:$({fleet.engine} inspect --type container -f '{{{{.State.Status}}}}' "$n")"; done | sort | tr '\\n' ' ')"
 """
     out = fleet.on("registry", script).stdout
     state: dict = {"pairs": []}
@@ -230,7 +251,7 @@ echo "containers $(docker ps -a --format '{{{{.Names}}}}:{{{{.State}}}}' | sort 
 
 def assert_consistent(fleet, fingerprints: set[str]) -> None:
     """Old or new, never mixed: the cert served matches its key, the folder mounted, and `certs` points to
-    a complete folder; no temp file anywhere we write."""
+    a complete folder; no temp file anywhere we write (the registry host, every client's trust folders)."""
     state = served_state(fleet)
     assert state["served"] in fingerprints, state
     assert state["temp"] == "0", state
@@ -239,8 +260,8 @@ def assert_consistent(fleet, fingerprints: set[str]) -> None:
         assert cert_key == key_key, (folder, state)  # the certificate and the key of one folder belong together
     (mounted,) = [p for p in state["pairs"] if p[0] == state["mounted"]]
     assert mounted[3] == state["served"], state
-    for host in CLIENTS:
-        left = fleet.on(host, "find /etc/docker/certs.d /usr/local/share/ca-certificates -name '.registry-tls.*' "
+    for host in fleet.clients:
+        left = fleet.on(host, f"find {TRUST_DIRS} /usr/local/share/ca-certificates -name '.registry-tls.*' "
                               "2>/dev/null | wc -l").stdout.strip()
         assert left == "0", host
 
@@ -269,15 +290,28 @@ def fingerprint_of(fleet) -> str:
     return fleet.json("cert.show")[1]["certificates"][0]["sha256"]
 
 
-@pytest.mark.parametrize(("where", "pattern", "sig"), [
-    ("starting, outside any remote step (SIGTERM)", "run: ", signal.SIGTERM),
+# (where, the log line that starts it; {engine}: the registry host's, signal); the registry steps run on
+# both engines, the other two on docker only: before any remote step and on the clients, the registry's
+# engine plays no part
+REGISTRY_STEPS = [
     ("uploading cert and key", ".registry-tls.tmp", signal.SIGINT),
-    ("re-creating the container", "docker run -d", signal.SIGINT),
-    ("re-creating the container (SIGTERM)", "docker run -d", signal.SIGTERM),
+    ("re-creating the container", "{engine} run -d", signal.SIGINT),
+    ("re-creating the container (SIGTERM)", "{engine} run -d", signal.SIGTERM),
     ("cleaning up after the switch", "ls -1dt .certs-", signal.SIGINT),
-    ("writing client trust files", "base64 -d", signal.SIGINT),
-])
-def test_F24_interrupt_leaves_old_or_new_never_mixed_and_a_rerun_converges(fleet, user, where, pattern, sig):
+]
+INTERRUPTS = [
+    ("docker", "starting, outside any remote step (SIGTERM)", "run: ", signal.SIGTERM),
+    *(("docker", *step) for step in REGISTRY_STEPS),
+    ("docker", "writing client trust files", "base64 -d", signal.SIGINT),
+    *(("podman", *step) for step in REGISTRY_STEPS),
+]
+
+
+@pytest.mark.parametrize(("lab_kind", "where", "pattern", "sig"), INTERRUPTS)
+def test_F24_interrupt_leaves_old_or_new_never_mixed_and_a_rerun_converges(request, lab_kind, where, pattern, sig):
+    fleet = fleet_on(request, lab_kind)
+    user = user_on(fleet)
+    pattern = pattern.format(engine=fleet.engine)
     if where == "writing client trust files":
         # In ca mode (the default) a new server certificate changes nothing on the clients; a self-signed
         # one is the anchor itself, so the clients have trust files to write and the interrupt can hit them.
@@ -299,7 +333,7 @@ def test_F24_interrupt_leaves_old_or_new_never_mixed_and_a_rerun_converges(fleet
     code, converged = fleet.json("deploy")
     assert code == 0 and set(statuses(converged).values()) == {"ok"}, converged
     assert served_state(fleet)["served"] == new
-    assert fleet.login("client2", *user).returncode == 0
+    assert fleet.login(fleet.docker_clients(2)[1], *user).returncode == 0
 
 
 # --------------------------------------------------------------------------- F24 locks
@@ -340,7 +374,9 @@ def write_lock(fleet, owner: str) -> None:
     fleet.on("registry", f"mkdir -p {DATA}/.registry-tls.lock && echo '{owner}' > {DATA}/.registry-tls.lock/owner")
 
 
-def test_F24_remote_lock_of_another_machine_blocks_until_break_lock_and_stale_locks_are_taken_over(fleet):
+@pytest.mark.parametrize("lab_kind", ENGINES)
+def test_F24_remote_lock_of_another_machine_blocks_until_break_lock_and_stale_locks_are_taken_over(request, lab_kind):
+    fleet = fleet_on(request, lab_kind)
     assert fleet.inv("deploy").returncode == 0
     container = fleet.container_id()
     now = int(time.time())
@@ -352,7 +388,7 @@ def test_F24_remote_lock_of_another_machine_blocks_until_break_lock_and_stale_lo
     msg = locked["registry"]["message"]
     assert msg.startswith("registry locked by another run (ci-runner-7 pid 4242 run ab12, ")
     assert msg.endswith(f"s ago) in {DATA}/.registry-tls.lock; if that run is gone, pass --break-lock")
-    assert {locked["hosts"][h]["status"] for h in CLIENTS} == {"skipped"}
+    assert {h: r["status"] for h, r in locked["hosts"].items()} == dict.fromkeys(fleet.clients, "skipped")
     assert fleet.login("client1", "bob", "bob-password").returncode != 0  # nothing pushed
     code, broken = fleet.json("deploy", "--break-lock")
     assert code == 0, broken
@@ -375,11 +411,15 @@ def test_F24_remote_lock_of_another_machine_blocks_until_break_lock_and_stale_lo
 # --------------------------------------------------------------------------- secrets
 
 
-def test_F13_secrets_never_reach_output_logs_container_config_or_remote_argv(fleet, user):
+@pytest.mark.parametrize("lab_kind", ENGINES)
+def test_F13_secrets_never_reach_output_logs_container_config_or_remote_argv(request, lab_kind):
     """A verbose run that fails on purpose (the new container rejects its config and is rolled back) with every
     secret in play: a sudo password (the registry host's sudo asks for one here), a user password read from
     stdin, htpasswd hashes and a new private key. None may appear on the console, in the log file, in the
     error text, in `docker inspect` or in the argv of any process on the registry host during the run."""
+    fleet = fleet_on(request, lab_kind)
+    engine = fleet.engine
+    user = user_on(fleet)
     assert fleet.inv("deploy").returncode == 0
     sudoers = "/etc/sudoers.d/rtls-lab"
     fleet.on("registry", f"cp {sudoers} /root/sudoers.bak && sed -i 's/NOPASSWD: //' {sudoers}")
@@ -410,11 +450,11 @@ def test_F13_secrets_never_reach_output_logs_container_config_or_remote_argv(fle
     # alice + the health user: bob's push failed, so the local htpasswd stayed as it was (issue 15)
     assert len(hashes) == 2 and password not in (pki / "htpasswd").read_text()
     ps_log = fleet.on("registry", "cat /run/ps.log").stdout
-    assert "sudo -S -p [registry-tls sudo" in ps_log and "docker run" in ps_log  # sampling saw the run
+    assert "sudo -S -p [registry-tls sudo" in ps_log and f"{engine} run" in ps_log  # sampling saw the run
     places = {
         "console": proc.stdout + proc.stderr,
         "log file": log_path(fleet).read_text(),
-        "docker inspect": fleet.on("registry", "docker inspect registry registry-previous 2>/dev/null").stdout,
+        f"{engine} inspect": fleet.on("registry", f"{engine} inspect registry registry-previous 2>/dev/null").stdout,
         "remote argv": ps_log,
         "last run": (fleet.tmp / "state" / "last-run.json").read_text()
         if (fleet.tmp / "state" / "last-run.json").exists() else "",
