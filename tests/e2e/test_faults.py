@@ -307,7 +307,7 @@ INTERRUPTS = [
 ]
 
 
-@pytest.mark.parametrize(("lab_kind", "where", "pattern", "sig"), INTERRUPTS)
+@pytest.mark.parametrize(("lab_kind", "where", "pattern", "sig"), INTERRUPTS, ids=[f"{k}-{w}" for k, w, *_ in INTERRUPTS])
 def test_F24_interrupt_leaves_old_or_new_never_mixed_and_a_rerun_converges(request, lab_kind, where, pattern, sig):
     fleet = fleet_on(request, lab_kind)
     user = user_on(fleet)
