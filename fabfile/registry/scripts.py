@@ -116,6 +116,9 @@ def failed_name(container: str, when: float) -> str:
     return container + FAILED_INFIX + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
 
 
+STOP_TRIES = 30   # stops of a kept container that restarts by its own policy (keep_failed_script)
+
+
 def keep_failed_script(engine: str, name: str, kept: str) -> str:
     """Keep the container that failed as ``kept`` (only the latest one), stopped and never restarted; print
     ``KEPT <name>``, ``STATE <status> <exit code>``, ``POLICY <its restart policy>`` (``REFUSED <why>`` before them
@@ -128,8 +131,17 @@ def keep_failed_script(engine: str, name: str, kept: str) -> str:
         # `update --restart`)
         f"{e} update --restart=no {q(name)} >/dev/null 2>&1 || true",
         f"{e} stop -t 5 {q(name)} >/dev/null 2>&1 || true",
-        (f"u=$({e} update --restart=no {q(name)} 2>&1 >/dev/null) || "
-         "echo \"REFUSED (exit $?) $(printf '%s\\n' \"$u\" | head -n 1)\""),
+        (f"r=0; u=$({e} update --restart=no {q(name)} 2>&1 >/dev/null) || "
+         "{ r=$?; echo \"REFUSED (exit $r) $(printf '%s\\n' \"$u\" | head -n 1)\"; }"),
+        # the policy stays: podman before 4.6 restarts a crash-looping container after a `stop` that landed
+        # between two of its runs (containers/podman#18259; one stop in four held on the lab's 4.3), and the
+        # restarted one takes the previous registry's port. So: stopped again until it stays stopped (not
+        # running, no new restart for 1 s), at most STOP_TRIES times
+        (f"[ $r = 0 ] || {{ i=0; while [ $i -lt {STOP_TRIES} ]; do "
+         f"c=$({e} inspect --format '{{{{.State.Running}}}} {{{{.RestartCount}}}}' {q(name)} 2>/dev/null); sleep 1; "
+         f"[ \"$c\" = \"$({e} inspect --format '{{{{.State.Running}}}} {{{{.RestartCount}}}}' {q(name)} 2>/dev/null)\" ] "
+         "&& case \"$c\" in true*) ;; *) break;; esac; "
+         f"{e} stop -t 5 {q(name)} >/dev/null 2>&1 || true; i=$((i+1)); done; }}"),
         (f"for c in $({e} ps -a --format '{{{{.Names}}}}'); do case \"$c\" in {q(name + FAILED_INFIX)}*) "
          f"{e} rm -f \"$c\" >/dev/null;; esac; done"),
         f"k={q(name)}",

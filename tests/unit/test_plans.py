@@ -25,6 +25,7 @@ from fabfile.errors import RemoteError
 from fabfile.pki import Material
 from fabfile.registry import steps as RP
 from fabfile.registry.failure import restart_warning
+from fabfile.registry.scripts import STOP_TRIES
 from fabfile.sh import Exit
 from fabfile.steps import Kind
 
@@ -899,6 +900,7 @@ def test_F21_keep_failed_reports_an_engine_that_will_not_drop_the_restart_policy
                             'echo "See \'podman update --help\'" >&2; exit 125;; '
                             'inspect) case "$*" in *RestartPolicy*) echo always;; *) echo "exited 1";; esac;; '
                             'logs) echo "panic: StorageDriver not registered: bogus-driver";; esac; exit 0')
+    fake(fakebin, "sleep", "exit 0")
     out = sh(R.keep_failed_script("podman", "registry", "registry-failed-20261202T003605Z"), fakebin)
     kept = R.parse_kept(out.stdout)
     assert (kept.name, kept.state, kept.policy) == ("registry-failed-20261202T003605Z", "exited 1", "always")
@@ -909,6 +911,56 @@ def test_F21_keep_failed_reports_an_engine_that_will_not_drop_the_restart_policy
         "flag: --restart): a restart of podman or of the host may start it; "
         "`podman rm registry-failed-20261202T003605Z` once read")
     assert restart_warning("docker", "registry-failed-1", "no", "") is None
+
+
+def restarting_podman(fakebin: Path, holds_after: int) -> None:
+    """A podman 4.3 whose kept container has restart policy 'always' (no `update --restart`) and crash-loops:
+    it runs again after each `stop` until stop number ``holds_after`` (0: never holds)."""
+    stops = fakebin / "stops"
+    fake(fakebin, "sleep", "exit 0")
+    fake(fakebin, "podman", f"""n=$(cat {stops} 2>/dev/null || echo 0)
+case "$1" in
+  update) echo "Error: unknown flag: --restart" >&2; exit 125;;
+  stop) echo $((n+1)) > {stops};;
+  inspect) case "$*" in
+    *RestartPolicy*) echo always;;
+    *State.Running*) if [ {holds_after} = 0 ] || [ $n -lt {holds_after} ]; then
+        r=$(cat {stops}.runs 2>/dev/null || echo 0); echo $((r+1)) > {stops}.runs; echo "true $r"
+      else echo "false 9"; fi;;
+    *) echo "exited 2";;
+  esac;;
+  logs) echo "panic: StorageDriver not registered: bogus-driver";;
+esac
+exit 0""")
+
+
+def test_F21_keep_failed_stops_a_container_podman_restarts_after_a_stop_until_it_stays_stopped(fakebin):
+    """podman before 4.6 restarts a crash-looping --restart=always container after a `stop` that fell between two
+    of its runs (containers/podman#18259; on the lab's podman 4.3 one stop in four held): the kept container
+    restarted, took port 443, and the previous registry could not start again (3 lab runs in 6). Where the policy
+    stays, the script stops it until it is not running and makes no new restart for a second."""
+    restarting_podman(fakebin, holds_after=3)
+    out = sh(R.keep_failed_script("podman", "registry", "registry-failed-20261202T003605Z"), fakebin)
+    assert out.returncode == 0, out.stderr
+    kept = R.parse_kept(out.stdout)
+    assert (kept.name, kept.state, kept.policy) == ("registry-failed-20261202T003605Z", "exited 2", "always")
+    verbs = [c for c in calls(fakebin) if c.startswith(("podman stop", "podman rename"))]
+    assert verbs == ["podman stop -t 5 registry"] * 3 + ["podman rename registry registry-failed-20261202T003605Z"]
+
+
+def test_F21_keep_failed_stops_a_restarting_container_a_bounded_number_of_times(fakebin):
+    restarting_podman(fakebin, holds_after=0)
+    out = sh(R.keep_failed_script("podman", "registry", "registry-failed-20261202T003605Z"), fakebin)
+    assert out.returncode == 0 and R.parse_kept(out.stdout).name == "registry-failed-20261202T003605Z", out.stderr
+    assert calls(fakebin).count("podman stop -t 5 registry") == 1 + STOP_TRIES
+
+
+def test_F21_keep_failed_stops_once_where_the_engine_drops_the_restart_policy(fakebin):
+    fake(fakebin, "docker", 'case "$1" in inspect) case "$*" in *RestartPolicy*) echo no;; *) echo "true 5";; esac;; '
+                            'esac; exit 0')
+    out = sh(R.keep_failed_script("docker", "registry", "registry-failed-1"), fakebin)
+    assert out.returncode == 0, out.stderr
+    assert calls(fakebin).count("docker stop -t 5 registry") == 1   # no policy left to restart it
 
 
 def test_keep_failed_does_nothing_when_the_engine_made_no_container(fakebin):
