@@ -23,9 +23,10 @@ from . import deploy as D
 from . import logs, report
 from . import rotate as ROT
 from . import verify as V
-from .commandline import Config, cli, command, exit_2_on_parse_errors, integer, parse_exit_code, task
+from .commandline import Config, cli, exit_2_on_parse_errors, integer, parse_exit_code, task
 from .errors import ExitCode, InputError, RegistryTlsError
 from .inventory import pin_warning
+from .program import command
 from .session import open_session
 
 exit_2_on_parse_errors()  # Invoke's own parse errors: one line, exit 2 (status 3), for inv and registry-tls

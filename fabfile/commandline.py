@@ -31,6 +31,7 @@ from invoke.program import Program
 
 from . import logs, report
 from .errors import ExitCode, InputError, RegistryTlsError
+from .program import command, set_program
 
 INTERRUPTED = 130
 UNKNOWN = 3  # monitoring: the check itself could not run
@@ -46,21 +47,11 @@ CORE_SHORT_FLAGS = frozenset("cdDefFhlprRTVw")
 # flags whose value is a whole number (kind int even when the default is None)
 INTEGER_FLAGS = frozenset({"parallel", "batch", "warn_days", "if_expiring_within", "clients"})
 
-# The program the user runs, as hints name it (`registry-tls deploy`, `inv deploy` in a checkout): set once per
-# run when Invoke parses the tasks (_one_line_parse_errors), before any task, message or --help is made.
-_running = {"program": "registry-tls"}
-
 # what an integer flag accepts: ASCII digits, maybe a minus (range checks name it: ``integer``)
 WHOLE_NUMBER = re.compile(r"-?[0-9]{1,9}")
 
 assert not CORE_SHORT_FLAGS & set(SHORT_FLAGS.values())
 assert len(set(SHORT_FLAGS.values())) == len(SHORT_FLAGS)
-
-
-def command(args: str) -> str:
-    """A command to suggest in a message or a flag's help, quoted and named as this program was run:
-    "`registry-tls rotate --ca`" when installed (or ``python -m fabfile``), "`inv rotate --ca`" in a checkout."""
-    return f"`{_running['program']} {args}`"
 
 
 def _program_name(program: Program) -> str:
@@ -360,7 +351,7 @@ def parse_exit_code(program: Program, name: str | None) -> int:
 def _one_line_parse_errors(original: Callable[[Program], None]) -> Callable[[Program], None]:
     @functools.wraps(original)
     def parse(self: Program) -> None:
-        _running["program"] = _program_name(self)
+        set_program(_program_name(self))   # what hints call the program (fabfile/program.py)
         try:
             original(self)
         except ParseError as exc:

@@ -13,11 +13,11 @@ from contextlib import nullcontext
 from . import clients as C
 from . import fleet, registry
 from .certs import CertInfo, describe
-from .commandline import command
 from .errors import InputError
 from .htpasswd import Htpasswd
 from .inventory import Client, env_secrets, pin_warning
 from .pki import Material
+from .program import command
 from .redact import register
 from .results import HostResult, Report, Status
 from .session import Session

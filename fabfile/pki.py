@@ -26,10 +26,10 @@ from pathlib import Path
 from cryptography import x509
 
 from . import certs
-from .commandline import command
 from .errors import CertificateError, InputError
 from .inventory import Certificate
 from .localfs import atomic_write_all, read_optional
+from .program import command
 from .redact import register
 
 PASSPHRASE_ENV = "REGISTRY_TLS_CA_PASSPHRASE"

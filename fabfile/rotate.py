@@ -21,12 +21,12 @@ import shutil
 from collections.abc import Callable
 
 from .certs import describe, validity_warnings
-from .commandline import command
 from .deploy import deploy_registry, trust_clients
 from .errors import CertificateError, InputError
 from .inventory import Client
 from .localfs import atomic_write_all, read_optional
 from .pki import Material, Pki
+from .program import command
 from .results import HostResult, Report, Status
 from .session import Session
 from .state import Rotation

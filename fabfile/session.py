@@ -14,10 +14,10 @@ from pathlib import Path
 
 from . import fleet, inventory
 from .clients import Anchor
-from .commandline import command
 from .errors import InputError
 from .inventory import Inventory, SshTarget
 from .pki import Material, Pki
+from .program import command
 from .redact import register
 from .state import LocalState
 from .transport import Remote, SshSettings, Transport, ssh_config

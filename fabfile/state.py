@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .commandline import command
 from .errors import InputError, LockedError
 from .htpasswd import HEALTH_USER, Htpasswd
 from .inventory import Inventory
 from .localfs import atomic_write, check_private, ensure_dir, read_optional
+from .program import command
 from .redact import Secret, register
 from .results import Report
 

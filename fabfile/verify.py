@@ -34,11 +34,11 @@ from . import certs, fleet
 from . import clients as C
 from . import facts as F
 from . import runtimes as RT
-from .commandline import command
 from .errors import InputError
 from .htpasswd import HEALTH_USER
 from .inventory import Client
 from .pki import Material
+from .program import command
 from .results import HostResult, Report, Status
 from .session import Session
 

@@ -25,9 +25,9 @@ from cryptography import x509
 from cryptography.x509 import verification
 
 from fabfile import certs, inventory
-from fabfile.commandline import command
 from fabfile.errors import CertificateError, InputError, InventoryError
 from fabfile.pki import PASSPHRASE_ENV, Pki
+from fabfile.program import command
 
 from _support import NOW, make_cert_cfg, make_spec, run
 

@@ -336,7 +336,7 @@ def test_dash_h_after_a_task_is_help(capsys):
 
 def test_hints_name_the_program_that_runs(workdir, capsys, monkeypatch):
     """Messages and flag help suggest the command as the user runs it: `registry-tls ...` installed (and
-    `python -m fabfile`), `inv ...` in a checkout; one helper (commandline.command) makes them all."""
+    `python -m fabfile`), `inv ...` in a checkout; one helper (program.command) makes them all."""
     prepare(workdir, Case("", [], 0, []))
     code, _out, err = run(["clients.trust"], None, capsys, monkeypatch)
     assert code == 2 and "no certificate yet; run `registry-tls deploy` or `registry-tls cert.generate`" in err, err

@@ -6,8 +6,8 @@ import pytest
 
 from fabfile import deploy as D
 from fabfile import rotate as R
-from fabfile.commandline import command
 from fabfile.errors import InputError, UnreachableError
+from fabfile.program import command
 from fabfile.results import Status
 
 from fake_hosts import World
